@@ -1,0 +1,342 @@
+"""Features of an MSA: sequence weights, Neff, covariance, precision and base-pair
+probabilities — ONE implementation, used by ``store build`` and by inference alike.
+
+Formulas (DESIGN.md, paper eqs. 7 and 9):
+
+* identity(n, m) = fraction of the L query columns where n and m carry the same state,
+  gaps included; w_n = 1 / #{m : identity(n, m) ≥ 0.8} (n itself included);
+  Neff = Σ w_n / √L.
+* f_i(a) = Σ_n w̃_n [x_ni = a], f_ij(a, b) = Σ_n w̃_n [x_ni = a][x_nj = b] with
+  w̃ = w / Σw; C[i, j, a, b] = f_ij(a, b) − f_i(a)·f_j(b).
+
+No pseudocount by default, as in the paper; ``pseudocount=λ`` mixes the frequencies with
+the uniform distribution, f ← (1−λ)f + λ/q (and λ/q² off the diagonal blocks), and is
+recorded in the :class:`FeatureSpec`.
+
+Speed: identical rows are merged first (their multiplicity kept), the N×N identity count
+is a compiled (numba) loop over the row pairs with an early exit, and the pair frequencies
+are a BLAS GEMM of the weighted one-hot matrix for RNA (taken in blocks of rows so memory
+stays bounded for deep alignments) and a compiled scatter for proteins, where q = 21 makes
+the one-hot GEMM 20× wasteful.  With a CUDA device and
+``device="cuda"``/``"auto"`` both become GEMMs in torch on the GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numba
+import numpy as np
+
+from tprna.errors import TprnaError
+from tprna.msa import MSA
+
+__all__ = [
+    "FEATURE_CODE_VERSION", "FEATURE_SETS", "FeatureSpec", "FeatureDict",
+    "sequence_weights", "neff", "pair_frequencies", "covariance", "precision",
+    "base_pair_probabilities", "make_features", "model_input", "default_feature_set",
+]
+
+# Bump when a change to this module changes any number it produces: the store keys on it.
+FEATURE_CODE_VERSION = "1"
+
+# Named feature sets: which arrays feed the network, in channel order.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "cov": ("cov",),
+    "cov+ss": ("cov", "bpp"),
+    "precision": ("precision",),
+    "precision+ss": ("precision", "bpp"),
+}
+
+FeatureDict = Mapping[str, np.ndarray]
+
+_ROW_BLOCK = 4096  # rows of the one-hot matrix per BLAS update: bounds memory for deep MSAs
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Everything that determines the feature numbers; its key names them in the store."""
+
+    molecule: str = "rna"
+    feature_set: str = "cov+ss"
+    identity: float = 0.8
+    pseudocount: float = 0.0
+    shrinkage: float = 0.1  # ridge of the precision matrix, as a fraction of mean variance
+    dtype: str = "float16"  # storage dtype of the 2-D features
+    code_version: str = field(default=FEATURE_CODE_VERSION)
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in FEATURE_SETS:
+            raise TprnaError(f"unknown feature set {self.feature_set!r}; use one of {', '.join(FEATURE_SETS)}")
+        if self.molecule not in ("rna", "protein"):
+            raise TprnaError(f"unknown molecule type {self.molecule!r}; use 'rna' or 'protein'")
+        if "bpp" in self.components and self.molecule != "rna":
+            raise TprnaError(f"feature set {self.feature_set!r} needs RNA base-pair probabilities; "
+                             "use 'cov' or 'precision' for proteins")
+        if not 0 < self.identity <= 1 or not 0 <= self.pseudocount < 1:
+            raise TprnaError("identity must be in (0, 1] and pseudocount in [0, 1)")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return FEATURE_SETS[self.feature_set]
+
+    @property
+    def q(self) -> int:
+        return 5 if self.molecule == "rna" else 21
+
+    @property
+    def channels(self) -> int:
+        return sum(self.q ** 2 if c in ("cov", "precision") else 1 for c in self.components)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "FeatureSpec":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_feature_set(molecule: str) -> str:
+    return "cov+ss" if molecule == "rna" else "cov"
+
+
+# --------------------------------------------------------------------------- weights
+
+def _unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rows, the row each sequence maps to, and each distinct row's multiplicity."""
+    uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return np.ascontiguousarray(uniq), inverse.ravel(), counts
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _neighbour_counts(codes: np.ndarray, mult: np.ndarray, min_matches: int, threads: int) -> np.ndarray:
+    # Each thread takes every T-th row of the triangle (balanced work) and accumulates into
+    # its own slice, so the symmetric update needs no locks.  The inner compare over L
+    # bytes vectorises; an early exit would cost more than it saves.
+    n, length = codes.shape
+    partial = np.zeros((threads, n))
+    for t in numba.prange(threads):
+        for a in range(t, n, threads):
+            ra = codes[a]
+            for b in range(a):
+                rb = codes[b]
+                matches = 0
+                for k in range(length):
+                    matches += ra[k] == rb[k]
+                if matches >= min_matches:
+                    partial[t, a] += mult[b]
+                    partial[t, b] += mult[a]
+    return partial.sum(axis=0) + mult  # a row is its own neighbour, as are its duplicates
+
+
+def _min_matches(length: int, identity: float) -> int:
+    # identity ≥ t ⇔ matches ≥ t·L; the tolerance keeps 0.8·L exact when it is an integer.
+    return int(math.ceil(identity * length - 1e-9))
+
+
+def sequence_weights(msa: MSA, identity: float = 0.8, device: str = "cpu") -> np.ndarray:
+    """w_n = 1 / (number of sequences ≥ ``identity`` identical to n, itself included)."""
+    uniq, inverse, counts = _unique_rows(msa.codes)
+    threshold = _min_matches(msa.length, identity)
+    if _use_cuda(device):
+        neighbours = _neighbour_counts_torch(uniq, counts, threshold)
+    else:
+        neighbours = _neighbour_counts(uniq, counts.astype(np.float64), threshold, numba.get_num_threads())
+    return (1.0 / neighbours[inverse]).astype(np.float32)
+
+
+def neff(msa: MSA, weights: np.ndarray | None = None, identity: float = 0.8) -> float:
+    """Effective number of sequences per √L (paper eq. 9): Σ w_n / √L."""
+    w = sequence_weights(msa, identity) if weights is None else weights
+    return float(np.sum(w, dtype=np.float64) / math.sqrt(msa.length))
+
+
+# --------------------------------------------------------------------------- covariance
+
+def _merge_duplicates(msa: MSA, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows with the summed weight of their copies: same frequencies, fewer rows."""
+    uniq, inverse, _ = _unique_rows(msa.codes)
+    merged = np.bincount(inverse, weights=weights.astype(np.float64), minlength=len(uniq))
+    return uniq, merged
+
+
+def pair_frequencies(msa: MSA, weights: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Weighted single- and pair-site frequencies: f_i (L, q) and f_ij (L, L, q, q), float32."""
+    if weights.shape != (msa.depth,):
+        raise TprnaError(f"{len(weights)} weights for an alignment of {msa.depth} sequences", msa.source or None)
+    rows, w = _merge_duplicates(msa, weights)
+    w = (w / w.sum()).astype(np.float32)
+    q, length = msa.alphabet.q, msa.length
+    if _use_cuda(device):
+        fij = _gram_torch(rows, w, q).reshape(length, q, length, q).transpose(0, 2, 1, 3)
+    elif q * q <= _DENSE_MAX_Q2:
+        fij = _gram_blas(rows, w, q).reshape(length, q, length, q).transpose(0, 2, 1, 3)
+    else:
+        fij = _gram_scatter(rows, w, q)
+    fij = np.ascontiguousarray(fij)
+    fi = fij[np.arange(length), np.arange(length)].sum(axis=2)  # f_ii(a, b) = δ_ab f_i(a)
+    return fi, fij
+
+
+# The dense Gram costs 2·N·(Lq)² flops at BLAS speed, the scatter N·L² memory updates:
+# measured here, dense wins for RNA (q = 5) and loses ~10× for protein (q = 21).
+_DENSE_MAX_Q2 = 64
+
+
+def _gram_blas(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
+    """Σ_n w_n·onehot_nᵀ·onehot_n as an (Lq, Lq) matrix, in blocks of rows (bounded memory)."""
+    eye = np.eye(q, dtype=np.float32)
+    gram = None
+    for start in range(0, len(rows), _ROW_BLOCK):
+        block = rows[start:start + _ROW_BLOCK]
+        onehot = eye[block].reshape(len(block), -1)
+        part = (onehot * w[start:start + _ROW_BLOCK, None]).T @ onehot
+        gram = part if gram is None else gram + part
+    return gram
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _gram_scatter(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
+    # One thread owns row i of the output (L·q² floats, cache-resident) and walks all
+    # sequences: f_ij[i, j, x_ni, x_nj] += w_n.  N·L² updates instead of 2·N·(Lq)² flops.
+    n, length = rows.shape
+    fij = np.zeros((length, length, q, q), dtype=np.float32)
+    for i in numba.prange(length):
+        out = fij[i]
+        for s in range(n):
+            a = rows[s, i]
+            ws = w[s]
+            row = rows[s]
+            for j in range(length):
+                out[j, a, row[j]] += ws
+    return fij
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _subtract_outer(fij: np.ndarray, fi: np.ndarray) -> np.ndarray:
+    # C = f_ij − f_i·f_j in place, fused so the (L, L, q, q) array is walked once.
+    length, _, q, _ = fij.shape
+    for i in numba.prange(length):
+        for j in range(length):
+            for a in range(q):
+                fa = fi[i, a]
+                for b in range(q):
+                    fij[i, j, a, b] -= fa * fi[j, b]
+    return fij
+
+
+def covariance(msa: MSA, weights: np.ndarray, pseudocount: float = 0.0, device: str = "cpu") -> np.ndarray:
+    """C[i, j, a, b] = f_ij(a, b) − f_i(a)·f_j(b), float32 (L, L, q, q), states in alphabet order."""
+    fi, fij = pair_frequencies(msa, weights, device)
+    if pseudocount:
+        q, length = msa.alphabet.q, msa.length
+        diag = fij[np.arange(length), np.arange(length)]
+        fi = (1 - pseudocount) * fi + pseudocount / q
+        fij = (1 - pseudocount) * fij + pseudocount / q ** 2
+        # the diagonal blocks stay consistent with f_i: f_ii(a, b) = δ_ab f_i(a)
+        fij[np.arange(length), np.arange(length)] = (1 - pseudocount) * diag + pseudocount / q * np.eye(q)
+    return _subtract_outer(fij.astype(np.float32), fi.astype(np.float32))
+
+
+def precision(cov: np.ndarray, shrinkage: float = 0.1) -> np.ndarray:
+    """The shrunk inverse covariance (the paper's stated next step), (L, L, q, q) float32.
+
+    The one-hot covariance is singular (each block's rows sum to zero), so a ridge of
+    ``shrinkage`` × the mean variance (at least 1e-3) is added before inverting."""
+    length, _, q, _ = cov.shape
+    mat = cov.transpose(0, 2, 1, 3).reshape(length * q, length * q).astype(np.float64)
+    ridge = max(shrinkage * float(np.mean(np.diag(mat))), 1e-3)
+    mat[np.diag_indices_from(mat)] += ridge
+    inv = np.linalg.inv(mat)
+    return inv.reshape(length, q, length, q).transpose(0, 2, 1, 3).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- secondary structure
+
+def base_pair_probabilities(query: str) -> np.ndarray:
+    """ViennaRNA partition-function base-pair probabilities of the query, L×L symmetric float32."""
+    import RNA  # the viennarna package; imported here so protein-only use does not need it
+
+    seq = query.upper().replace("T", "U").replace("-", "N")
+    fc = RNA.fold_compound(seq)
+    _, mfe = fc.mfe()
+    fc.exp_params_rescale(mfe)  # scale Boltzmann weights so long sequences do not overflow
+    fc.pf()
+    upper = np.array(fc.bpp(), dtype=np.float64)[1:, 1:]  # 1-based, upper triangle
+    return (upper + upper.T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- assembly
+
+def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str, np.ndarray]:
+    """All arrays of one entry for ``spec``: weights, neff and the feature set's components
+    (``cov``/``precision`` as (L, L, q, q) float32, ``bpp`` as (L, L) float32)."""
+    if msa.alphabet.name != spec.molecule:
+        raise TprnaError(f"alignment is {msa.alphabet.name} but the feature spec is {spec.molecule}",
+                         msa.source or None)
+    weights = sequence_weights(msa, spec.identity, device)
+    out: dict[str, np.ndarray] = {"weights": weights, "neff": np.float32(neff(msa, weights))}
+    if {"cov", "precision"} & set(spec.components):
+        cov = covariance(msa, weights, spec.pseudocount, device)
+        if "cov" in spec.components:
+            out["cov"] = cov
+        if "precision" in spec.components:
+            out["precision"] = precision(cov, spec.shrinkage)
+    if "bpp" in spec.components:
+        out["bpp"] = base_pair_probabilities(msa.query)
+    return out
+
+
+def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
+    """Stack an entry's components into the network's (C, L, L) float32 input."""
+    channels = []
+    for name in spec.components:
+        arr = np.asarray(features[name], dtype=np.float32)
+        if arr.ndim == 4:  # (L, L, q, q) → q² channels, channel = a·q + b
+            length = arr.shape[0]
+            channels.append(arr.reshape(length, length, -1).transpose(2, 0, 1))
+        else:
+            channels.append(arr[None])
+    return np.ascontiguousarray(np.concatenate(channels, axis=0))
+
+
+# --------------------------------------------------------------------------- GPU path
+
+def _use_cuda(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    if device == "auto":
+        return torch.cuda.is_available()
+    if not torch.cuda.is_available():
+        raise TprnaError(f"device {device!r} requested but no CUDA device is available")
+    return True
+
+
+def _neighbour_counts_torch(rows: np.ndarray, mult: np.ndarray, min_matches: int) -> np.ndarray:
+    import torch
+
+    # 0/1 inputs with fp32 accumulation: the match counts are exact integers.
+    x = torch.nn.functional.one_hot(torch.from_numpy(rows).long().cuda()).flatten(1).float()
+    m = torch.from_numpy(mult).double().cuda()
+    counts = torch.zeros(len(rows), dtype=torch.float64, device="cuda")
+    for start in range(0, len(rows), _ROW_BLOCK):
+        matches = x[start:start + _ROW_BLOCK] @ x.T
+        counts[start:start + _ROW_BLOCK] = ((matches >= min_matches).double() * m).sum(1)
+    return counts.cpu().numpy()
+
+
+def _gram_torch(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
+    import torch
+
+    x = torch.nn.functional.one_hot(torch.from_numpy(rows).long().cuda(), q).flatten(1).float()
+    return ((x * torch.from_numpy(w).cuda()[:, None]).T @ x).cpu().numpy()

@@ -1,0 +1,184 @@
+"""Read multiple sequence alignments (FASTA, A3M, Stockholm, PSICOV .aln; gzip or not)
+into a query-anchored, encoded :class:`MSA`.
+
+The format is chosen by content, the suffix only breaking the one real tie (aligned
+FASTA vs A3M whose rows happen to have equal length).  The first sequence is the query;
+columns where the query has a gap are dropped, so ``L`` is the query's length.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tprna.alphabet import Alphabet, get_alphabet
+from tprna.errors import TprnaError
+
+__all__ = ["MSA", "read_msa", "parse_msa", "detect_format", "write_msa", "FORMATS"]
+
+FORMATS = ("fasta", "a3m", "stockholm", "aln")
+
+
+@dataclass(frozen=True)
+class MSA:
+    """An encoded alignment: ``codes[n, i]`` is the state of sequence n at query column i."""
+
+    ids: tuple[str, ...]
+    codes: np.ndarray  # (N, L) uint8, indices into alphabet.states
+    alphabet: Alphabet
+    source: str = ""
+    n_unknown: int = 0  # letters outside the states that were read as gaps
+    n_dropped_columns: int = 0  # alignment columns dropped because the query has a gap there
+
+    @property
+    def depth(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.codes.shape[1]
+
+    @property
+    def query(self) -> str:
+        return self.alphabet.decode(self.codes[0])
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The file's text, gunzipped when it starts with the gzip magic bytes."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise TprnaError("file not found", p) from None
+    except OSError as e:
+        raise TprnaError(f"cannot read file ({e.strerror})", p) from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise TprnaError(f"corrupt gzip data ({e})", p) from None
+    return data.decode("utf-8", errors="replace")
+
+
+def read_msa(path: str | os.PathLike, molecule: str = "rna", fmt: str | None = None) -> MSA:
+    """Read an alignment file; ``fmt`` overrides detection (one of :data:`FORMATS`)."""
+    text = read_text(path)
+    fmt = fmt or detect_format(text, suffix=_suffix(path))
+    return parse_msa(text, fmt, molecule, source=os.fspath(path))
+
+
+def _suffix(path: str | os.PathLike) -> str:
+    suffixes = [s.lower() for s in Path(path).suffixes if s.lower() != ".gz"]
+    return suffixes[-1] if suffixes else ""
+
+
+def detect_format(text: str, suffix: str = "") -> str:
+    """Guess the format from the text itself."""
+    head = text.lstrip()
+    if not head:
+        return "fasta"  # the parser reports the empty file
+    if head.startswith("# STOCKHOLM"):
+        return "stockholm"
+    if head.startswith(">"):
+        records = _fasta_records(text)
+        lengths = {len(s) for _, s in records}
+        has_lower = any(any(c.islower() for c in s) for _, s in records)
+        if len(lengths) > 1 and has_lower:
+            return "a3m"  # unequal rows only make sense with lowercase insertions
+        return "a3m" if suffix == ".a3m" and has_lower else "fasta"
+    return "aln"
+
+
+def parse_msa(text: str, fmt: str, molecule: str = "rna", source: str = "") -> MSA:
+    if fmt not in FORMATS:
+        raise TprnaError(f"unknown alignment format {fmt!r}; use one of {', '.join(FORMATS)}", source or None)
+    alphabet = get_alphabet(molecule)
+    path = source or None
+    records = {"fasta": _fasta_records, "a3m": _a3m_records,
+               "stockholm": _stockholm_records, "aln": _aln_records}[fmt](text, path)
+    if not records:
+        raise TprnaError(f"no sequences found ({fmt} format)", path)
+    if fmt == "fasta":
+        records = [(name, seq.upper()) for name, seq in records]
+    lengths = {len(seq) for _, seq in records}
+    if len(lengths) > 1:
+        bad = next(name for name, seq in records if len(seq) != len(records[0][1]))
+        raise TprnaError(
+            f"aligned sequences have unequal lengths {sorted(lengths)[:4]} (first mismatch: "
+            f"{bad!r}); is this an A3M file with insertions, or a truncated alignment?", path)
+    ids, rows = zip(*records)
+    codes, n_unknown = alphabet.encode(list(rows), path)
+    keep = codes[0] != alphabet.gap
+    if not keep.any():
+        raise TprnaError("the query (first sequence) has no residues", path)
+    return MSA(ids=tuple(ids), codes=np.ascontiguousarray(codes[:, keep]), alphabet=alphabet,
+               source=source, n_unknown=n_unknown, n_dropped_columns=int((~keep).sum()))
+
+
+def _fasta_records(text: str, path: str | None = None) -> list[tuple[str, str]]:
+    records: list[tuple[str, list[str]]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith(";") or line.startswith("#"):
+            continue
+        if line.startswith(">"):
+            records.append((line[1:].split()[0] if line[1:].split() else f"seq{len(records)}", []))
+        elif not records:
+            raise TprnaError(f"line {lineno}: sequence before the first '>' header", path)
+        else:
+            records[-1][1].append(line.replace(" ", ""))
+    return [(name, "".join(parts)) for name, parts in records]
+
+
+def _a3m_records(text: str, path: str | None = None) -> list[tuple[str, str]]:
+    # Lowercase letters and '.' are insertions relative to the query: not alignment columns.
+    return [(name, "".join(c for c in seq if not (c.islower() or c == ".")))
+            for name, seq in _fasta_records(text, path)]
+
+
+def _stockholm_records(text: str, path: str | None = None) -> list[tuple[str, str]]:
+    order: list[str] = []
+    parts: dict[str, list[str]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue  # header and markup (#=GF, #=GS, #=GR, #=GC)
+        if line == "//":
+            break  # only the first alignment of a multi-alignment file
+        fields = line.split()
+        if len(fields) != 2:
+            raise TprnaError(f"line {lineno}: expected 'name sequence', got {len(fields)} fields", path)
+        name, seq = fields
+        if name not in parts:
+            order.append(name)
+            parts[name] = []
+        parts[name].append(seq)
+    return [(name, "".join(parts[name]).upper()) for name in order]
+
+
+def _aln_records(text: str, path: str | None = None) -> list[tuple[str, str]]:
+    rows = [line.strip() for line in text.splitlines() if line.strip()]
+    for lineno, row in enumerate(rows, 1):
+        if len(row.split()) != 1:
+            raise TprnaError(f"sequence {lineno}: PSICOV .aln rows are one sequence with no spaces", path)
+    return [(f"seq{i}", row.upper()) for i, row in enumerate(rows)]
+
+
+def write_msa(msa: MSA, path: str | os.PathLike, fmt: str = "fasta") -> Path:
+    """Write the (query-anchored) alignment; reading it back gives the same MSA."""
+    rows = [msa.alphabet.decode(r) for r in msa.codes]
+    if fmt in ("fasta", "a3m"):
+        text = "".join(f">{name}\n{row}\n" for name, row in zip(msa.ids, rows))
+    elif fmt == "stockholm":
+        width = max(len(n) for n in msa.ids) + 2
+        text = "# STOCKHOLM 1.0\n" + "".join(f"{n:<{width}}{r}\n" for n, r in zip(msa.ids, rows)) + "//\n"
+    elif fmt == "aln":
+        text = "".join(f"{row}\n" for row in rows)
+    else:
+        raise TprnaError(f"unknown alignment format {fmt!r}; use one of {', '.join(FORMATS)}")
+    p = Path(path)
+    p.write_text(text)
+    return p
