@@ -82,8 +82,11 @@ def detect_format(text: str, suffix: str = "") -> str:
         return "fasta"  # the parser reports the empty file
     if head.startswith("# STOCKHOLM"):
         return "stockholm"
-    if head.startswith(">"):
-        records = _fasta_records(text)
+    if head.startswith(">") or "\n>" in head:
+        try:
+            records = _fasta_records(text)
+        except TprnaError:
+            return "fasta"  # let the parser report it, naming the file
         lengths = {len(s) for _, s in records}
         has_lower = any(any(c.islower() for c in s) for _, s in records)
         if len(lengths) > 1 and has_lower:
