@@ -14,10 +14,10 @@ the uniform distribution, f ← (1−λ)f + λ/q (and λ/q² off the diagonal bl
 recorded in the :class:`FeatureSpec`.
 
 Speed: identical rows are merged first (their multiplicity kept), the N×N identity count
-is a compiled (numba) loop over the row pairs with an early exit, and the pair frequencies
-are a BLAS GEMM of the weighted one-hot matrix for RNA (taken in blocks of rows so memory
-stays bounded for deep alignments) and a compiled scatter for proteins, where q = 21 makes
-the one-hot GEMM 20× wasteful.  With a CUDA device and
+is a compiled (numba) loop over the row pairs, and the covariance is one BLAS GEMM of the
+weighted, centred one-hot matrix for RNA (taken in blocks of rows so memory stays bounded
+for deep alignments) and a compiled scatter over column pairs for proteins, where q = 21
+makes the one-hot GEMM 20× wasteful.  With a CUDA device and
 ``device="cuda"``/``"auto"`` both become GEMMs in torch on the GPU.
 """
 from __future__ import annotations
@@ -30,13 +30,14 @@ from typing import Mapping
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tprna.errors import TprnaError
 from tprna.msa import MSA
 
 __all__ = [
     "FEATURE_CODE_VERSION", "FEATURE_SETS", "FeatureSpec", "FeatureDict",
-    "sequence_weights", "neff", "pair_frequencies", "covariance", "precision",
+    "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
     "base_pair_probabilities", "make_features", "model_input", "default_feature_set",
 ]
 
@@ -112,8 +113,10 @@ def default_feature_set(molecule: str) -> str:
 
 def _unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct rows, the row each sequence maps to, and each distinct row's multiplicity."""
-    uniq, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
-    return np.ascontiguousarray(uniq), inverse.ravel(), counts
+    codes = np.ascontiguousarray(codes)
+    as_bytes = codes.view(np.dtype((np.void, codes.shape[1]))).ravel()  # 20× faster than axis=0
+    _, first, inverse, counts = np.unique(as_bytes, return_index=True, return_inverse=True, return_counts=True)
+    return codes[first], inverse.ravel(), counts
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -168,82 +171,90 @@ def _merge_duplicates(msa: MSA, weights: np.ndarray) -> tuple[np.ndarray, np.nda
     return uniq, merged
 
 
-def pair_frequencies(msa: MSA, weights: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Weighted single- and pair-site frequencies: f_i (L, q) and f_ij (L, L, q, q), float32."""
+def single_frequencies(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
+    """f_i(a) = Σ_n w_n [x_ni = a] for normalised weights w, (L, q) float64."""
+    length = rows.shape[1]
+    flat = (np.arange(length) * q + rows).ravel()
+    counts = np.bincount(flat, weights=np.repeat(w.astype(np.float64), length), minlength=length * q)
+    return counts.reshape(length, q)
+
+
+def covariance(msa: MSA, weights: np.ndarray, pseudocount: float = 0.0, device: str = "cpu") -> np.ndarray:
+    """C[i, j, a, b] = f_ij(a, b) − f_i(a)·f_j(b), float32 (L, L, q, q), states in alphabet order."""
     if weights.shape != (msa.depth,):
         raise TprnaError(f"{len(weights)} weights for an alignment of {msa.depth} sequences", msa.source or None)
     rows, w = _merge_duplicates(msa, weights)
     w = (w / w.sum()).astype(np.float32)
     q, length = msa.alphabet.q, msa.length
+    fi = single_frequencies(rows, w, q)
     if _use_cuda(device):
-        fij = _gram_torch(rows, w, q).reshape(length, q, length, q).transpose(0, 2, 1, 3)
+        cov = _centred_gram_torch(rows, w, fi, q)
     elif q * q <= _DENSE_MAX_Q2:
-        fij = _gram_blas(rows, w, q).reshape(length, q, length, q).transpose(0, 2, 1, 3)
+        cov = _centred_gram_blas(rows, w, fi.astype(np.float32), q)
     else:
-        fij = _gram_scatter(rows, w, q)
-    fij = np.ascontiguousarray(fij)
-    fi = fij[np.arange(length), np.arange(length)].sum(axis=2)  # f_ii(a, b) = δ_ab f_i(a)
-    return fi, fij
+        cov = _covariance_scatter(np.ascontiguousarray(rows.T), w, fi.astype(np.float32), numba.get_num_threads())
+    if pseudocount:
+        cov = _with_pseudocount(cov, fi, pseudocount)
+    return cov
 
 
-# The dense Gram costs 2·N·(Lq)² flops at BLAS speed, the scatter N·L² memory updates:
+# The dense Gram costs 2·N·(Lq)² flops at BLAS speed, the scatter N·L²/2 memory updates:
 # measured here, dense wins for RNA (q = 5) and loses ~10× for protein (q = 21).
 _DENSE_MAX_Q2 = 64
 
 
-def _gram_blas(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
-    """Σ_n w_n·onehot_nᵀ·onehot_n as an (Lq, Lq) matrix, in blocks of rows (bounded memory)."""
+def _centred_gram_blas(rows: np.ndarray, w: np.ndarray, fi: np.ndarray, q: int) -> np.ndarray:
+    """Σ_n w_n (x_n − f)(x_n − f)ᵀ over one-hot rows x_n: the covariance in one GEMM, with
+    no f_ij − f_i·f_j cancellation.  Rows are taken in blocks so memory stays bounded."""
+    length = rows.shape[1]
     eye = np.eye(q, dtype=np.float32)
-    gram = None
-    for start in range(0, len(rows), _ROW_BLOCK):
-        block = rows[start:start + _ROW_BLOCK]
-        onehot = eye[block].reshape(len(block), -1)
-        part = (onehot * w[start:start + _ROW_BLOCK, None]).T @ onehot
-        gram = part if gram is None else gram + part
-    return gram
+    mean = fi.reshape(1, -1)
+    cov = np.zeros((length * q, length * q), dtype=np.float32)
+    # Small GEMMs run slower on two BLAS threads than on one when the other core is busy
+    # (a parallel store build): keep them single-threaded.
+    small = 2 * len(rows) * (length * q) ** 2 < 4e9
+    with threadpool_limits(limits=1 if small else None, user_api="blas"):
+        for start in range(0, len(rows), _ROW_BLOCK):
+            block = eye[rows[start:start + _ROW_BLOCK]].reshape(-1, length * q) - mean
+            cov += (block * w[start:start + _ROW_BLOCK, None]).T @ block
+    return np.ascontiguousarray(cov.reshape(length, q, length, q).transpose(0, 2, 1, 3))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _gram_scatter(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
-    # One thread owns row i of the output (L·q² floats, cache-resident) and walks all
-    # sequences: f_ij[i, j, x_ni, x_nj] += w_n.  N·L² updates instead of 2·N·(Lq)² flops.
-    n, length = rows.shape
-    fij = np.zeros((length, length, q, q), dtype=np.float32)
-    for i in numba.prange(length):
-        out = fij[i]
-        for s in range(n):
-            a = rows[s, i]
-            ws = w[s]
-            row = rows[s]
-            for j in range(length):
-                out[j, a, row[j]] += ws
-    return fij
+def _covariance_scatter(columns: np.ndarray, w: np.ndarray, fi: np.ndarray, threads: int) -> np.ndarray:
+    # For each pair i ≤ j, accumulate the q×q block f_ij[x_ni, x_nj] += w_n over the two
+    # alignment columns (contiguous in ``columns``, shape (L, N)); the block lives in L1.
+    # Subtract f_i·f_j and mirror to (j, i).  Threads take every T-th i for balance.
+    length, n = columns.shape
+    q = fi.shape[1]
+    cov = np.empty((length, length, q, q), dtype=np.float32)
+    for t in numba.prange(threads):
+        block = np.empty((q, q), dtype=np.float32)
+        for i in range(t, length, threads):
+            ci = columns[i]
+            for j in range(i, length):
+                cj = columns[j]
+                block[:, :] = 0.0
+                for s in range(n):
+                    block[ci[s], cj[s]] += w[s]
+                for a in range(q):
+                    for b in range(q):
+                        value = block[a, b] - fi[i, a] * fi[j, b]
+                        cov[i, j, a, b] = value
+                        cov[j, i, b, a] = value
+    return cov
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _subtract_outer(fij: np.ndarray, fi: np.ndarray) -> np.ndarray:
-    # C = f_ij − f_i·f_j in place, fused so the (L, L, q, q) array is walked once.
-    length, _, q, _ = fij.shape
-    for i in numba.prange(length):
-        for j in range(length):
-            for a in range(q):
-                fa = fi[i, a]
-                for b in range(q):
-                    fij[i, j, a, b] -= fa * fi[j, b]
-    return fij
-
-
-def covariance(msa: MSA, weights: np.ndarray, pseudocount: float = 0.0, device: str = "cpu") -> np.ndarray:
-    """C[i, j, a, b] = f_ij(a, b) − f_i(a)·f_j(b), float32 (L, L, q, q), states in alphabet order."""
-    fi, fij = pair_frequencies(msa, weights, device)
-    if pseudocount:
-        q, length = msa.alphabet.q, msa.length
-        diag = fij[np.arange(length), np.arange(length)]
-        fi = (1 - pseudocount) * fi + pseudocount / q
-        fij = (1 - pseudocount) * fij + pseudocount / q ** 2
-        # the diagonal blocks stay consistent with f_i: f_ii(a, b) = δ_ab f_i(a)
-        fij[np.arange(length), np.arange(length)] = (1 - pseudocount) * diag + pseudocount / q * np.eye(q)
-    return _subtract_outer(fij.astype(np.float32), fi.astype(np.float32))
+def _with_pseudocount(cov: np.ndarray, fi: np.ndarray, lam: float) -> np.ndarray:
+    """Mix frequencies with the uniform distribution: f ← (1−λ)f + λ/q (λ/q² for pairs),
+    keeping the diagonal blocks consistent with f_i (f_ii(a, b) = δ_ab f_i(a))."""
+    length, _, q, _ = cov.shape
+    fij = cov.astype(np.float64) + fi[:, None, :, None] * fi[None, :, None, :]
+    diag = fij[np.arange(length), np.arange(length)]
+    fi = (1 - lam) * fi + lam / q
+    fij = (1 - lam) * fij + lam / q ** 2
+    fij[np.arange(length), np.arange(length)] = (1 - lam) * diag + lam / q * np.eye(q)
+    return (fij - fi[:, None, :, None] * fi[None, :, None, :]).astype(np.float32)
 
 
 def precision(cov: np.ndarray, shrinkage: float = 0.1) -> np.ndarray:
@@ -335,8 +346,11 @@ def _neighbour_counts_torch(rows: np.ndarray, mult: np.ndarray, min_matches: int
     return counts.cpu().numpy()
 
 
-def _gram_torch(rows: np.ndarray, w: np.ndarray, q: int) -> np.ndarray:
+def _centred_gram_torch(rows: np.ndarray, w: np.ndarray, fi: np.ndarray, q: int) -> np.ndarray:
     import torch
 
+    length = rows.shape[1]
     x = torch.nn.functional.one_hot(torch.from_numpy(rows).long().cuda(), q).flatten(1).float()
-    return ((x * torch.from_numpy(w).cuda()[:, None]).T @ x).cpu().numpy()
+    x -= torch.from_numpy(fi.reshape(1, -1)).float().cuda()
+    cov = ((x * torch.from_numpy(w).cuda()[:, None]).T @ x).cpu().numpy()
+    return np.ascontiguousarray(cov.reshape(length, q, length, q).transpose(0, 2, 1, 3))
