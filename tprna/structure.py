@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Callable, Literal
@@ -386,8 +387,11 @@ def _parse_label_matrix(text: str, path: PathLike) -> Labels:
 
 
 def _looks_like_structure(text: str) -> bool:
+    # Real PDB files may open with any record (1p6v.pdb starts with JRNL), so also look for
+    # coordinate records anywhere: label matrices and contact lists hold only numbers.
     line = _first_line(text)
-    return line.startswith("data_") or line.startswith(_PDB_RECORDS)
+    return (line.startswith("data_") or line.startswith(_PDB_RECORDS)
+            or re.search(r"^(ATOM  |HETATM)", text, re.MULTILINE) is not None)
 
 
 def _first_line(text: str) -> str:

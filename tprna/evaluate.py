@@ -1,0 +1,175 @@
+"""Score contact predictions of every kind with the same code: a trained network, the two
+baselines that learn nothing (coevolution: APC-corrected covariance or precision norms;
+thermodynamics: ViennaRNA base-pair probabilities of the query) and published predictions
+of other methods read from pair-score files."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+
+from tprna.data import StoreDataset, collate, length_batches
+from tprna.errors import TprnaError
+from tprna.features import base_pair_probabilities, precision
+from tprna.metrics import apc, contact_precisions, summarize
+
+__all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
+           "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
+           "BASELINES"]
+
+BASELINES = ("APC (covariance)", "APC (precision)", "Thermodynamics (bpp)")
+
+
+@dataclass
+class Labels:
+    contacts: np.ndarray
+    observed: np.ndarray
+    neff: float
+    sequence: str
+
+
+@dataclass
+class EvaluationSet:
+    """The labelled entries of one store split, and the store/spec they come from."""
+
+    store_path: str
+    spec_key: str
+    labels: dict[str, Labels] = field(default_factory=dict)
+
+
+def load_evaluation_set(store_path: str, split: str | None, features: str | None = None,
+                        ids: Iterable[str] | None = None) -> EvaluationSet:
+    from tprna.store import open_store
+
+    dataset = StoreDataset(store_path, features, split=None if ids else split,
+                           ids=list(ids) if ids else None)
+    store = open_store(store_path)
+    try:
+        labels = {}
+        for entry_id in dataset.ids:
+            contacts, observed = store.read_labels(entry_id)
+            feats = store.read_features(entry_id, dataset.spec.key)
+            labels[entry_id] = Labels(np.asarray(contacts), np.asarray(observed, bool),
+                                      float(feats["neff"]), store.entry_meta(entry_id)["sequence"])
+    finally:
+        store.close()
+    return EvaluationSet(store_path, dataset.spec.key, labels)
+
+
+@torch.no_grad()
+def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, device: str = "auto",
+                            pixel_budget: int = 4 * 128 ** 2) -> dict[str, np.ndarray]:
+    """Symmetrized contact probabilities of a trained checkpoint on every entry."""
+    from tprna.models import ContactProbability
+    from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device
+
+    ckpt = load_checkpoint(checkpoint)
+    dataset = StoreDataset(evaluation.store_path, evaluation.spec_key, ids=list(evaluation.labels))
+    if ckpt["feature_spec"] != dataset.spec.to_dict():
+        raise TprnaError(f"model was trained on feature spec {ckpt['feature_spec']['feature_set']} "
+                         f"({ckpt['feature_spec']}) but the store entries have "
+                         f"{dataset.spec.to_dict()}; rebuild the store with the model's spec", checkpoint)
+    dev = resolve_device(device)
+    net = ContactProbability(model_from_checkpoint(ckpt)).to(dev).eval()
+    out = {}
+    for batch_indices in length_batches(dataset.lengths, pixel_budget):
+        batch = collate([dataset[i] for i in batch_indices])
+        prob = net(batch["features"].to(dev), batch["mask"].to(dev)).cpu().numpy()
+        for b, entry_id in enumerate(batch["ids"]):
+            n = int(batch["mask"][b].sum())
+            out[entry_id] = prob[b, :n, :n]
+    return out
+
+
+def coevolution_map(matrix: np.ndarray) -> np.ndarray:
+    """APC-corrected Frobenius norms of the (L, L, q, q) blocks over the residue states
+    (the gap state left out), the classic coevolution score."""
+    blocks = np.asarray(matrix, dtype=np.float64)[:, :, :-1, :-1]
+    norms = np.sqrt((blocks ** 2).sum(axis=(2, 3)))
+    np.fill_diagonal(norms, 0.0)
+    return apc(norms)
+
+
+def baseline_maps(evaluation: EvaluationSet) -> dict[str, dict[str, np.ndarray]]:
+    """Scores of the learning-free baselines for every entry: {method: {id: L×L}}."""
+    from tprna.store import open_store
+
+    store = open_store(evaluation.store_path)
+    maps: dict[str, dict[str, np.ndarray]] = {name: {} for name in BASELINES}
+    try:
+        spec = store.specs[evaluation.spec_key]
+        for entry_id, lab in evaluation.labels.items():
+            feats = store.read_features(entry_id, evaluation.spec_key)
+            cov = feats.get("cov")
+            if cov is not None:
+                maps["APC (covariance)"][entry_id] = coevolution_map(cov)
+            prec = feats.get("precision")
+            if prec is None and cov is not None:
+                prec = precision(cov, spec.shrinkage)
+            if prec is not None:
+                maps["APC (precision)"][entry_id] = coevolution_map(prec)
+            if spec.molecule == "rna":
+                bpp = feats.get("bpp")
+                maps["Thermodynamics (bpp)"][entry_id] = (
+                    np.asarray(bpp, np.float32) if bpp is not None else base_pair_probabilities(lab.sequence))
+    finally:
+        store.close()
+    return {name: m for name, m in maps.items() if m}
+
+
+def read_pair_scores(path: str | Path, length: int) -> np.ndarray:
+    """A pair-score file (``i j score`` per line, 1-based, ``#`` comments) as a symmetric
+    L×L matrix; pairs not listed score −inf (ranked last)."""
+    scores = np.full((length, length), -np.inf)
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise TprnaError(f"cannot read pair scores ({e.strerror})", path) from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            i, j, value = int(fields[0]) - 1, int(fields[1]) - 1, float(fields[2])
+        except (ValueError, IndexError):
+            raise TprnaError(f"line {lineno}: expected 'i j score'", path) from None
+        if not (0 <= i < length and 0 <= j < length):
+            raise TprnaError(f"line {lineno}: pair ({i + 1}, {j + 1}) outside a query of length {length}", path)
+        scores[i, j] = scores[j, i] = value
+    return scores
+
+
+def peer_maps(compare_dir: str | Path, lengths: Mapping[str, int]) -> dict[str, dict[str, np.ndarray]]:
+    """Published predictions under ``compare_dir``: one sub-folder per method holding
+    ``<id>*.txt`` pair-score files (or the files directly, named after the folder)."""
+    root = Path(compare_dir)
+    if not root.is_dir():
+        raise TprnaError("--compare must be a folder of pair-score files", root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) or [root]
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    for folder in folders:
+        method = _method_name(folder.name)
+        for entry_id, length in lengths.items():
+            hits = sorted(folder.glob(f"{entry_id}_*.txt")) + sorted(folder.glob(f"{entry_id}.txt"))
+            if hits:
+                maps.setdefault(method, {})[entry_id] = read_pair_scores(hits[0], length)
+    return maps
+
+
+def _method_name(folder: str) -> str:
+    known = {"SingleFilterMatrix": "CoCoNet (7x7)", "TwoFilterMatrices": "CoCoNet (2x7x7)",
+             "EVC_RAW_DATA_TESTSET": "EVcouplings"}
+    return known.get(folder, folder.replace("_RAW_DATA_TESTSET", ""))
+
+
+def score_maps(maps: Mapping[str, np.ndarray], labels: Mapping[str, Labels]) -> dict:
+    """Per-RNA and averaged precisions of one method on the entries it covers."""
+    ids = [i for i in labels if i in maps]
+    per_rna = [contact_precisions(maps[i], labels[i].contacts, labels[i].observed) for i in ids]
+    if not per_rna:
+        return {"ids": [], "per_rna": [], "summary": {}}
+    return {"ids": ids, "per_rna": per_rna,
+            "summary": summarize(per_rna, [labels[i].neff for i in ids])}
