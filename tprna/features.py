@@ -79,6 +79,8 @@ class FeatureSpec:
                              "use 'cov' or 'precision' for proteins")
         if not 0 < self.identity <= 1 or not 0 <= self.pseudocount < 1:
             raise TprnaError("identity must be in (0, 1] and pseudocount in [0, 1)")
+        if self.dtype not in ("float16", "float32"):
+            raise TprnaError(f"feature dtype {self.dtype!r} is not supported; use float16 or float32")
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -152,7 +154,9 @@ def sequence_weights(msa: MSA, identity: float = 0.8, device: str = "cpu") -> np
     if _use_cuda(device):
         neighbours = _neighbour_counts_torch(uniq, counts, threshold)
     else:
-        neighbours = _neighbour_counts(uniq, counts.astype(np.float64), threshold, numba.get_num_threads())
+        # thread start-up costs more than a small alignment's whole count
+        threads = 1 if len(uniq) ** 2 * msa.length < 2e7 else numba.get_num_threads()
+        neighbours = _neighbour_counts(uniq, counts.astype(np.float64), threshold, threads)
     return (1.0 / neighbours[inverse]).astype(np.float32)
 
 
@@ -267,6 +271,7 @@ def precision(cov: np.ndarray, shrinkage: float = 0.1) -> np.ndarray:
     ridge = max(shrinkage * float(np.mean(np.diag(mat))), 1e-3)
     mat[np.diag_indices_from(mat)] += ridge
     inv = np.linalg.inv(mat)
+    inv = (inv + inv.T) / 2  # exact symmetry: the store keeps only the i ≤ j blocks
     return inv.reshape(length, q, length, q).transpose(0, 2, 1, 3).astype(np.float32)
 
 

@@ -1,0 +1,515 @@
+"""The feature store: round trips on both backends, one schema, content-keyed incremental
+builds, crash safety (SIGKILL mid-build, concurrent readers), checksums, bad inputs, size."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec, make_features
+from tprna.msa import read_msa
+from tprna.store import (BuildItem, build_store, items_from_manifest, items_from_paths, open_store)
+from tprna.store.backends import open_backend
+from tprna.store.schema import pack_symmetric, unpack_symmetric
+from tprna.structure import read_labels
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+# Small real coconet families (depth 6–65, length 47–66), one of them in the test split.
+REAL_IDS = ("RF00044", "RF02681", "RF00207", "RF01826", "RF00164")
+BACKENDS = ("s.zarr", "s.h5")
+SPEC = FeatureSpec()  # cov+ss, float16
+
+
+@pytest.fixture(scope="module")
+def real_items() -> list[BuildItem]:
+    manifest = SHARED / "coconet" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"real data not found at {SHARED} (a fresh clone has no ../shared/data)")
+    items = [i for i in items_from_manifest(manifest) if i.id in REAL_IDS]
+    assert len(items) == len(REAL_IDS)
+    return items
+
+
+# --------------------------------------------------------------------------- tiny generated data
+
+
+def write_family(path: Path, n: int, length: int, seed: int, mutation: float = 0.25) -> Path:
+    """A random RNA query and n-1 mutated copies of it (with gaps), as aligned FASTA."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("ACGU-"))
+    query = rng.integers(0, 4, length)
+    rows = [query]
+    for _ in range(n - 1):
+        row = query.copy()
+        mutate = rng.random(length) < mutation
+        row[mutate] = rng.integers(0, 5, mutate.sum())
+        rows.append(row)
+    path.write_text("".join(f">s{k}\n{''.join(letters[r])}\n" for k, r in enumerate(rows)))
+    return path
+
+
+def write_contact_list(path: Path, length: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    pairs = {(int(i), int(j)) for i, j in rng.integers(1, length + 1, (length, 2)) if i < j}
+    path.write_text("".join(f"{i} {j}\n" for i, j in sorted(pairs)))
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path) -> list[BuildItem]:
+    """Six tiny families, two of them with contact-list labels."""
+    d = tmp_path / "in"
+    d.mkdir()
+    items = []
+    for k in range(6):
+        length = 18 + 4 * k
+        msa = write_family(d / f"fam{k}.fasta", n=8 + 5 * k, length=length, seed=k)
+        label = write_contact_list(d / f"fam{k}.pairs", length, seed=k) if k < 2 else None
+        items.append(BuildItem(id=f"fam{k}", msa=msa, label=label, split="train" if k % 2 else "test"))
+    return items
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, int]]:
+    """(mtime_ns, inode) of every file under a store (or of the file itself)."""
+    if path.is_file():
+        st = path.stat()
+        return {path.name: (st.st_mtime_ns, st.st_ino)}
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            st = os.stat(os.path.join(root, f))
+            out[os.path.relpath(os.path.join(root, f), path)] = (st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def tree(path: Path) -> dict:
+    """Backend-neutral walk: group → (attrs minus timestamps, {array: (shape, dtype)})."""
+    backend = open_backend(path)
+    backend.refresh()
+    out = {}
+
+    def walk(group: str) -> None:
+        attrs = backend.read_attrs(group) or {}
+        attrs.pop("written_at", None)
+        if group == "":
+            attrs["tprna_store"].pop("tprna_version", None)
+        arrays = {}
+        for a in backend.list_arrays(group):
+            arr = backend.read_array(f"{group}/{a}" if group else a)
+            arrays[a] = (arr.shape, str(arr.dtype))
+        out[group] = (attrs, arrays)
+        for g in backend.list_groups(group):
+            walk(f"{group}/{g}" if group else g)
+
+    walk("")
+    backend.close()
+    return out
+
+
+# --------------------------------------------------------------------------- packing
+
+
+@pytest.mark.parametrize("length", [1, 2, 7])
+def test_pack_unpack_symmetric(length):
+    rng = np.random.default_rng(length)
+    x = rng.normal(size=(length, length, 3, 3)).astype(np.float32)
+    sym = (x + x.transpose(1, 0, 3, 2)) / 2
+    packed = pack_symmetric(sym, "float32")
+    assert packed.shape == (length * (length + 1) // 2, 3, 3)
+    np.testing.assert_array_equal(unpack_symmetric(packed, length), sym)
+    m = rng.random((length, length)).astype(np.float32)
+    m = m + m.T
+    np.testing.assert_array_equal(unpack_symmetric(pack_symmetric(m, "float32"), length), m)
+
+
+def test_float16_overflow_is_a_user_error():
+    with pytest.raises(TprnaError, match="float32"):
+        pack_symmetric(np.full((2, 2), 1e6, np.float32), "float16")
+
+
+# --------------------------------------------------------------------------- round trip, real data
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_round_trip_real_families(tmp_path, real_items, name):
+    report = build_store(tmp_path / name, real_items, SPEC, progress=False)
+    assert report.failed == [] and sorted(report.built) == sorted(REAL_IDS)
+    with open_store(tmp_path / name) as store:
+        assert store.ids() == sorted(REAL_IDS)
+        assert set(store.specs) == {SPEC.key}
+        assert store.splits["test"] == ["RF00207"]
+        for item in real_items:
+            msa = read_msa(item.msa, "rna")
+            ref = make_features(msa, SPEC)
+            np.testing.assert_array_equal(store.read_msa(item.id), msa.codes)
+            got = store.read_features(item.id, SPEC)
+            assert set(got) == {"weights", "neff", "cov", "bpp"}
+            np.testing.assert_array_equal(got["weights"], ref["weights"])
+            assert got["neff"] == pytest.approx(float(ref["neff"]), rel=1e-6)
+            for key in ("cov", "bpp"):
+                assert got[key].dtype == np.float32 and got[key].shape == ref[key].shape
+                # equal up to float16 rounding (the lower triangle is the upper one mirrored)
+                np.testing.assert_allclose(got[key], ref[key], rtol=2 ** -10, atol=2 ** -20)
+            contacts, observed = read_labels(item.structure, msa.query, item.chain, "rna")
+            labels = store.read_labels(item.id)
+            np.testing.assert_array_equal(labels[0], contacts)
+            np.testing.assert_array_equal(labels[1], observed)
+            meta = store.entry_meta(item.id)
+            assert meta["sequence"] == msa.query and meta["length"] == msa.length
+            assert meta["depth"] == msa.depth and meta["has_labels"]
+            assert meta["provenance"]["msa"]["path"] == str(item.msa.resolve())
+            assert meta["neff"] == {SPEC.key: pytest.approx(float(ref["neff"]), rel=1e-6)}
+        assert store.verify() == []
+
+
+def test_same_schema_on_both_backends(tmp_path, tiny):
+    for name in BACKENDS:
+        assert build_store(tmp_path / name, tiny, SPEC, progress=False).failed == []
+    zarr_tree, h5_tree = tree(tmp_path / BACKENDS[0]), tree(tmp_path / BACKENDS[1])
+    assert zarr_tree.keys() == h5_tree.keys()
+    for group in zarr_tree:
+        assert zarr_tree[group] == h5_tree[group], group  # same attrs (checksums too) and arrays
+
+
+def test_zarr_fast_read_matches_zarr(tmp_path, tiny):
+    build_store(tmp_path / "s.zarr", tiny[:2], SPEC, progress=False)
+    backend = open_backend(tmp_path / "s.zarr")
+    for name in ("msa", "contacts", "observed", f"features/{SPEC.key}/cov", f"features/{SPEC.key}/bpp"):
+        path = f"entries/fam0/{name}"
+        fast, ref = backend.read_array(path), backend.read_array_reference(path)
+        assert fast.dtype == ref.dtype
+        np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_size_ratio_on_a_real_entry(tmp_path, real_items, name):
+    build_store(tmp_path / name, real_items[:1], SPEC, progress=False)
+    item = real_items[0]
+    ref = make_features(read_msa(item.msa), SPEC)
+    npy = sum(128 + np.asarray(ref[k], np.float32).nbytes for k in ("weights", "cov", "bpp"))
+    with open_store(tmp_path / name) as store:
+        ratio = store.feature_bytes(item.id, SPEC) / npy
+    assert ratio <= 0.35, ratio
+
+
+# --------------------------------------------------------------------------- incremental builds
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_incremental_rebuilds(tmp_path, tiny, name):
+    path = tmp_path / name
+    first = build_store(path, tiny[:4], SPEC, progress=False)
+    assert sorted(first.built) == ["fam0", "fam1", "fam2", "fam3"]
+
+    before = snapshot(path)
+    again = build_store(path, tiny[:4], SPEC, progress=False)
+    assert again.built == [] and sorted(again.skipped_unchanged) == ["fam0", "fam1", "fam2", "fam3"]
+    assert snapshot(path) == before  # nothing written, not even metadata
+    assert not Path(str(path) + ".partial").exists()
+
+    added = build_store(path, tiny, SPEC, progress=False)  # two new inputs
+    assert sorted(added.built) == ["fam4", "fam5"] and len(added.skipped_unchanged) == 4
+
+    write_family(tiny[2].msa, n=30, length=26, seed=99)  # change one input
+    with open_store(path) as store:
+        old_key = store.entry_meta("fam2")["input_key"]
+    changed = build_store(path, tiny, SPEC, progress=False)
+    assert changed.built == ["fam2"] and changed.replaced == ["fam2"]
+    assert len(changed.skipped_unchanged) == 5
+    with open_store(path) as store:
+        assert store.entry_meta("fam2")["input_key"] != old_key
+        np.testing.assert_array_equal(store.read_msa("fam2"), read_msa(tiny[2].msa).codes)
+        assert store.ids() == [f"fam{k}" for k in range(6)]
+        assert store.verify() == []
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_second_spec_side_by_side(tmp_path, tiny, name):
+    path = tmp_path / name
+    build_store(path, tiny[:3], SPEC, progress=False)
+    other = FeatureSpec(feature_set="precision", identity=0.7, dtype="float32")
+    with open_store(path) as store:
+        msa_before = {e: store.read_msa(e) for e in store.ids()}
+        entry_attrs_before = {e: store.entry_meta(e)["written_at"] for e in store.ids()}
+    report = build_store(path, tiny[:3], other, progress=False)
+    assert sorted(report.built) == ["fam0", "fam1", "fam2"] and report.replaced == []
+    with open_store(path) as store:
+        assert set(store.specs) == {SPEC.key, other.key}
+        for e in store.ids():
+            assert store.entry_meta(e)["written_at"] == entry_attrs_before[e]  # entry not rewritten
+            np.testing.assert_array_equal(store.read_msa(e), msa_before[e])
+            assert set(store.read_features(e, SPEC)) == {"weights", "neff", "cov", "bpp"}
+            feats = store.read_features(e, other.key)
+            ref = make_features(read_msa(tiny[int(e[-1])].msa), other)
+            iu, ju = np.triu_indices(feats["precision"].shape[0])  # float32 storage: i ≤ j exact
+            np.testing.assert_array_equal(feats["precision"][iu, ju], ref["precision"][iu, ju])
+            # the i > j blocks mirror the i < j ones; the inverse itself is symmetric to ~1e-3
+            np.testing.assert_allclose(feats["precision"], ref["precision"], rtol=2e-3, atol=1e-4)
+            assert set(store.entry_meta(e)["neff"]) == {SPEC.key, other.key}
+    assert build_store(path, tiny[:3], SPEC, progress=False).built == []
+    assert build_store(path, tiny[:3], other, progress=False).built == []
+
+
+def test_parallel_build_equals_serial(tmp_path, tiny):
+    serial = build_store(tmp_path / "a.zarr", tiny, SPEC, jobs=1, progress=False)
+    parallel = build_store(tmp_path / "b.zarr", tiny, SPEC, jobs=2, progress=False)
+    assert sorted(serial.built) == sorted(parallel.built) and parallel.failed == []
+    assert tree(tmp_path / "a.zarr") == tree(tmp_path / "b.zarr")
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def many_families(folder: Path, count: int = 24) -> Path:
+    folder.mkdir()
+    for k in range(count):
+        write_family(folder / f"m{k:02d}.fasta", n=300, length=100 + k, seed=100 + k, mutation=0.4)
+    return folder
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_killed_build_leaves_no_partial_entry_and_resumes(tmp_path, name):
+    inputs = many_families(tmp_path / "msas")
+    path = tmp_path / name
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tprna", "store", "build", str(path), str(inputs), "-q"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    partial = Path(str(path) + ".partial")
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if name.endswith(".zarr"):
+                n = len(list((path / "entries").glob("m*"))) if (path / "entries").is_dir() else 0
+            else:
+                n = 3 if partial.exists() and partial.stat().st_size > 2_000_000 else 0
+            if n >= 3:
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+
+    if path.exists():  # whatever a reader sees now is valid
+        with open_store(path) as store:
+            visible = store.ids()
+            assert len(visible) < 24
+            assert store.verify() == []
+
+    items = items_from_paths([inputs])
+    resumed = build_store(path, items, SPEC, progress=False)
+    assert resumed.failed == []
+    assert len(resumed.built) + len(resumed.skipped_unchanged) == 24
+    assert len(resumed.built) < 24 or name.endswith(".h5")  # zarr keeps every finished entry
+    clean = build_store(tmp_path / ("clean" + Path(name).suffix), items, SPEC, progress=False)
+    with open_store(path) as store, open_store(tmp_path / ("clean" + Path(name).suffix)) as ref:
+        assert store.ids() == ref.ids() and len(store.ids()) == 24 == len(clean.built)
+        assert store.verify() == []
+        for e in store.ids():
+            assert store.entry_meta(e)["input_key"] == ref.entry_meta(e)["input_key"]
+    if name.endswith(".zarr"):
+        assert list((path / ".staging").iterdir()) == []
+    else:
+        assert not partial.exists()
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_concurrent_reader_never_sees_a_partial_entry(tmp_path, name):
+    inputs = many_families(tmp_path / "msas", count=12)
+    items = items_from_paths([inputs])
+    path = tmp_path / name
+    build_store(path, items[:1], SPEC, progress=False)  # the store exists before the reader starts
+    seen: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        with open_store(path) as store:
+            while not stop.is_set():
+                try:
+                    ids = store.ids()
+                    seen.append(len(ids))
+                    for e in ids:
+                        feats = store.read_features(e, SPEC)
+                        meta = store.entry_meta(e)
+                        assert feats["cov"].shape[0] == meta["length"]
+                        problems = store.verify([e])
+                        assert problems == [], problems
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        report = build_store(path, items, SPEC, progress=False, checkpoint_every=1)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert len(report.built) == 11
+    assert len(seen) > 2 and seen[-1] <= 12
+    assert any(1 <= n < 12 for n in seen)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_flipped_byte_is_found_and_entry_named(tmp_path, tiny, name):
+    path = tmp_path / name
+    build_store(path, tiny, SPEC, progress=False)
+    if name.endswith(".zarr"):
+        chunk = path / "entries" / "fam3" / "features" / SPEC.key / "cov" / "c" / "0" / "0" / "0"
+        offset = chunk.stat().st_size // 2
+        target = chunk
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            info = f[f"entries/fam3/features/{SPEC.key}/cov"].id.get_chunk_info(0)
+        offset, target = info.byte_offset + info.size // 2, path
+    with open(target, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with open_store(path) as store:
+        problems = store.verify()
+        assert problems and {p.entry for p in problems} == {"fam3"}
+        assert "cov" in problems[0].where
+        try:  # reading it either fails as a user error or decodes to other numbers; no crash
+            store.read_features("fam3", SPEC)
+        except TprnaError as e:
+            assert "fam3" in str(e) and "verify" in str(e)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_inputs_are_reported_and_skipped(tmp_path, tiny):
+    d = tmp_path / "bad"
+    d.mkdir()
+    empty = d / "empty.fasta"
+    empty.write_text("")
+    unequal = d / "unequal.fasta"
+    unequal.write_text(">q\nACGUACGU\n>s\nACGU\n")
+    alphabet = d / "protein.fasta"
+    alphabet.write_text(">q\nMKLVEEFPQ\n>s\nMKLVEEFPQ\n")
+    wrong_label = d / "wrong.label"
+    length = 18
+    wrong_label.write_text("\n".join("\t".join(["0"] * (length + 3)) for _ in range(length + 3)) + "\n")
+    missing_structure = d / "nowhere.pdb"
+    bad = [
+        BuildItem("empty", empty),
+        BuildItem("unequal", unequal),
+        BuildItem("alphabet", alphabet),
+        BuildItem("wronglabel", tiny[0].msa, label=wrong_label),
+        BuildItem("nostructure", tiny[1].msa, structure=missing_structure, chain="A"),
+        BuildItem("nomsa", d / "missing.fasta"),
+        BuildItem("bad/id", tiny[2].msa),
+        BuildItem("fam0", tiny[3].msa),  # duplicate id
+    ]
+    report = build_store(tmp_path / "s.zarr", tiny + bad, SPEC, progress=False)
+    assert sorted(report.built) == [f"fam{k}" for k in range(6)]
+    failed = dict(report.failed)
+    assert set(report.failed_ids) == {"empty", "unequal", "alphabet", "wronglabel", "nostructure",
+                                      "nomsa", "bad/id", "fam0"}
+    assert "no sequences" in failed[str(empty)]
+    assert "unequal lengths" in failed[str(unequal)]
+    assert "not RNA" in failed[str(alphabet)]
+    assert str(length) in failed[str(wrong_label)]
+    assert "not found" in failed[str(missing_structure)]
+    assert "not found" in failed[str(d / "missing.fasta")]
+    with open_store(tmp_path / "s.zarr") as store:
+        assert store.ids() == [f"fam{k}" for k in range(6)]
+        assert store.verify() == []
+
+
+def test_missing_chain_is_reported(tmp_path, real_items):
+    item = replace(real_items[0], chain="Z")
+    report = build_store(tmp_path / "s.zarr", [item, real_items[1]], SPEC, progress=False)
+    assert report.built == [real_items[1].id]
+    (source, reason), = report.failed
+    assert source == str(item.structure) and "Z" in reason
+
+
+def test_not_a_store_and_bad_spec_are_user_errors(tmp_path, tiny):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("hello")
+    with pytest.raises(TprnaError, match="not a feature store"):
+        build_store(tmp_path / "other", tiny, SPEC, progress=False)
+    with pytest.raises(TprnaError, match="dtype"):
+        build_store(tmp_path / "s.zarr", tiny, FeatureSpec(dtype="int8"), progress=False)
+    with pytest.raises(TprnaError, match="no feature store"):
+        open_store(tmp_path / "nothing.zarr")
+    build_store(tmp_path / "s.zarr", tiny[:1], SPEC, progress=False)
+    with open_store(tmp_path / "s.zarr") as store:
+        with pytest.raises(TprnaError, match="no entry"):
+            store.read_msa("nope")
+        with pytest.raises(TprnaError, match="no feature spec"):
+            store.read_features("fam0", "precision")
+
+
+# --------------------------------------------------------------------------- splits and inputs
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_splits(tmp_path, tiny, name):
+    path = tmp_path / name
+    build_store(path, tiny, SPEC, progress=False)
+    with open_store(path, mode="a") as store:
+        assert store.splits == {"test": ["fam0", "fam2", "fam4"], "train": ["fam1", "fam3", "fam5"]}
+        assert store.ids("train") == ["fam1", "fam3", "fam5"]
+        store.set_split("hard", ["fam5", "fam0"])
+        subsets = store.neff_splits()
+        store.update_splits(subsets)
+        assert sorted(sum(subsets.values(), [])) == store.ids()
+        with pytest.raises(TprnaError, match="nope"):
+            store.set_split("x", ["fam0", "nope"])
+        with pytest.raises(TprnaError, match="no split"):
+            store.ids("nothing")
+    with open_store(path) as store:
+        assert store.ids("hard") == ["fam5", "fam0"]
+        assert set(store.splits) == {"train", "test", "hard", "neff<1", "1<=neff<10", "neff>=10"}
+        with pytest.raises(TprnaError, match="read-only"):
+            store.set_split("y", ["fam0"])
+        assert store.verify() == []
+
+
+def test_items_from_manifest_and_paths(tmp_path):
+    (tmp_path / "msa").mkdir()
+    (tmp_path / "pdb").mkdir()
+    (tmp_path / "lab").mkdir()
+    for name in ("1ehz_A.fasta", "RF00005_1.faclean.gz", "x.a3m"):
+        (tmp_path / "msa" / name).write_text(">q\nACGU\n")
+    (tmp_path / "msa" / "notes.txt").write_text("not an alignment")
+    (tmp_path / "pdb" / "1ehz.cif").write_text("data_x\n")
+    (tmp_path / "pdb" / "RF00005_1.pdb").write_text("ATOM\n")
+    (tmp_path / "lab" / "x.true.gz").write_text("0")
+    items = {i.id: i for i in items_from_paths([tmp_path / "msa"], tmp_path / "pdb", tmp_path / "lab")}
+    assert set(items) == {"1ehz_A", "RF00005_1", "x"}
+    assert items["1ehz_A"].structure == tmp_path / "pdb" / "1ehz.cif" and items["1ehz_A"].chain == "A"
+    assert items["RF00005_1"].structure.name == "RF00005_1.pdb" and items["RF00005_1"].chain is None
+    assert items["x"].label.name == "x.true.gz" and items["x"].structure is None
+    assert items_from_paths([tmp_path / "msa" / "x.a3m"], chain="B")[0].chain == "B"
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,split,msa,structure,chain,extra\n"
+                        "a,train,msa/x.a3m,pdb/1ehz.cif,A,1\nb,test,/abs/b.fa,,,2\n")
+    a, b = items_from_manifest(manifest)
+    assert a == BuildItem("a", tmp_path / "msa" / "x.a3m", "rna", tmp_path / "pdb" / "1ehz.cif", "A", None, "train")
+    assert b.msa == Path("/abs/b.fa") and b.structure is None and b.chain is None and b.split == "test"
+    (tmp_path / "bad.csv").write_text("name,alignment\nx,y\n")
+    with pytest.raises(TprnaError, match="id, msa"):
+        items_from_manifest(tmp_path / "bad.csv")
+    with pytest.raises(TprnaError, match="not found"):
+        items_from_manifest(tmp_path / "none.csv")

@@ -1,0 +1,239 @@
+"""The ``tprna`` command line: a thin shell over the library (parse options, call, print).
+
+A :class:`~tprna.errors.TprnaError` becomes one red line on stderr and exit status 1.
+Other verbs join the root ``app`` as they are written; the store's live under ``store``.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tprna import __version__
+from tprna.errors import TprnaError
+
+app = typer.Typer(name="tprna", no_args_is_help=True, add_completion=False,
+                  help="RNA contact-map prediction from MSAs: feature store, models, ONNX serving.")
+store_app = typer.Typer(no_args_is_help=True, help="Build, inspect and verify feature stores.")
+app.add_typer(store_app, name="store")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"tprna {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """tpRNA: RNA base-interaction prediction from multiple sequence alignments."""
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a TprnaError into one red line on stderr and exit status 1."""
+    try:
+        yield
+    except TprnaError as e:
+        err_console.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+# --------------------------------------------------------------------------- store build
+
+
+@store_app.command("build")
+def store_build(
+    store: Path = typer.Argument(..., help="Store path: a folder (Zarr) or a .h5 file (HDF5)."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Alignment files or folders of them."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with id,msa[,structure,chain,label,split,molecule]."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature set: cov, cov+ss, precision, precision+ss (default: cov+ss for RNA, cov for protein)."),
+    molecule: str = typer.Option("rna", "--molecule", help="rna or protein."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    structures: Optional[Path] = typer.Option(None, "--structures", help="Folder of PDB/mmCIF files matched by id."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of label files (contact list / matrix) matched by id."),
+    chain: Optional[str] = typer.Option(None, "--chain", help="Chain of the structures (default: the id's _X suffix, or the only chain)."),
+    identity: float = typer.Option(0.8, "--identity", help="Sequence-identity threshold of the weights."),
+    pseudocount: float = typer.Option(0.0, "--pseudocount", help="Pseudocount of the frequencies."),
+    shrinkage: float = typer.Option(0.1, "--shrinkage", help="Ridge of the precision matrix (fraction of mean variance)."),
+    dtype: str = typer.Option("float16", "--dtype", help="Storage dtype of the 2-D features: float16 or float32."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Compute features for new or changed inputs into STORE (unchanged ones are skipped)."""
+    from tprna.features import FeatureSpec, default_feature_set
+    from tprna.store import build_store, items_from_manifest, items_from_paths
+
+    with user_errors():
+        if not inputs and manifest is None:
+            raise TprnaError("give alignment files / folders, or --manifest CSV")
+        molecule = molecule.lower()
+        spec = FeatureSpec(molecule=molecule, feature_set=features or default_feature_set(molecule),
+                           identity=identity, pseudocount=pseudocount, shrinkage=shrinkage, dtype=dtype)
+        items = items_from_manifest(manifest, molecule) if manifest is not None else []
+        if inputs:
+            items += items_from_paths(inputs, structures, labels, molecule, chain)
+        report = build_store(store, items, spec, jobs=jobs, progress=not quiet)
+    console.print(f"[bold]{escape(str(store))}[/]: spec {report.spec_key} ({spec.feature_set}, {spec.dtype}) — "
+                  f"[green]{len(report.built)} built[/] ({len(report.replaced)} replaced), "
+                  f"{len(report.skipped_unchanged)} unchanged, "
+                  f"[{'red' if report.failed else 'green'}]{len(report.failed)} failed[/] "
+                  f"in {report.seconds:.1f} s", highlight=False)
+    if report.failed:
+        table = Table("file", "reason", title="failed inputs (skipped)", title_style="red")
+        for source, reason in report.failed:
+            table.add_row(escape(source), escape(reason))
+        err_console.print(table)
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+def _histogram(values: list[float], width: int = 30) -> list[tuple[str, int, str]]:
+    edges = [0, 1, 3, 10, 30, 100, 300, float("inf")]
+    counts = [sum(lo <= v < hi for v in values) for lo, hi in zip(edges, edges[1:])]
+    top = max(counts) or 1
+    labels = [f"{lo:g}–{hi:g}" if hi != float("inf") else f"≥{lo:g}" for lo, hi in zip(edges, edges[1:])]
+    return [(lab, c, "█" * round(width * c / top)) for lab, c in zip(labels, counts)]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@store_app.command("info")
+def store_info(store: Path = typer.Argument(..., help="Store path.")) -> None:
+    """Entries, feature specs, bytes on disk, Neff histogram and splits."""
+    from tprna.store import open_store
+
+    with user_errors(), open_store(store) as st:
+        info = st.info()
+    lengths, depths = info["lengths"], info["depths"]
+    console.print(f"[bold]{escape(info['path'])}[/] ({info['backend']}, format v{info['format_version']}): "
+                  f"{info['entries']} entries, {info['with_labels']} with labels, "
+                  f"{_size(info['bytes_on_disk'])} on disk", highlight=False)
+    if lengths:
+        console.print(f"length {min(lengths)}–{max(lengths)}, depth {min(depths)}–{max(depths)} sequences",
+                      highlight=False)
+    for key, s in info["specs"].items():
+        spec = s["spec"]
+        console.print(f"\n[bold]spec {key}[/]: {spec['feature_set']} {spec['molecule']} identity={spec['identity']} "
+                      f"pseudocount={spec['pseudocount']} shrinkage={spec['shrinkage']} dtype={spec['dtype']} "
+                      f"code v{spec['code_version']} — {s['entries']} entries", highlight=False)
+        if s["neff"]:
+            table = Table("Neff", "entries", "", box=None, pad_edge=False)
+            for label, count, bar in _histogram(s["neff"]):
+                table.add_row(label, str(count), bar)
+            console.print(table)
+    console.print("\n[bold]splits[/]: " + (", ".join(f"{escape(k)} ({n})" for k, n in info["splits"].items()) or "none"),
+                  highlight=False)
+
+
+@store_app.command("ls")
+def store_ls(store: Path = typer.Argument(..., help="Store path."),
+             split: Optional[str] = typer.Option(None, "--split", help="Only this split's entries.")) -> None:
+    """One row per entry: id, L, N, Neff, specs, labels."""
+    from tprna.store import open_store
+
+    with user_errors(), open_store(store) as st:
+        table = Table("id", "L", "N", "Neff", "specs", "labels")
+        for entry_id in st.ids(split):
+            meta = st.entry_meta(entry_id)
+            neff = " ".join(f"{v:.2f}" for v in meta["neff"].values())
+            table.add_row(escape(entry_id), str(meta["length"]), str(meta["depth"]), neff,
+                          " ".join(meta["specs"]), "yes" if meta["has_labels"] else "no")
+    console.print(table)
+
+
+@store_app.command("verify")
+def store_verify(store: Path = typer.Argument(..., help="Store path.")) -> None:
+    """Re-read every array of every entry and compare its checksum; exit 1 on any mismatch."""
+    from tprna.store import open_store
+
+    with user_errors(), open_store(store) as st:
+        n = len(st.ids())
+        problems = st.verify()
+    if problems:
+        bad = sorted({p.entry or "<store>" for p in problems})
+        for p in problems:
+            err_console.print(str(p), style="red", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"{len(bad)} entr{'y' if len(bad) == 1 else 'ies'} failed verification: "
+                          f"{', '.join(bad)}", style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: {n} entries verified", highlight=False)
+
+
+@store_app.command("dump")
+def store_dump(
+    store: Path = typer.Argument(..., help="Store path."),
+    entry_id: str = typer.Argument(..., metavar="ID", help="Entry id."),
+    out: Path = typer.Option(..., "--out", help="Output .npz file."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec key (default: the store's first spec)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Pick the spec by feature-set name."),
+) -> None:
+    """Write one entry as plain arrays: msa, weights, neff, cov/precision/bpp, contacts, observed."""
+    import numpy as np
+
+    from tprna.store import open_store
+
+    with user_errors(), open_store(store) as st:
+        if spec and features:
+            raise TprnaError("give --spec or --features, not both")
+        arrays = {"msa": st.read_msa(entry_id), **st.read_features(entry_id, spec or features)}
+        labels = st.read_labels(entry_id)
+        if labels is not None:
+            arrays["contacts"], arrays["observed"] = labels
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **arrays)
+    console.print(f"wrote {escape(str(out))}: " + ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in arrays.items()),
+                  highlight=False)
+
+
+@store_app.command("split")
+def store_split(
+    store: Path = typer.Argument(..., help="Store path."),
+    name: Optional[str] = typer.Option(None, "--name", help="Split name."),
+    ids_file: Optional[Path] = typer.Option(None, "--ids-file", help="File with one id per line."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids."),
+    by_neff: bool = typer.Option(False, "--by-neff", help="Add neff<1, 1<=neff<10, neff>=10 subsets."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec (key or feature set) whose Neff --by-neff uses."),
+) -> None:
+    """Name a subset of entries (--name with --ids/--ids-file) and/or add the Neff subsets."""
+    from tprna.store import open_store
+
+    with user_errors():
+        if name is None and not by_neff:
+            raise TprnaError("give --name NAME with --ids / --ids-file, or --by-neff")
+        if name is not None and (ids is None) == (ids_file is None):
+            raise TprnaError("--name needs exactly one of --ids and --ids-file")
+        if name is None and (ids or ids_file):
+            raise TprnaError("--ids / --ids-file need --name")
+        with open_store(store, mode="a") as st:
+            if name is not None:
+                if ids_file is not None:
+                    try:
+                        text = ids_file.read_text()
+                    except OSError as e:
+                        raise TprnaError(f"cannot read ids file ({e.strerror})", ids_file) from None
+                    members = [t for line in text.splitlines() for t in line.split("#")[0].split()]
+                else:
+                    members = [t.strip() for t in (ids or "").split(",") if t.strip()]
+                st.set_split(name, members)
+                console.print(f"split {escape(name)}: {len(members)} entries", highlight=False)
+            if by_neff:
+                subsets = st.neff_splits(spec)
+                st.update_splits(subsets)
+                console.print("  ".join(f"{k}: {len(v)}" for k, v in subsets.items()), highlight=False)

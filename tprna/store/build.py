@@ -1,0 +1,491 @@
+"""Build a feature store: plan by content key, compute in parallel, write atomically.
+
+Each item's *input key* hashes its files' bytes (alignment, structure / label), chain and
+molecule.  The plan compares it with what the store holds:
+
+* no entry, or an entry with another input key → compute and write the whole entry;
+* same input key, but no complete features for this spec → compute only that spec's group;
+* same input key and spec present → nothing at all (no file is opened for writing).
+
+Workers (``jobs`` processes, one numba thread each) read the inputs and compute the
+features.  For Zarr the worker also writes the entry (staging folder + rename, see
+:func:`tprna.store.backends.zarr_write_group`), so the write can run wherever the
+computation runs; for HDF5 the payload comes back and the one writer appends it to
+``<file>.partial``.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec, make_features
+from tprna.msa import MSA, read_msa
+from tprna.store.backends import (GroupPayload, Hdf5Backend, Hdf5Session, ZarrBackend, is_hdf5_path,
+                                  zarr_clean_stale, zarr_init_store, zarr_set_root_attrs,
+                                  zarr_write_group, _decode_attrs)
+from tprna.store.inputs import BuildItem
+from tprna.store.schema import (ENTRIES, FORMAT, PAIR_ARRAYS, check_entry_id, checksum,
+                                entry_group, features_group, file_sha256, finalize, input_key,
+                                pack_symmetric, root_attrs, store_lock)
+
+__all__ = ["BuildReport", "build_store", "entry_payload", "feature_payload", "repair_partial"]
+
+STORAGE_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class BuildReport:
+    """What a build did.  ``built`` lists every entry whose features were computed in this
+    run (``replaced`` is the part of it whose inputs had changed); ``failed`` pairs the
+    offending file with the reason."""
+
+    store: str
+    spec_key: str
+    built: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    skipped_unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    failed_ids: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        return (f"{len(self.built)} built ({len(self.replaced)} replaced), "
+                f"{len(self.skipped_unchanged)} unchanged, {len(self.failed)} failed "
+                f"in {self.seconds:.1f} s")
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def _read_labels(item: BuildItem, msa: MSA) -> tuple[np.ndarray, np.ndarray] | None:
+    source = item.label or item.structure
+    if source is None:
+        return None
+    from tprna.structure import read_labels
+
+    contacts, observed = read_labels(source, msa.query, chain=item.chain, molecule=item.molecule)
+    length = msa.length
+    if contacts.shape != (length, length) or observed.shape != (length, length):
+        raise TprnaError(f"labels are {contacts.shape[0]}x{contacts.shape[1]} but the alignment's "
+                         f"query has {length} residues", source)
+    return contacts.astype(np.uint8), observed.astype(bool)
+
+
+def feature_payload(msa: MSA, spec: FeatureSpec) -> tuple[GroupPayload, float]:
+    """The group ``features/<spec.key>`` of an entry, and its Neff."""
+    feats = make_features(msa, spec)
+    arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
+    packing = {}
+    for name in spec.components:
+        try:
+            arrays[name] = pack_symmetric(np.asarray(feats[name]), spec.dtype)
+        except TprnaError as e:
+            raise TprnaError(f"{name}: {e}", msa.source or None) from None
+        packing[name] = ("upper triangle i<=j of (L, L, q, q) as (L(L+1)/2, q, q)" if name in PAIR_ARRAYS
+                         else "upper triangle i<=j of (L, L) as (L(L+1)/2,)")
+    neff = float(feats["neff"])
+    attrs = finalize({"spec": spec.to_dict(), "spec_key": spec.key, "neff": neff,
+                      "components": list(spec.components), "dtype": spec.dtype,
+                      "packing": packing}, arrays)
+    return GroupPayload(attrs, arrays), neff
+
+
+def entry_payload(item: BuildItem, spec: FeatureSpec, key: str, provenance: dict) -> tuple[GroupPayload, float]:
+    """A whole entry: alignment, labels (when given) and the features of ``spec``."""
+    msa = read_msa(item.msa, item.molecule)
+    labels = _read_labels(item, msa)
+    features, neff = feature_payload(msa, spec)
+    arrays: dict[str, np.ndarray] = {"msa": np.ascontiguousarray(msa.codes, dtype=np.uint8)}
+    if labels is not None:
+        arrays["contacts"], arrays["observed"] = labels
+    attrs = finalize({
+        "id": item.id, "sequence": msa.query, "length": msa.length, "depth": msa.depth,
+        "molecule": item.molecule, "alphabet": msa.alphabet.states, "input_key": key,
+        "provenance": provenance, "has_labels": labels is not None,
+        "n_unknown": int(msa.n_unknown), "n_dropped_columns": int(msa.n_dropped_columns),
+    }, arrays)
+    return GroupPayload(attrs, arrays, {"features": GroupPayload({}, {}, {spec.key: features})}), neff
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class _Task:
+    item: BuildItem
+    kind: str  # "new" | "replace" | "spec"
+    key: str
+    provenance: dict
+    spec: FeatureSpec
+    store: str
+    backend: str  # "zarr" | "hdf5"
+
+
+@dataclass
+class _Outcome:
+    task: _Task
+    neff: float | None = None
+    source: str | None = None
+    error: str | None = None
+    target: str | None = None
+    payload: GroupPayload | None = None  # HDF5 only: the coordinator writes it
+
+
+def _reason(err: TprnaError) -> str:
+    text = str(err)
+    prefix = f"{err.path}: " if err.path else ""
+    return text[len(prefix):] if prefix and text.startswith(prefix) else text
+
+
+def _run_task(task: _Task) -> _Outcome:
+    """Compute (and for Zarr, write) one task.  Never raises for a bad input."""
+    item = task.item
+    try:
+        if task.kind == "spec":
+            msa = read_msa(item.msa, item.molecule)
+            payload, neff = feature_payload(msa, task.spec)
+            target = features_group(item.id, task.spec.key)
+        else:
+            payload, neff = entry_payload(item, task.spec, task.key, task.provenance)
+            target = entry_group(item.id)
+        if task.backend == "zarr":
+            zarr_write_group(task.store, target, payload)
+            return _Outcome(task, neff=neff, target=target)
+        return _Outcome(task, neff=neff, target=target, payload=payload)
+    except TprnaError as e:
+        return _Outcome(task, source=e.path or str(item.msa), error=_reason(e))
+    except MemoryError:
+        return _Outcome(task, source=str(item.msa), error="out of memory computing features")
+    except Exception as e:  # noqa: BLE001 - one broken input must not stop the batch
+        return _Outcome(task, source=str(item.msa),
+                        error=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:300]})")
+
+
+def _init_worker() -> None:
+    import numba
+
+    numba.set_num_threads(1)  # jobs processes × 1 thread, not jobs × cores
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _existing(reader: Any) -> dict[str, tuple[str, set[str]]]:
+    """entry id → (input key, keys of its complete spec groups), complete entries only."""
+    out = {}
+    for e in reader.list_groups(ENTRIES):
+        attrs = reader.read_attrs(entry_group(e))
+        if not attrs or attrs.get("complete") is not True:
+            continue
+        keys = set()
+        for k in reader.list_groups(f"{entry_group(e)}/features"):
+            fattrs = reader.read_attrs(features_group(e, k))
+            if fattrs and fattrs.get("complete") is True:
+                keys.add(k)
+        out[e] = (attrs.get("input_key", ""), keys)
+    return out
+
+
+def _provenance(item: BuildItem) -> tuple[str, dict]:
+    def source(p: Path | None) -> dict | None:
+        return None if p is None else {"path": str(Path(p).resolve()), "sha256": file_sha256(p)}
+
+    prov = {"msa": source(item.msa), "structure": source(item.structure),
+            "label": source(item.label), "chain": item.chain, "molecule": item.molecule}
+    key = input_key(prov["msa"]["sha256"], (prov["structure"] or {}).get("sha256"),
+                    (prov["label"] or {}).get("sha256"), item.chain, item.molecule)
+    return key, prov
+
+
+def _plan(items: Sequence[BuildItem], spec: FeatureSpec, existing: dict, store: str, backend: str,
+          report: BuildReport) -> list[_Task]:
+    tasks: list[_Task] = []
+    seen: dict[str, str] = {}
+    for item in items:
+        why = check_entry_id(item.id)
+        if why is None and item.id in seen:
+            why = f"duplicate id {item.id!r} (also from {seen[item.id]})"
+        if why is None and item.molecule != spec.molecule:
+            why = f"item is {item.molecule} but the feature spec is {spec.molecule}"
+        if why is not None:
+            report.failed.append((str(item.msa), why))
+            report.failed_ids.append(item.id)
+            continue
+        seen[item.id] = str(item.msa)
+        try:
+            key, prov = _provenance(item)
+        except TprnaError as e:
+            report.failed.append((e.path or str(item.msa), _reason(e)))
+            report.failed_ids.append(item.id)
+            continue
+        have = existing.get(item.id)
+        if have is None:
+            kind = "new"
+        elif have[0] != key:
+            kind = "replace"
+        elif spec.key not in have[1]:
+            kind = "spec"
+        else:
+            report.skipped_unchanged.append(item.id)
+            continue
+        tasks.append(_Task(item, kind, key, prov, spec, store, backend))
+    return tasks
+
+
+# --------------------------------------------------------------------------- HDF5 resume
+
+
+def repair_partial(f: Any) -> bool:
+    """Make a leftover ``<file>.partial`` safe to resume: groups a killed writer left
+    incomplete are deleted, and groups it wrote (absent or different in the live file)
+    are checksum-verified and deleted when wrong.  False: discard the partial."""
+    import h5py
+
+    meta = _decode_attrs(f.attrs).get("tprna_store")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or ENTRIES not in f:
+        return False
+    live_path = Path(f.filename[: -len(".partial")])
+    live = None
+    if live_path.exists():
+        try:
+            live = h5py.File(live_path, "r")
+        except OSError:
+            live = None
+    try:
+        for e in list(f[ENTRIES].keys()):
+            group = entry_group(e)
+            groups = [group]
+            if f.get(f"{group}/features", getclass=True) is h5py.Group:
+                groups += [features_group(e, k) for k in list(f[f"{group}/features"].keys())]
+            for g in groups:
+                attrs = _decode_attrs(f[g].attrs)
+                ok = attrs.get("complete") is True and isinstance(attrs.get("checksums"), dict)
+                if ok and not (live is not None and g in live and _decode_attrs(live[g].attrs) == attrs):
+                    ok = all(checksum(np.asarray(f[f"{g}/{n}"][()])) == s
+                             for n, s in attrs["checksums"].items())
+                if not ok:
+                    del f[g]
+                    if g == group:
+                        break
+        f.flush()
+    finally:
+        if live is not None:
+            live.close()
+    return True
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled or total == 0:
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("[bold]building[/] {task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def _execute(tasks: list[_Task], jobs: int, progress: bool, on_done) -> None:
+    bar = _progress(progress, len(tasks))
+    handle = None
+    if bar is not None:
+        bar.start()
+        handle = bar.add_task("entries", total=len(tasks))
+    try:
+        if jobs <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                on_done(_run_task(task))
+                if bar is not None:
+                    bar.update(handle, advance=1, description=task.item.id)
+            return
+        ctx = multiprocessing.get_context("spawn")  # numba's thread pools do not survive fork
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
+                                    initializer=_init_worker) as pool:
+            futures = {pool.submit(_run_task, t): t for t in tasks}
+            try:
+                for fut in cf.as_completed(futures):
+                    task = futures[fut]
+                    try:
+                        outcome = fut.result()
+                    except Exception as e:  # noqa: BLE001 - a worker died (killed, OOM)
+                        outcome = _Outcome(task, source=str(task.item.msa),
+                                           error=f"worker process failed ({type(e).__name__}: {e})")
+                    on_done(outcome)
+                    if bar is not None:
+                        bar.update(handle, advance=1, description=task.item.id)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _merge_splits(current: dict, items: Iterable[BuildItem], present: set[str]) -> dict:
+    splits = {k: list(v) for k, v in current.items()}
+    for item in items:
+        if item.split and item.id in present:
+            members = splits.setdefault(item.split, [])
+            if item.id not in members:
+                members.append(item.id)
+    return splits
+
+
+def build_store(
+    path: str | os.PathLike,
+    items: Sequence[BuildItem],
+    spec: FeatureSpec,
+    jobs: int = 1,
+    progress: bool = True,
+    *,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 300.0,
+) -> BuildReport:
+    """Build (or bring up to date) the store at ``path`` for ``items`` under ``spec``.
+
+    ``.h5``/``.hdf5`` paths are HDF5 files, anything else a Zarr directory.  Bad inputs
+    are reported in :attr:`BuildReport.failed` and skipped; the rest are built.  For HDF5
+    the live file is replaced every ``checkpoint_every`` entries / ``checkpoint_seconds``
+    and at the end."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    if spec.dtype not in STORAGE_DTYPES:
+        raise TprnaError(f"storage dtype {spec.dtype!r} is not supported; use float16 or float32")
+    if jobs < 1:
+        raise TprnaError(f"jobs must be at least 1, not {jobs}")
+    report = BuildReport(store=str(path), spec_key=spec.key)
+    items = list(items)
+    if is_hdf5_path(path):
+        _build_hdf5(path, items, spec, jobs, progress, report, checkpoint_every, checkpoint_seconds)
+    else:
+        _build_zarr(path, items, spec, jobs, progress, report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _with_spec(attrs: dict, spec: FeatureSpec) -> dict:
+    specs = dict(attrs.get("specs", {}))
+    specs.setdefault(spec.key, spec.to_dict())
+    return {**attrs, "specs": specs}
+
+
+def _check_is_store(attrs: dict | None, path: Path) -> None:
+    meta = (attrs or {}).get("tprna_store")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TprnaError("exists but is not a tpRNA feature store; choose a new path", path)
+
+
+def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int, progress: bool,
+                report: BuildReport) -> None:
+    if path.exists() and not path.is_dir():
+        raise TprnaError("exists and is not a folder (HDF5 stores need a .h5 suffix)", path)
+    if path.is_dir() and not (path / "zarr.json").exists() and any(
+            not n.startswith(".") for n in os.listdir(path)):
+        raise TprnaError("folder exists, is not empty and is not a feature store; choose a new path", path)
+    with store_lock(path):
+        reader = ZarrBackend(path)
+        if not reader.exists():
+            zarr_init_store(path, root_attrs())
+        attrs = reader.read_attrs("")
+        _check_is_store(attrs, path)
+        zarr_clean_stale(path)
+        if spec.key not in attrs.get("specs", {}):
+            attrs = _with_spec(attrs, spec)
+            zarr_set_root_attrs(path, attrs)
+        tasks = _plan(items, spec, _existing(reader), str(path), "zarr", report)
+
+        def done(outcome: _Outcome) -> None:
+            _record(outcome, report)
+
+        _execute(tasks, jobs, progress, done)
+        present = set(report.built) | set(report.skipped_unchanged)
+        splits = _merge_splits(attrs.get("splits", {}), items, present)
+        if splits != attrs.get("splits", {}):
+            zarr_set_root_attrs(path, {**attrs, "splits": splits})
+
+
+def _record(outcome: _Outcome, report: BuildReport) -> bool:
+    task = outcome.task
+    if outcome.error is not None:
+        report.failed.append((outcome.source or str(task.item.msa), outcome.error))
+        report.failed_ids.append(task.item.id)
+        return False
+    report.built.append(task.item.id)
+    if task.kind == "replace":
+        report.replaced.append(task.item.id)
+    return True
+
+
+def _build_hdf5(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int, progress: bool,
+                report: BuildReport, checkpoint_every: int | None, checkpoint_seconds: float) -> None:
+    if path.exists() and not path.is_file():
+        raise TprnaError("exists and is not a file", path)
+    with store_lock(path):
+        session = Hdf5Session(path, root_attrs(), repair=repair_partial)
+        live_reader = None
+        try:
+            if session.partial.exists() or not path.exists():
+                session.open()  # resume a killed build's partial, or start a new file
+                reader: Any = Hdf5Backend(path, file=session.file)
+            else:  # plan against the live file; copy it only when there is work
+                live_reader = Hdf5Backend(path)
+                live_reader.refresh()
+                reader = live_reader
+            attrs = reader.read_attrs("")
+            _check_is_store(attrs, path)
+            tasks = _plan(items, spec, _existing(reader), str(path), "hdf5", report)
+            present = set(report.skipped_unchanged) | {t.item.id for t in tasks}
+            needs_meta = (spec.key not in attrs.get("specs", {})
+                          or _merge_splits(attrs.get("splits", {}), items, present) != attrs.get("splits", {}))
+        except BaseException:
+            session.abandon()
+            raise
+        finally:
+            if live_reader is not None:
+                live_reader.close()
+        if session.file is None:
+            if not tasks and not needs_meta:
+                return  # nothing to do: the live file is not touched
+            session.open()
+        try:
+            attrs = _with_spec(session.read_root_attrs(), spec)
+            session.set_root_attrs(attrs)
+            written, last = 0, time.monotonic()
+
+            def done(outcome: _Outcome) -> None:
+                nonlocal written, last
+                if outcome.payload is not None:
+                    session.write_group(outcome.target, outcome.payload)
+                if _record(outcome, report):
+                    written += 1
+                    due = (checkpoint_every and written % checkpoint_every == 0) or \
+                        time.monotonic() - last >= checkpoint_seconds
+                    if due:
+                        session.checkpoint()
+                        last = time.monotonic()
+
+            _execute(tasks, jobs, progress, done)
+            present = set(report.built) | set(report.skipped_unchanged)
+            splits = _merge_splits(attrs.get("splits", {}), items, present)
+            if splits != attrs.get("splits", {}):
+                session.set_root_attrs({**attrs, "splits": splits})
+        except BaseException:
+            session.abandon()  # the partial stays, to be resumed by the next build
+            raise
+        session.commit()

@@ -1,0 +1,430 @@
+"""The logical schema of a feature store, and :class:`FeatureStore`, its one reader.
+
+Layout (identical in Zarr and HDF5; ``store/README.md`` is the full description)::
+
+    /                              attrs: tprna_store {format, version}, specs {key: spec}, splits {name: [ids]}
+    entries/<id>/                  attrs: id, sequence, length, depth, molecule, input_key,
+                                          provenance, has_labels, n_unknown, n_dropped_columns,
+                                          checksums, complete, written_at
+        msa        (N, L) uint8    the query-anchored alignment, states in alphabet order
+        contacts   (L, L) uint8    labels (only when a structure / label file was given)
+        observed   (L, L) bool     mask of labelled pairs (same condition)
+        features/<spec.key>/       attrs: spec, spec_key, neff, components, packing,
+                                          checksums, complete, written_at
+            weights    (N,) float32
+            cov        (P, q, q) spec.dtype    P = L(L+1)/2: the blocks i ≤ j, row-major
+            precision  (P, q, q) spec.dtype
+            bpp        (P,) spec.dtype
+
+An entry (or a spec group) exists for readers only when its attrs carry ``complete: true``
+and checksums; the writers make it appear in one atomic step.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from tprna.alphabet import get_alphabet
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec
+from tprna.store.backends import (Backend, Hdf5Session, StoreLock, is_hdf5_path,
+                                  open_backend, zarr_set_root_attrs, LOCK)
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "PAIR_ARRAYS", "MAP_ARRAYS", "NEFF_SPLITS", "FeatureStore",
+    "open_store", "pack_symmetric", "unpack_symmetric", "checksum", "file_sha256", "input_key",
+    "entry_group", "features_group", "check_entry_id", "finalize", "root_attrs", "store_lock",
+]
+
+FORMAT = "tprna-feature-store"
+FORMAT_VERSION = 1
+ENTRIES = "entries"
+PAIR_ARRAYS = ("cov", "precision")  # (L, L, q, q), C[i, j, a, b] = C[j, i, b, a]
+MAP_ARRAYS = ("bpp",)  # (L, L) symmetric
+NEFF_SPLITS = (("neff<1", 0.0, 1.0), ("1<=neff<10", 1.0, 10.0), ("neff>=10", 10.0, float("inf")))
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def entry_group(entry_id: str) -> str:
+    return f"{ENTRIES}/{entry_id}"
+
+
+def features_group(entry_id: str, key: str) -> str:
+    return f"{ENTRIES}/{entry_id}/features/{key}"
+
+
+_ID_OK = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=-]*$")
+
+
+def check_entry_id(entry_id: str) -> str | None:
+    """Why ``entry_id`` cannot name an entry, or None when it can."""
+    if not entry_id:
+        return "empty id"
+    if entry_id.startswith("__") or not _ID_OK.match(entry_id):
+        return (f"id {entry_id!r} must be letters, digits and _ . + = - "
+                "(not starting with '.', '-' or '__')")
+    return None
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def pack_symmetric(full: np.ndarray, dtype: str) -> np.ndarray:
+    """The i ≤ j part of a symmetric (L, L, ...) array, as (L(L+1)/2, ...) in ``dtype``."""
+    length = full.shape[0]
+    iu, ju = np.triu_indices(length)
+    packed = full[iu, ju]
+    if dtype == "float16" and packed.size and float(np.abs(packed).max()) > _FLOAT16_MAX:
+        raise TprnaError("feature values exceed the float16 range; rebuild with --dtype float32")
+    return np.ascontiguousarray(packed.astype(dtype))
+
+
+def unpack_symmetric(packed: np.ndarray, length: int) -> np.ndarray:
+    """Inverse of :func:`pack_symmetric`: full (L, L, ...) float32; the (j, i) block is the
+    (i, j) block transposed over its last two axes."""
+    values = np.asarray(packed)
+    full = np.empty((length, length) + values.shape[1:], dtype=np.float32)
+    start = 0
+    for i in range(length):  # row i of the upper triangle is one contiguous run
+        stop = start + length - i
+        full[i, i:] = values[start:stop]
+        start = stop
+    mirrored = full.transpose((1, 0) + tuple(range(full.ndim - 1, 1, -1)))  # (j, i, b, a)
+    for i in range(1, length):
+        full[i, :i] = mirrored[i, :i]
+    return full
+
+
+def checksum(arr: np.ndarray) -> str:
+    """sha256 of the array's bytes as stored (C order)."""
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def finalize(attrs: dict, arrays: Mapping[str, np.ndarray]) -> dict:
+    """Attrs with per-array checksums and the ``complete`` flag, ready to be written last."""
+    from tprna.store.backends import now_iso
+
+    return {**attrs, "checksums": {name: checksum(a) for name, a in arrays.items()},
+            "written_at": now_iso(), "complete": True}
+
+
+# --------------------------------------------------------------------------- content keys
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise TprnaError("file not found", path) from None
+    except IsADirectoryError:
+        raise TprnaError("is a directory, not a file", path) from None
+    except OSError as e:
+        raise TprnaError(f"cannot read file ({e.strerror})", path) from None
+    return h.hexdigest()
+
+
+def input_key(msa_sha: str, structure_sha: str | None, label_sha: str | None,
+              chain: str | None, molecule: str) -> str:
+    """The entry's content key: hash of the input files' bytes, the chain and the molecule."""
+    h = hashlib.sha256()
+    for part in ("tprna-input/1", molecule, msa_sha, structure_sha or "", label_sha or "", chain or ""):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def root_attrs(specs: Mapping[str, dict] | None = None, splits: Mapping[str, list] | None = None) -> dict:
+    from tprna import __version__
+
+    return {"tprna_store": {"format": FORMAT, "version": FORMAT_VERSION, "tprna_version": __version__},
+            "specs": dict(specs or {}), "splits": dict(splits or {})}
+
+
+def store_lock(path: str | os.PathLike) -> StoreLock:
+    p = Path(path)
+    return StoreLock(p.with_name(p.name + ".lock") if is_hdf5_path(p) else p / LOCK)
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class FeatureStore:
+    """Read access to a store (and split edits when opened with ``mode="a"``).
+
+    Only complete entries are visible.  An HDF5 store is re-opened transparently when a
+    build has replaced the file since the last call."""
+
+    def __init__(self, backend: Backend, mode: str = "r"):
+        self.backend = backend
+        self.mode = mode
+        self.path = backend.path
+        backend.refresh()
+        root = backend.read_attrs("")
+        meta = (root or {}).get("tprna_store")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise TprnaError("not a tpRNA feature store (no tprna_store metadata)", self.path)
+        if int(meta.get("version", 0)) > FORMAT_VERSION:
+            raise TprnaError(f"store format version {meta.get('version')} is newer than this tpRNA "
+                             f"reads ({FORMAT_VERSION}); upgrade tprna", self.path)
+
+    # -- context manager
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.path)!r}, backend={self.backend.kind})"
+
+    # -- root metadata
+    def _root(self) -> dict:
+        self.backend.refresh()
+        return self.backend.read_attrs("") or {}
+
+    @property
+    def specs(self) -> dict[str, FeatureSpec]:
+        return {k: FeatureSpec.from_dict(d) for k, d in self._root().get("specs", {}).items()}
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._root().get("splits", {}).items()}
+
+    # -- entries
+    def _entry_attrs(self, entry_id: str, keys: tuple[str, ...] | None = None) -> dict | None:
+        wanted = None if keys is None else ("complete", "checksums") + keys
+        attrs = self.backend.read_attrs(entry_group(entry_id), wanted)
+        return attrs if attrs and attrs.get("complete") is True and "checksums" in attrs else None
+
+    def _feature_attrs(self, entry_id: str, key: str, keys: tuple[str, ...] | None = None) -> dict | None:
+        wanted = None if keys is None else ("complete", "checksums") + keys
+        attrs = self.backend.read_attrs(features_group(entry_id, key), wanted)
+        return attrs if attrs and attrs.get("complete") is True and "checksums" in attrs else None
+
+    def _require(self, entry_id: str) -> dict:
+        attrs = self._entry_attrs(entry_id)
+        if attrs is None:
+            raise TprnaError(f"no entry {entry_id!r} in the store (see 'tprna store ls')", self.path)
+        return attrs
+
+    def ids(self, split: str | None = None) -> list[str]:
+        """Ids of complete entries, sorted; or those of a named split, in the split's order."""
+        self.backend.refresh()
+        present = [e for e in self.backend.list_groups(ENTRIES) if self._entry_attrs(e, ()) is not None]
+        if split is None:
+            return present
+        splits = self.splits
+        if split not in splits:
+            known = ", ".join(sorted(splits)) or "none"
+            raise TprnaError(f"no split named {split!r} (splits: {known})", self.path)
+        have = set(present)
+        return [e for e in splits[split] if e in have]
+
+    def __contains__(self, entry_id: object) -> bool:
+        self.backend.refresh()
+        return isinstance(entry_id, str) and self._entry_attrs(entry_id, ()) is not None
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def entry_specs(self, entry_id: str) -> list[str]:
+        """Keys of the specs whose features this entry holds (complete ones only)."""
+        groups = self.backend.list_groups(f"{entry_group(entry_id)}/features")
+        return [k for k in groups if self._feature_attrs(entry_id, k, ()) is not None]
+
+    def entry_meta(self, entry_id: str) -> dict[str, Any]:
+        self.backend.refresh()
+        attrs = self._require(entry_id)
+        neff = {}
+        for key in self.backend.list_groups(f"{entry_group(entry_id)}/features"):
+            fattrs = self._feature_attrs(entry_id, key, ("neff",))
+            if fattrs is not None:
+                neff[key] = float(fattrs["neff"])
+        keys = ("id", "sequence", "length", "depth", "input_key", "provenance", "molecule",
+                "has_labels", "n_unknown", "n_dropped_columns", "written_at")
+        return {**{k: attrs.get(k) for k in keys}, "specs": list(neff), "neff": neff}
+
+    def read_msa(self, entry_id: str) -> np.ndarray:
+        """The encoded alignment, (N, L) uint8 indices into the molecule's alphabet."""
+        self.backend.refresh()
+        self._require(entry_id)
+        return self._array(entry_id, f"{entry_group(entry_id)}/msa")
+
+    def read_labels(self, entry_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(contacts uint8 L×L, observed bool L×L), or None when the entry has no labels."""
+        self.backend.refresh()
+        attrs = self._require(entry_id)
+        if not attrs.get("has_labels"):
+            return None
+        group = entry_group(entry_id)
+        return (self._array(entry_id, f"{group}/contacts").astype(np.uint8, copy=False),
+                self._array(entry_id, f"{group}/observed").astype(bool, copy=False))
+
+    def resolve_spec(self, spec: FeatureSpec | str | None, entry_id: str | None = None) -> str:
+        """A spec key from a FeatureSpec, a key, a feature-set name, or None (the store's
+        first spec that ``entry_id`` holds)."""
+        specs = self.specs
+        if isinstance(spec, FeatureSpec):
+            return spec.key
+        if spec is None:
+            held = self.entry_specs(entry_id) if entry_id else list(specs)
+            for key in specs:
+                if key in held:
+                    return key
+            if held:
+                return held[0]
+            raise TprnaError("the store holds no features yet; run 'tprna store build'", self.path)
+        if spec in specs:
+            return spec
+        named = [k for k, s in specs.items() if s.feature_set == spec]
+        if entry_id is not None and len(named) > 1:
+            held = set(self.entry_specs(entry_id))
+            named = [k for k in named if k in held] or named
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise TprnaError(f"several specs have feature set {spec!r} ({', '.join(named)}); "
+                             "pick one by key", self.path)
+        known = ", ".join(f"{k} ({s.feature_set})" for k, s in specs.items()) or "none"
+        raise TprnaError(f"no feature spec {spec!r} in the store (specs: {known})", self.path)
+
+    def read_features(self, entry_id: str, spec: FeatureSpec | str | None = None) -> dict[str, np.ndarray]:
+        """weights (N,) float32, neff (float32 scalar), and the spec's components unpacked:
+        cov / precision (L, L, q, q) float32, bpp (L, L) float32."""
+        self.backend.refresh()
+        key = spec.key if isinstance(spec, FeatureSpec) else self.resolve_spec(spec, entry_id)
+        fattrs = self._feature_attrs(entry_id, key, ("neff", "components"))  # implies a complete entry
+        if fattrs is None:
+            self._require(entry_id)
+            raise TprnaError(f"entry {entry_id!r} has no features for spec {key}; "
+                             "build them with 'tprna store build' and that spec", self.path)
+        group = features_group(entry_id, key)
+        try:
+            arrays = self.backend.read_arrays(group, ["weights", *fattrs["components"]])
+        except TprnaError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt chunk: name the entry and the fix
+            raise TprnaError(f"entry {entry_id!r}: cannot read its features ({type(e).__name__}: {e}); "
+                             "run 'tprna store verify'", self.path) from None
+        out: dict[str, np.ndarray] = {"weights": arrays.pop("weights").astype(np.float32, copy=False),
+                                      "neff": np.float32(fattrs["neff"])}
+        for name, packed in arrays.items():
+            length = (math.isqrt(8 * packed.shape[0] + 1) - 1) // 2  # P = L(L+1)/2
+            out[name] = unpack_symmetric(packed, length)
+        return out
+
+    def _array(self, entry_id: str, path: str) -> np.ndarray:
+        try:
+            return self.backend.read_array(path)
+        except TprnaError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt chunk: name the entry and the fix
+            raise TprnaError(f"entry {entry_id!r}: cannot read {path.rsplit('/', 1)[-1]} "
+                             f"({type(e).__name__}: {e}); run 'tprna store verify'", self.path) from None
+
+    def alphabet(self, entry_id: str):
+        return get_alphabet(self._require(entry_id)["molecule"])
+
+    # -- whole store
+    def info(self) -> dict[str, Any]:
+        """Counts, specs, splits, Neff per spec, lengths, depths and bytes on disk."""
+        ids = self.ids()
+        metas = [self.entry_meta(e) for e in ids]
+        specs = self.specs
+        per_spec = {k: {"spec": s.to_dict(), "entries": sum(k in m["neff"] for m in metas),
+                        "neff": [m["neff"][k] for m in metas if k in m["neff"]]}
+                    for k, s in specs.items()}
+        return {
+            "path": str(self.path), "backend": self.backend.kind, "format_version": FORMAT_VERSION,
+            "entries": len(ids), "with_labels": sum(bool(m["has_labels"]) for m in metas),
+            "lengths": [m["length"] for m in metas], "depths": [m["depth"] for m in metas],
+            "specs": per_spec, "splits": {k: len(v) for k, v in self.splits.items()},
+            "bytes_on_disk": self.backend.bytes_on_disk(),
+        }
+
+    def feature_bytes(self, entry_id: str, spec: FeatureSpec | str | None = None) -> int:
+        """Bytes the entry's feature group for ``spec`` takes in storage."""
+        key = self.resolve_spec(spec, entry_id)
+        return self.backend.stored_bytes(features_group(entry_id, key))
+
+    def verify(self, ids: Iterable[str] | None = None) -> list:
+        """Re-read every array of every entry (or of ``ids``) and compare checksums."""
+        from tprna.store.verify import verify_store
+
+        self.backend.refresh()
+        return verify_store(self.backend, ids)
+
+    # -- splits
+    def set_split(self, name: str, ids: Iterable[str]) -> list[str]:
+        """Name a subset of the entries (replacing a split of that name)."""
+        ids = list(dict.fromkeys(ids))
+        present = set(self.ids())
+        missing = [e for e in ids if e not in present]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise TprnaError(f"split {name!r}: no entries {', '.join(map(repr, missing[:5]))}{more} "
+                             "in the store", self.path)
+        self.update_splits({name: ids})
+        return ids
+
+    def neff_splits(self, spec: FeatureSpec | str | None = None) -> dict[str, list[str]]:
+        """The Neff subsets (neff<1, 1<=neff<10, neff>=10) by the Neff of ``spec``."""
+        key = self.resolve_spec(spec)
+        out: dict[str, list[str]] = {name: [] for name, _, _ in NEFF_SPLITS}
+        for e in self.ids():
+            fattrs = self._feature_attrs(e, key, ("neff",))
+            if fattrs is None:
+                continue
+            value = float(fattrs["neff"])
+            for name, lo, hi in NEFF_SPLITS:
+                if lo <= value < hi:
+                    out[name].append(e)
+        return out
+
+    def update_splits(self, splits: Mapping[str, list[str]]) -> None:
+        """Write named splits into the root metadata (atomically, under the store lock)."""
+        if self.mode == "r":
+            raise TprnaError("store opened read-only; open_store(path, mode='a') to edit splits", self.path)
+        update_root(self.path, lambda attrs: {**attrs, "splits": {**attrs.get("splits", {}), **splits}})
+        self.backend.refresh()
+
+
+def update_root(path: Path, change) -> None:
+    """Apply ``change(attrs) -> attrs`` to the root metadata, safely for readers."""
+    with store_lock(path):
+        if is_hdf5_path(path):
+            from tprna.store.build import repair_partial
+
+            session = Hdf5Session(path, root_attrs(), repair=repair_partial).open()
+            try:
+                session.set_root_attrs(change(session.read_root_attrs()))
+            except BaseException:
+                session.abandon()
+                raise
+            session.commit()
+        else:
+            backend = open_backend(path)
+            zarr_set_root_attrs(path, change(backend.read_attrs("") or {}))
+
+
+def open_store(path: str | os.PathLike, mode: str = "r") -> FeatureStore:
+    """Open a store: a ``.h5``/``.hdf5`` file, otherwise a Zarr directory.  ``mode`` is
+    ``"r"`` (read) or ``"a"`` (read, and edit splits)."""
+    if mode not in ("r", "a"):
+        raise TprnaError(f"open_store mode must be 'r' or 'a', not {mode!r}")
+    backend = open_backend(path)
+    if not backend.exists():
+        raise TprnaError("no feature store here; create one with 'tprna store build'", path)
+    return FeatureStore(backend, mode)
