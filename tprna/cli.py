@@ -224,11 +224,7 @@ def store_split(
         with open_store(store, mode="a") as st:
             if name is not None:
                 if ids_file is not None:
-                    try:
-                        text = ids_file.read_text()
-                    except OSError as e:
-                        raise TprnaError(f"cannot read ids file ({e.strerror})", ids_file) from None
-                    members = [t for line in text.splitlines() for t in line.split("#")[0].split()]
+                    members = _read_ids(ids_file)
                 else:
                     members = [t.strip() for t in (ids or "").split(",") if t.strip()]
                 st.set_split(name, members)
@@ -237,3 +233,116 @@ def store_split(
                 subsets = st.neff_splits(spec)
                 st.update_splits(subsets)
                 console.print("  ".join(f"{k}: {len(v)}" for k, v in subsets.items()), highlight=False)
+
+
+# --------------------------------------------------------------------------- example data
+
+
+@app.command("simulate")
+def simulate(
+    out: Path = typer.Argument(..., help="Folder for the SIMULATED families (msa/, labels/, manifest.csv)."),
+    families: int = typer.Option(12, "--families", help="Number of families."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
+) -> None:
+    """Write simulated RNA families whose sequences co-vary at the base pairs of a known structure."""
+    from tprna.simulate import write_example_dataset
+
+    with user_errors():
+        manifest = write_example_dataset(out, n_families=families, seed=seed)
+        console.print(f"wrote {families} simulated families: {escape(str(manifest))}", highlight=False)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@app.command("models")
+def models(length: int = typer.Option(200, "--length", help="L of the L×L input."),
+           in_channels: int = typer.Option(25, "--channels", help="Input channels.")) -> None:
+    """Parameters and multiply-accumulates of every model variant beside the paper's Table 2."""
+    from tprna.models.complexity import complexity_table
+
+    table = Table(title=f"complexity at {in_channels}×{length}×{length}")
+    for col in ("model", "params (M)", "paper", "ratio", "GMACs", "paper", "ratio"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in complexity_table(length=length, in_channels=in_channels):
+        table.add_row(row.name, f"{row.params_m:.3f}", f"{row.paper_params_m:.3f}", f"{row.params_ratio:.3f}",
+                      f"{row.gmacs:.2f}", f"{row.paper_gmacs:.2f}", f"{row.gmacs_ratio:.3f}")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@app.command("train")
+def train_cmd(
+    store: Path = typer.Argument(..., help="Feature store to train on."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints and metrics logs."),
+    split: str = typer.Option("train", "--split", help="Store split to train on."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature spec (key or set name) if the store has several."),
+    model: str = typer.Option("mffnet36", "--model", help="mffnet30/36/42, resnet34…42, mobilenet33, mobilenet33_96."),
+    loss: str = typer.Option("tploss", "--loss", help="ce, wce or tploss."),
+    alpha: float = typer.Option(0.2, "--alpha", help="WCE weight α."),
+    beta: float = typer.Option(0.1, "--beta", help="tpLoss auxiliary weight β."),
+    epochs: int = typer.Option(200, "--epochs"),
+    lr: float = typer.Option(0.01, "--lr", help="Initial Adam learning rate."),
+    lr_milestones: str = typer.Option("100", "--lr-milestones", help="Comma-separated epochs where lr is multiplied by --lr-gamma."),
+    lr_gamma: float = typer.Option(0.1, "--lr-gamma"),
+    pixel_budget: int = typer.Option(30000, "--pixel-budget", help="Padded L² pixels per batch."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip entries longer than this."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    workers: int = typer.Option(1, "--workers", help="DataLoader worker processes."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Checkpoint whose trunk seeds this model (transfer)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt."),
+) -> None:
+    """Train a contact network on a store split (Adam, the paper's step schedule by default)."""
+    from tprna.train import TrainConfig, train
+
+    with user_errors():
+        excluded = _read_ids(exclude) if exclude else []
+        config = TrainConfig(
+            store=str(store), out=str(out), split=split, features=features, model=model, loss=loss,
+            alpha=alpha, beta=beta, epochs=epochs, lr=lr,
+            lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
+            lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, seed=seed,
+            device=device, workers=workers, init_from=str(init_from) if init_from else None,
+            resume=resume, exclude=excluded)
+        path = train(config, progress=lambda line: console.print(line, highlight=False))
+        console.print(f"checkpoint: {escape(str(path))}", highlight=False)
+
+
+def _read_ids(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TprnaError(f"cannot read ids file ({e.strerror})", path) from None
+    return [t for line in text.splitlines() for t in line.split("#")[0].split()]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: str = typer.Argument(..., help="Trained checkpoint, or 'none' to score only the baselines and peers."),
+    store: Path = typer.Argument(..., help="Feature store with labelled entries."),
+    split: str = typer.Option("test", "--split"),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature spec if the store has several."),
+    out: Path = typer.Option(Path("results/evaluate"), "--out", help="Folder for the tables and plots."),
+    name: Optional[str] = typer.Option(None, "--name", help="Row name of the model (default: its model name)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="Folder of published pair-score files, one sub-folder per method."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add the APC and thermodynamic baselines."),
+    maps: Optional[str] = typer.Option(None, "--maps", help="Comma-separated ids to draw contact maps for (default: 3)."),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Top-L/k precision by range and by Neff for a model, the baselines and published peers."""
+    from tprna.evaluate import run_evaluation
+
+    with user_errors():
+        result = run_evaluation(None if checkpoint.lower() == "none" else checkpoint, str(store), split,
+                                out, features=features, name=name, compare=compare,
+                                baselines=baselines, map_ids=maps.split(",") if maps else None,
+                                device=device)
+        console.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
+        console.print(f"wrote {escape(str(out))}/: results.md, results.csv, results.json, plots", highlight=False)

@@ -18,7 +18,7 @@ from tprna.metrics import apc, contact_precisions, summarize
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
            "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
-           "BASELINES"]
+           "BASELINES", "EvaluationResult", "run_evaluation"]
 
 BASELINES = ("APC (covariance)", "APC (precision)", "Thermodynamics (bpp)")
 
@@ -173,3 +173,60 @@ def score_maps(maps: Mapping[str, np.ndarray], labels: Mapping[str, Labels]) -> 
         return {"ids": [], "per_rna": [], "summary": {}}
     return {"ids": ids, "per_rna": per_rna,
             "summary": summarize(per_rna, [labels[i].neff for i in ids])}
+
+
+@dataclass
+class EvaluationResult:
+    results: dict  # method → score_maps output
+    neff: dict[str, float]
+    markdown: str
+
+
+def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, out: Path,
+                   features: str | None = None, name: str | None = None,
+                   compare: Path | None = None, baselines: bool = True,
+                   map_ids: list[str] | None = None, device: str = "auto") -> EvaluationResult:
+    """Score a checkpoint, the baselines and published peers on one split and write
+    ``results.md`` / ``.csv`` / ``.json``, contact-map PNGs and precision-vs-Neff."""
+    import json
+
+    from tprna.report import markdown_table, plot_contact_map, plot_precision_vs_neff, write_csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluation = load_evaluation_set(store_path, split, features)
+    labels = evaluation.labels
+    maps: dict[str, dict[str, np.ndarray]] = {}
+    if checkpoint:
+        from tprna.train import load_checkpoint
+        row = name or load_checkpoint(checkpoint)["model_config"]["name"]
+        maps[row] = predict_with_checkpoint(checkpoint, evaluation, device)
+    if baselines:
+        maps.update(baseline_maps(evaluation))
+    if compare:
+        maps.update(peer_maps(compare, {i: lab.contacts.shape[0] for i, lab in labels.items()}))
+    if not maps:
+        raise TprnaError("nothing to evaluate: give a checkpoint, --baselines or --compare")
+    results = {method: score_maps(m, labels) for method, m in maps.items()}
+    neff = {i: lab.neff for i, lab in labels.items()}
+
+    subsets = [s for s in ("all", "neff<1", "1<=neff<10", "neff>=10")
+               if any(s in r["summary"] for r in results.values())]
+    text = "".join(f"\n### {subset} ({split or 'all entries'})\n\n{markdown_table(results, subset)}"
+                   for subset in subsets)
+    (out / "results.md").write_text(f"# Contact precision on {store_path}\n{text}")
+    write_csv(results, out / "results.csv")
+    (out / "results.json").write_text(json.dumps(
+        {m: {"ids": r["ids"], "per_rna": [{f"{k[0]}|{k[1]}": v for k, v in p.items()} for p in r["per_rna"]],
+             "summary": {s: {"n": v["n"], "precision": {f"{k[0]}|{k[1]}": x for k, x in v["precision"].items()}}
+                         for s, v in r["summary"].items()}}
+         for m, r in results.items()}, indent=1))
+    shown = next(iter(maps))
+    for entry_id in (map_ids or sorted(labels)[:3]):
+        if entry_id not in labels or entry_id not in maps[shown]:
+            raise TprnaError(f"no entry {entry_id!r} in split {split} to draw", store_path)
+        lab = labels[entry_id]
+        plot_contact_map(maps[shown][entry_id], lab.contacts, lab.observed, f"{entry_id} ({shown})",
+                         out / f"map_{entry_id}.png")
+    plot_precision_vs_neff(results, neff, out / "precision_vs_neff.png")
+    return EvaluationResult(results, neff, text)
