@@ -192,3 +192,20 @@ def test_published_figures_reproduce_on_the_14_test_families(coconet_test_store,
     assert long("APC (covariance)", "L/5") == pytest.approx(0.416, abs=0.02)
     assert long("APC (covariance)", "L/10") == pytest.approx(0.519, abs=0.02)
     assert long("APC (covariance)", "L") == pytest.approx(0.202, abs=0.02)
+
+
+def test_crop_windows_are_seeded_and_inside_the_rna(sim_store):
+    ds = StoreDataset(sim_store, split="train")
+    sampler = LengthBatchSampler(ds.lengths, seed=2, crop=35)
+    sampler.set_epoch(1)
+    keys = [k for batch in sampler for k in batch]
+    assert sorted(k[0] for k in keys) == list(range(len(ds)))
+    for index, start, size in keys:
+        assert size == min(ds.lengths[index], 35) and 0 <= start <= ds.lengths[index] - size
+    assert keys == [k for batch in sampler for k in batch]  # same epoch, same windows
+    index, start, size = next(k for k in keys if ds.lengths[k[0]] > 35)
+    full, window = ds[index], ds[(index, start, size)]
+    assert window["features"].shape[-1] == 35
+    s = slice(start, start + size)
+    assert torch.equal(window["features"], full["features"][:, s, s])
+    assert torch.equal(window["contacts"], full["contacts"][s, s])

@@ -67,6 +67,7 @@ def store_build(
     shrinkage: float = typer.Option(0.1, "--shrinkage", help="Ridge of the precision matrix (fraction of mean variance)."),
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype of the 2-D features: float16 or float32."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786): run the per-entry work on that cluster instead of --jobs local processes. Zarr stores only, on a filesystem every worker mounts (a path or file:// URL); needs the 'dask' extra."),
 ) -> None:
     """Compute features for new or changed inputs into STORE (unchanged ones are skipped)."""
     from tprna.features import FeatureSpec, default_feature_set
@@ -81,7 +82,7 @@ def store_build(
         items = items_from_manifest(manifest, molecule) if manifest is not None else []
         if inputs:
             items += items_from_paths(inputs, structures, labels, molecule, chain)
-        report = build_store(store, items, spec, jobs=jobs, progress=not quiet)
+        report = build_store(store, items, spec, jobs=jobs, progress=not quiet, scheduler=scheduler)
     console.print(f"[bold]{escape(str(store))}[/]: spec {report.spec_key} ({spec.feature_set}, {spec.dtype}) — "
                   f"[green]{len(report.built)} built[/] ({len(report.replaced)} replaced), "
                   f"{len(report.skipped_unchanged)} unchanged, "
@@ -289,6 +290,7 @@ def train_cmd(
     lr_gamma: float = typer.Option(0.1, "--lr-gamma"),
     pixel_budget: int = typer.Option(30000, "--pixel-budget", help="Padded L² pixels per batch."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip entries longer than this."),
+    crop: int = typer.Option(160, "--crop", help="Train longer RNAs on random windows of this length (0 = never crop)."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -305,7 +307,7 @@ def train_cmd(
             store=str(store), out=str(out), split=split, features=features, model=model, loss=loss,
             alpha=alpha, beta=beta, epochs=epochs, lr=lr,
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
-            lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, seed=seed,
+            lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, crop=crop or None, seed=seed,
             device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded)
         path = train(config, progress=lambda line: console.print(line, highlight=False))

@@ -41,7 +41,7 @@ class StoreDataset(Dataset):
         store = open_store(self.store_path)
         try:
             self.spec = _resolve_spec(store, spec, self.store_path)
-            chosen = list(ids) if ids is not None else store.ids(split)
+            chosen = list(ids) if ids is not None else _split_ids(store, split)
             metas = {i: store.entry_meta(i) for i in chosen}
         finally:
             store.close()
@@ -58,7 +58,10 @@ class StoreDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        """``key`` is an index, or (index, start, size) for the window
+        ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler)."""
+        index, start, size = key if isinstance(key, tuple) else (key, 0, self.lengths[key])
         if self._store is None:
             from tprna.store import open_store
             self._store = open_store(self.store_path)
@@ -68,9 +71,11 @@ class StoreDataset(Dataset):
         length = self.lengths[index]
         contacts, observed = labels if labels is not None else (
             np.zeros((length, length), np.uint8), np.zeros((length, length), bool))
-        return {"id": entry_id, "features": torch.from_numpy(model_input(features, self.spec)),
-                "contacts": torch.from_numpy(np.asarray(contacts, dtype=np.float32)),
-                "observed": torch.from_numpy(np.asarray(observed, dtype=bool)),
+        window = slice(start, start + size)
+        x = model_input(features, self.spec)[:, window, window]
+        return {"id": entry_id, "features": torch.from_numpy(np.ascontiguousarray(x)),
+                "contacts": torch.from_numpy(np.asarray(contacts[window, window], dtype=np.float32)),
+                "observed": torch.from_numpy(np.asarray(observed[window, window], dtype=bool)),
                 "neff": float(features["neff"])}
 
     def __getstate__(self) -> dict:
@@ -79,27 +84,26 @@ class StoreDataset(Dataset):
         return state
 
 
+def _split_ids(store, split: str | None) -> list[str]:
+    """Entries of one split, or of several joined by commas ("train,extra"), no repeats."""
+    if split is None:
+        return store.ids()
+    chosen: list[str] = []
+    for name in split.split(","):
+        chosen += [i for i in store.ids(name.strip()) if i not in chosen]
+    return chosen
+
+
 def _resolve_spec(store, spec: FeatureSpec | str | None, path: str) -> FeatureSpec:
-    specs = store.specs
-    if isinstance(spec, FeatureSpec):
-        if spec.key not in specs:
-            raise TprnaError(f"the store has no features for spec {spec.key} ({spec.feature_set}); "
-                             f"it has {_describe(specs)}", path)
-        return spec
-    if spec is None:
-        if len(specs) != 1:
-            raise TprnaError(f"the store holds {len(specs)} feature specs ({_describe(specs)}); "
-                             "name one with --features or --spec", path)
-        return next(iter(specs.values()))
-    matches = [s for k, s in specs.items() if k == spec or s.feature_set == spec]
-    if len(matches) != 1:
-        raise TprnaError(f"feature spec {spec!r} {'is ambiguous' if matches else 'is not in the store'}; "
-                         f"it has {_describe(specs)}", path)
-    return matches[0]
-
-
-def _describe(specs: dict) -> str:
-    return ", ".join(f"{k} ({s.feature_set})" for k, s in specs.items()) or "none"
+    # Training must not pick one of several specs silently; otherwise the store decides.
+    if spec is None and len(store.specs) > 1:
+        held = ", ".join(f"{k} ({s.feature_set})" for k, s in store.specs.items())
+        raise TprnaError(f"the store holds {len(store.specs)} feature specs ({held}); "
+                         "name one with --features", path)
+    key = store.resolve_spec(spec)
+    if key not in store.specs:
+        raise TprnaError(f"the store has no features for spec {key}", path)
+    return store.specs[key]
 
 
 def collate(batch: list[dict]) -> dict:
@@ -139,17 +143,24 @@ def length_batches(lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGE
     return batches
 
 
-class LengthBatchSampler(Sampler[list[int]]):
+class LengthBatchSampler(Sampler[list]):
     """Length-bucketed batches under a pixel budget, shuffled per epoch with a seed.
 
     Shuffling keeps batches length-homogeneous: indices are shuffled, cut into pools of
     ``pool`` items, each pool sorted by length and batched, then the batches shuffled.
-    ``num_replicas``/``rank`` shard whole batches for distributed training."""
+    With ``crop``, an RNA longer than ``crop`` is trained on a random ``crop``-long window
+    (the same window on both axes, so the diagonal and every pair inside it stay), drawn
+    anew each epoch: activation memory is bounded and long RNAs still contribute.  Items
+    are then ``(index, start, size)`` keys for :class:`StoreDataset`.
+    ``num_replicas``/``rank`` shard whole batches for distributed training.  Everything is
+    a function of (seed, epoch), so a resumed run sees the same batches."""
 
     def __init__(self, lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGET,
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
-                 num_replicas: int = 1, rank: int = 0):
-        self.lengths = list(lengths)
+                 num_replicas: int = 1, rank: int = 0, crop: int | None = None):
+        self.full_lengths = list(lengths)
+        self.crop = crop
+        self.lengths = [min(n, crop) if crop else n for n in self.full_lengths]
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank = num_replicas, rank
@@ -171,11 +182,16 @@ class LengthBatchSampler(Sampler[list[int]]):
         rng.shuffle(batches)
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         batches = self._batches()
         per_rank = math.ceil(len(batches) / self.num_replicas)
         batches += batches[: per_rank * self.num_replicas - len(batches)]  # equal count per rank
-        return iter(batches[self.rank::self.num_replicas])
+        mine = batches[self.rank::self.num_replicas]
+        if self.crop:
+            rng = random.Random(self.seed * 7_919 + self.epoch)
+            starts = [rng.randrange(n - self.crop + 1) if n > self.crop else 0 for n in self.full_lengths]
+            mine = [[(i, starts[i], self.lengths[i]) for i in batch] for batch in mine]
+        return iter(mine)
 
     def __len__(self) -> int:
         return math.ceil(len(self._batches()) / self.num_replicas)

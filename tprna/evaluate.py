@@ -220,7 +220,7 @@ def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, o
         {m: {"ids": r["ids"], "per_rna": [{f"{k[0]}|{k[1]}": v for k, v in p.items()} for p in r["per_rna"]],
              "summary": {s: {"n": v["n"], "precision": {f"{k[0]}|{k[1]}": x for k, x in v["precision"].items()}}
                          for s, v in r["summary"].items()}}
-         for m, r in results.items()}, indent=1))
+         for m, r in results.items()} | {"_neff": neff}, indent=1))
     shown = next(iter(maps))
     for entry_id in (map_ids or sorted(labels)[:3]):
         if entry_id not in labels or entry_id not in maps[shown]:

@@ -52,6 +52,7 @@ class TrainConfig:
     lr_gamma: float = 0.1
     pixel_budget: int = PAPER_PIXEL_BUDGET
     max_length: int | None = None
+    crop: int | None = 160  # train on random windows of at most this length (memory, speed)
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -149,7 +150,7 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
     loss_fn = build_loss(config.loss, **({"alpha": config.alpha} if config.loss != "ce" else {}),
                          **({"beta": config.beta} if config.loss == "tploss" else {}))
 
-    sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed)
+    sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed, crop=config.crop)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),

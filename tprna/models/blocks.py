@@ -48,6 +48,11 @@ def outer_mask(mask: Tensor | None, x: Tensor) -> Tensor:
     return (m[:, :, None] * m[:, None, :]).unsqueeze(1)
 
 
+def _masked(x: Tensor, m: Tensor | None) -> Tensor:
+    """Zero the padded pairs; ``m`` None means the batch has no padding."""
+    return x if m is None else x * m
+
+
 def conv3x3(in_channels: int, out_channels: int, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     """3×3 'same' convolution without bias (a BatchNorm follows)."""
     return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation,
@@ -112,8 +117,9 @@ class ConvBNAct(nn.Module):
         self.bn = MaskedBatchNorm2d(out_channels)
         self.act = activation(inplace=True) if activation is not None else nn.Identity()
 
-    def forward(self, x: Tensor, m: Tensor) -> Tensor:
-        return self.act(self.bn(self.conv(x), m)) * m
+    def forward(self, x: Tensor, m: Tensor | None) -> Tensor:
+        # the BatchNorm output is already masked and every activation here maps 0 to 0
+        return self.act(self.bn(self.conv(x), m))
 
 
 class SqueezeExcitation(nn.Module):
@@ -127,8 +133,11 @@ class SqueezeExcitation(nn.Module):
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor, m: Tensor) -> Tensor:
-        pooled = (x * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    def forward(self, x: Tensor, m: Tensor | None) -> Tensor:
+        if m is None:
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+        else:
+            pooled = (x * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
         gate = torch.sigmoid(self.fc2(self.act(self.fc1(pooled))))
         return x * gate
 
@@ -171,13 +180,13 @@ class MFFBlock(nn.Module):
         self.se = SqueezeExcitation(channels, se_reduction) if se_reduction else None
         self.act = nn.ReLU6(inplace=True)
 
-    def forward(self, x: Tensor, m: Tensor) -> Tensor:
+    def forward(self, x: Tensor, m: Tensor | None) -> Tensor:
         b1 = self.branch1[1](self.branch1[0](x, m), m)
         b2 = self.branch2[1](self.branch2[0](x, m), m)
         y = torch.cat([b1, b2], dim=1)
         if self.se is not None:
             y = self.se(y, m)
-        return self.act(x + y) * m
+        return _masked(self.act(x + y), m)
 
 
 class BasicBlock(nn.Module):
@@ -193,9 +202,9 @@ class BasicBlock(nn.Module):
                          if in_channels != out_channels else None)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor, m: Tensor) -> Tensor:
+    def forward(self, x: Tensor, m: Tensor | None) -> Tensor:
         identity = x if self.shortcut is None else self.shortcut(x, m)
-        return self.act(self.conv2(self.conv1(x, m), m) + identity) * m
+        return _masked(self.act(self.conv2(self.conv1(x, m), m) + identity), m)
 
 
 class InvertedResidual(nn.Module):
@@ -214,7 +223,7 @@ class InvertedResidual(nn.Module):
         self.project = ConvBNAct(hidden, out_channels, 1, activation=None)
         self.use_residual = in_channels == out_channels
 
-    def forward(self, x: Tensor, m: Tensor) -> Tensor:
+    def forward(self, x: Tensor, m: Tensor | None) -> Tensor:
         y = x if self.expand is None else self.expand(x, m)
         y = self.project(self.depthwise(y, m), m)
         return x + y if self.use_residual else y
