@@ -73,6 +73,8 @@ def _structure_labels(
         coords, owner = _heavy_atoms(residues)
     else:
         coords, owner = _beta_atoms(residues)
+    if not np.isfinite(coords).all():
+        raise TprnaError("atom coordinates include nan or inf: a damaged coordinate field", path)
     pairs = _residue_pairs(coords, owner, cutoff)
     return _project(pairs, np.unique(owner), to_query, len(query))
 
@@ -98,6 +100,9 @@ def _first_model(text: str, path: PathLike) -> gemmi.Model:
 
 def _parse_structure(text: str, path: PathLike) -> gemmi.Structure:
     """mmCIF or PDB, told apart by content so any file name (and .gz) works."""
+    # PDB and mmCIF are ASCII; a stray non-ASCII byte would reach gemmi's fixed-column
+    # fields and come back as a residue / chain name Python cannot decode.
+    text = text.encode("ascii", "replace").decode("ascii")
     try:
         if _first_line(text).startswith("data_"):
             structure = gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())

@@ -20,8 +20,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from tprna.errors import TprnaError
 __all__ = [
     "GroupPayload", "Backend", "ZarrBackend", "Hdf5Backend", "is_hdf5_path", "open_backend",
     "StoreLock", "zarr_init_store", "zarr_write_group", "zarr_set_root_attrs", "zarr_clean_stale",
-    "Hdf5Session", "CHUNK_BYTES",
+    "Hdf5Session", "CHUNK_BYTES", "store_location",
 ]
 
 CHUNK_BYTES = 4 * 1024 * 1024  # upper bound on the raw bytes of one chunk
@@ -52,6 +54,33 @@ class GroupPayload:
     attrs: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     children: dict[str, "GroupPayload"] = field(default_factory=dict)
+
+
+# "scheme:/..." or "scheme://..." (a Path collapses the double slash); two letters at least,
+# so a drive letter is not a scheme.
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def store_location(path: str | os.PathLike) -> Path:
+    """The filesystem path of a store given as a path or a ``file://`` URL.
+
+    Other URLs (``s3://``, ``gs://``, ``http://`` …) are refused: a build publishes each
+    entry by renaming a finished folder into place, which is atomic on POSIX (and shared)
+    filesystems but not on object stores, where readers could see half an entry."""
+    text = os.fspath(path)
+    m = _URL.match(text)
+    if m is None:
+        return Path(text)
+    scheme = m.group("scheme").lower()
+    if scheme == "file":
+        parsed = urllib.parse.urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise TprnaError(f"file:// URL names host {parsed.netloc!r}; use file:///absolute/path "
+                             "(a filesystem every worker mounts)", text)
+        return Path(urllib.parse.unquote(parsed.path))
+    raise TprnaError(f"{scheme}:// stores are not supported: entries are published by an atomic "
+                     "rename, which object stores lack; use a local or shared-filesystem path "
+                     "(or a file:// URL) and copy the finished store", text)
 
 
 def is_hdf5_path(path: str | os.PathLike) -> bool:
@@ -386,7 +415,7 @@ class Hdf5Backend(Backend):
 
 
 def open_backend(path: str | os.PathLike) -> Backend:
-    p = Path(path)
+    p = store_location(path)
     return Hdf5Backend(p) if is_hdf5_path(p) else ZarrBackend(p)
 
 
@@ -409,13 +438,22 @@ def _compressors():
 
 
 def zarr_init_store(path: Path, root_attrs: dict) -> None:
-    """Create an empty store (root group with ``root_attrs`` and an empty ``entries`` group)."""
+    """Create an empty store (root group with ``root_attrs`` and an empty ``entries`` group).
+    The root's ``zarr.json`` is written once, attributes included, so a build killed here
+    never leaves a root that does not say it is a feature store."""
     import zarr
 
     path.mkdir(parents=True, exist_ok=True)
-    root = zarr.open_group(zarr.storage.LocalStore(path), mode="a", use_consolidated=False)
-    root.require_group("entries")
-    root.update_attributes(root_attrs)
+    zarr.create_group(zarr.storage.LocalStore(path), attributes=root_attrs, overwrite=False)
+    zarr_require_entries(path)
+
+
+def zarr_require_entries(path: Path) -> None:
+    """Create the ``entries`` group when it is missing (its creation was interrupted)."""
+    if not (path / "entries" / "zarr.json").is_file():
+        import zarr
+
+        zarr.open_group(zarr.storage.LocalStore(path), path="entries", mode="a", use_consolidated=False)
 
 
 def zarr_set_root_attrs(path: Path, attrs: dict) -> None:

@@ -7,11 +7,12 @@ molecule.  The plan compares it with what the store holds:
 * same input key, but no complete features for this spec → compute only that spec's group;
 * same input key and spec present → nothing at all (no file is opened for writing).
 
-Workers (``jobs`` processes, one numba thread each) read the inputs and compute the
-features.  For Zarr the worker also writes the entry (staging folder + rename, see
+Workers (``jobs`` processes, one numba thread each — or the workers of a Dask cluster,
+``scheduler``, see :mod:`tprna.store.cluster`) read the inputs and compute the features.
+For Zarr the worker also writes the entry (staging folder + rename, see
 :func:`tprna.store.backends.zarr_write_group`), so the write can run wherever the
 computation runs; for HDF5 the payload comes back and the one writer appends it to
-``<file>.partial``.
+``<file>.partial`` (so HDF5 builds are local only).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,9 +29,9 @@ import numpy as np
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, make_features
 from tprna.msa import MSA, read_msa
-from tprna.store.backends import (GroupPayload, Hdf5Backend, Hdf5Session, ZarrBackend, is_hdf5_path,
-                                  zarr_clean_stale, zarr_init_store, zarr_set_root_attrs,
-                                  zarr_write_group, _decode_attrs)
+from tprna.store.backends import (STAGING, GroupPayload, Hdf5Backend, Hdf5Session, ZarrBackend,
+                                  is_hdf5_path, store_location, zarr_clean_stale, zarr_init_store,
+                                  zarr_require_entries, zarr_set_root_attrs, zarr_write_group, _decode_attrs)
 from tprna.store.inputs import BuildItem
 from tprna.store.schema import (ENTRIES, FORMAT, PAIR_ARRAYS, check_entry_id, checksum,
                                 entry_group, features_group, file_sha256, finalize, input_key,
@@ -301,18 +302,32 @@ def _progress(enabled: bool, total: int):
                     console=Console(stderr=True), transient=False)
 
 
-def _execute(tasks: list[_Task], jobs: int, progress: bool, on_done) -> None:
+def _execute(tasks: list[_Task], jobs: int, progress: bool, on_done, client: Any = None) -> None:
+    """Run ``tasks`` serially (``jobs`` 1), on a local process pool, or on a Dask cluster
+    (``client``), calling ``on_done`` with each outcome as it completes."""
     bar = _progress(progress, len(tasks))
     handle = None
     if bar is not None:
         bar.start()
         handle = bar.add_task("entries", total=len(tasks))
+
+    def finished(outcome: _Outcome) -> None:
+        on_done(outcome)
+        if bar is not None:
+            bar.update(handle, advance=1, description=outcome.task.item.id)
+
+    def lost(task: _Task, why: str) -> _Outcome:
+        return _Outcome(task, source=str(task.item.msa), error=why)
+
     try:
+        if client is not None:
+            from tprna.store.cluster import run_tasks
+
+            run_tasks(client, tasks, finished, lost)
+            return
         if jobs <= 1 or len(tasks) <= 1:
             for task in tasks:
-                on_done(_run_task(task))
-                if bar is not None:
-                    bar.update(handle, advance=1, description=task.item.id)
+                finished(_run_task(task))
             return
         ctx = multiprocessing.get_context("spawn")  # numba's thread pools do not survive fork
         with cf.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx,
@@ -324,11 +339,8 @@ def _execute(tasks: list[_Task], jobs: int, progress: bool, on_done) -> None:
                     try:
                         outcome = fut.result()
                     except Exception as e:  # noqa: BLE001 - a worker died (killed, OOM)
-                        outcome = _Outcome(task, source=str(task.item.msa),
-                                           error=f"worker process failed ({type(e).__name__}: {e})")
-                    on_done(outcome)
-                    if bar is not None:
-                        bar.update(handle, advance=1, description=task.item.id)
+                        outcome = lost(task, f"worker process failed ({type(e).__name__}: {e})")
+                    finished(outcome)
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -356,15 +368,20 @@ def build_store(
     *,
     checkpoint_every: int | None = None,
     checkpoint_seconds: float = 300.0,
+    scheduler: Any = None,
 ) -> BuildReport:
     """Build (or bring up to date) the store at ``path`` for ``items`` under ``spec``.
 
-    ``.h5``/``.hdf5`` paths are HDF5 files, anything else a Zarr directory.  Bad inputs
-    are reported in :attr:`BuildReport.failed` and skipped; the rest are built.  For HDF5
-    the live file is replaced every ``checkpoint_every`` entries / ``checkpoint_seconds``
-    and at the end."""
+    ``.h5``/``.hdf5`` paths are HDF5 files, anything else a Zarr directory (a path or a
+    ``file://`` URL).  Bad inputs are reported in :attr:`BuildReport.failed` and skipped;
+    the rest are built.  For HDF5 the live file is replaced every ``checkpoint_every``
+    entries / ``checkpoint_seconds`` and at the end.
+
+    ``scheduler`` (a Dask scheduler address such as ``tcp://host:8786``, a cluster object or
+    a ``distributed.Client``) runs the per-entry work on that cluster instead of ``jobs``
+    local processes; Zarr stores only, on a filesystem every worker mounts."""
     t0 = time.perf_counter()
-    path = Path(path)
+    path = store_location(path)
     if spec.dtype not in STORAGE_DTYPES:
         raise TprnaError(f"storage dtype {spec.dtype!r} is not supported; use float16 or float32")
     if jobs < 1:
@@ -372,11 +389,33 @@ def build_store(
     report = BuildReport(store=str(path), spec_key=spec.key)
     items = list(items)
     if is_hdf5_path(path):
+        if scheduler is not None:
+            raise TprnaError("an HDF5 store has one writer, so it cannot be built on a Dask cluster; "
+                             "build a Zarr store (a folder path) with --scheduler, or drop --scheduler",
+                             path)
         _build_hdf5(path, items, spec, jobs, progress, report, checkpoint_every, checkpoint_seconds)
+    elif scheduler is not None:
+        from tprna.store.cluster import connect
+
+        client, owned = connect(scheduler)
+        try:
+            # Workers may run elsewhere: give them absolute paths (same bytes, same keys).
+            _build_zarr(path.absolute(), [_absolute(i) for i in items], spec, jobs, progress,
+                        report, client)
+        finally:
+            if owned:
+                client.close()
     else:
         _build_zarr(path, items, spec, jobs, progress, report)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _absolute(item: BuildItem) -> BuildItem:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None else Path(os.path.abspath(p))
+
+    return replace(item, msa=fix(item.msa), structure=fix(item.structure), label=fix(item.label))
 
 
 def _with_spec(attrs: dict, spec: FeatureSpec) -> dict:
@@ -392,7 +431,7 @@ def _check_is_store(attrs: dict | None, path: Path) -> None:
 
 
 def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int, progress: bool,
-                report: BuildReport) -> None:
+                report: BuildReport, client: Any = None) -> None:
     if path.exists() and not path.is_dir():
         raise TprnaError("exists and is not a folder (HDF5 stores need a .h5 suffix)", path)
     if path.is_dir() and not (path / "zarr.json").exists() and any(
@@ -404,16 +443,21 @@ def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int
             zarr_init_store(path, root_attrs())
         attrs = reader.read_attrs("")
         _check_is_store(attrs, path)
+        zarr_require_entries(path)
         zarr_clean_stale(path)
         if spec.key not in attrs.get("specs", {}):
             attrs = _with_spec(attrs, spec)
             zarr_set_root_attrs(path, attrs)
         tasks = _plan(items, spec, _existing(reader), str(path), "zarr", report)
+        if client is not None and tasks:
+            from tprna.store.cluster import check_workers
+
+            check_workers(client, path, STAGING)
 
         def done(outcome: _Outcome) -> None:
             _record(outcome, report)
 
-        _execute(tasks, jobs, progress, done)
+        _execute(tasks, jobs, progress, done, client)
         present = set(report.built) | set(report.skipped_unchanged)
         splits = _merge_splits(attrs.get("splits", {}), items, present)
         if splits != attrs.get("splits", {}):

@@ -74,7 +74,11 @@ def items_from_manifest(csv_path: str | os.PathLike, molecule: str | None = None
     def resolve(value: str | None) -> Path | None:
         if value is None:
             return None
-        p = Path(value).expanduser()
+        p = Path(value)
+        try:
+            p = p.expanduser()
+        except RuntimeError:  # "~nosuchuser/…": kept as given, reported when the build reaches it
+            pass
         return p if p.is_absolute() else base / p
 
     items = []
@@ -82,6 +86,8 @@ def items_from_manifest(csv_path: str | os.PathLike, molecule: str | None = None
         entry_id, msa = _cell(row, "id"), _cell(row, "msa")
         if entry_id is None or msa is None:
             raise TprnaError(f"line {lineno}: empty 'id' or 'msa'", path)
+        if any("\0" in (v or "") for v in row.values() if isinstance(v, str)):
+            raise TprnaError(f"line {lineno}: a cell contains a NUL byte", path)
         items.append(BuildItem(
             id=entry_id, msa=resolve(msa),
             molecule=(_cell(row, "molecule") or molecule or "rna").lower(),

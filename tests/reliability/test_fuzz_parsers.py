@@ -1,0 +1,462 @@
+"""Property-based fuzzing of every parser: whatever the bytes, only the project's own
+error (:class:`TprnaError`, one line naming the file) or a well-formed result comes back.
+
+Each parser gets random bytes and structure-aware near-valid inputs: valid files
+(alignments in every format, a small PDB and its mmCIF, contact lists, label matrices,
+manifests) mutated by truncation, deleted / duplicated / junk lines, junk fields and
+stray bytes.  Runs are derandomized (a fixed seed per test), so CI sees the same inputs
+every time.  Any other exception is a fault: fix it in the parser, add the input below
+as an ``@example`` and a line to ``FIXED_FAULTS`` in conftest.py.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from pathlib import Path
+
+import gemmi
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec
+from tprna.msa import read_msa
+from tprna.store import build_store, items_from_manifest
+from tprna.structure import contacts_from_structure, read_contact_list, read_label_matrix, read_labels
+
+
+# CI runs the fixed, derandomized examples.  To hunt for new faults locally:
+#   TPRNA_FUZZ_SCALE=20 TPRNA_FUZZ_RANDOM=1 pytest tests/reliability -k fuzz
+_SCALE = float(os.environ.get("TPRNA_FUZZ_SCALE", "1"))
+_RANDOM = os.environ.get("TPRNA_FUZZ_RANDOM", "") not in ("", "0")
+
+
+def fuzz_settings(n: int):
+    return settings(max_examples=max(1, int(n * _SCALE)), deadline=None, derandomize=not _RANDOM,
+                    database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                          HealthCheck.filter_too_much])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def attempt(ledger, parser: str, path: Path, call):
+    """Run one parse: a result, or None after a TprnaError that names ``path`` in one line.
+    Anything else is recorded as a new fault and re-raised (hypothesis then shrinks it)."""
+    ledger.fuzzed[parser] += 1
+    try:
+        result = call()
+    except TprnaError as e:
+        text = str(e)
+        assert "\n" not in text and text.strip(), repr(text)
+        assert str(path) in text, f"error does not name the file: {text}"
+        ledger.fuzz_outcomes[f"{parser}:TprnaError"] += 1
+        return None
+    except Exception as e:
+        fault = (parser, f"{type(e).__name__}: {' '.join(str(e).split())[:160]}")
+        if fault not in ledger.faults:
+            ledger.faults.append(fault)
+        raise
+    ledger.fuzz_outcomes[f"{parser}:ok"] += 1
+    return result
+
+
+# --------------------------------------------------------------------------- mutations
+
+JUNK_LINES = ["", ">", ">>", "//", "# STOCKHOLM 1.0", "#=GC SS_cons <<..>>", "#=GS x DE y",
+              "name", "name ACGU extra", "\t", "\x00", "\ufeff", "ÄÖÜ", "\r", ";comment",
+              "ATOM", "END", "TER", "MODEL     2", "ENDMDL", "loop_", "_atom_site.id", "data_",
+              "1 2", "0 0 0", "-1", "nan", "1e999", "12345678901234567890", "\x1f\x8b"]
+
+
+@st.composite
+def mutated(draw, text: str, max_ops: int = 4) -> bytes:
+    """``text`` after a few random edits, then encoded (mostly UTF-8, sometimes gzip)."""
+    lines = text.split("\n")
+    for _ in range(draw(st.integers(0, max_ops))):
+        op = draw(st.sampled_from(["delete", "duplicate", "junk", "char", "swap", "truncate", "case"]))
+        if not lines:
+            lines = [""]
+        i = draw(st.integers(0, len(lines) - 1))
+        if op == "delete":
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        elif op == "junk":
+            lines.insert(i, draw(st.sampled_from(JUNK_LINES) | st.text(max_size=20)))
+        elif op == "char" and lines[i]:
+            k = draw(st.integers(0, len(lines[i]) - 1))
+            lines[i] = lines[i][:k] + draw(st.characters(codec="utf-8")) + lines[i][k + 1:]
+        elif op == "swap" and len(lines) > 1:
+            j = draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif op == "truncate":
+            lines[i] = lines[i][: draw(st.integers(0, max(len(lines[i]), 0)))]
+            lines = lines[: i + 1]
+        elif op == "case":
+            lines[i] = lines[i].swapcase()
+    out = "\n".join(lines)
+    if draw(st.booleans()):
+        out = out.replace("\n", "\r\n")
+    data = out.encode("utf-8") if draw(st.integers(0, 9)) else out.encode("latin-1", "replace")
+    wrap = draw(st.integers(0, 9))
+    if wrap == 0:
+        data = gzip.compress(data, mtime=0)
+    elif wrap == 1:
+        packed = gzip.compress(data, mtime=0)
+        data = packed[: draw(st.integers(0, len(packed)))]
+    elif wrap == 2:  # gzip header, corrupt body
+        packed = bytearray(gzip.compress(data, mtime=0))
+        if len(packed) > 12:
+            k = draw(st.integers(10, len(packed) - 1))
+            packed[k] ^= draw(st.integers(1, 255))
+        data = bytes(packed)
+    return data
+
+
+def write(work: Path, name: str, data: bytes) -> Path:
+    path = work / name
+    path.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------- alignments
+
+MSA_SUFFIXES = [".fasta", ".a3m", ".sto", ".aln", ".txt", ".faclean"]
+RNA_LETTERS = "ACGUTNRYacgut-."
+PROTEIN_LETTERS = "ARNDCQEGHILKMFPSTWYVXBZarnd-."
+
+
+@st.composite
+def alignment_files(draw) -> tuple[bytes, str, str]:
+    molecule = draw(st.sampled_from(["rna", "protein"]))
+    letters = RNA_LETTERS if molecule == "rna" else PROTEIN_LETTERS
+    n = draw(st.integers(1, 6))
+    length = draw(st.integers(0, 14))
+    extra = st.sampled_from(letters) | st.sampled_from("*?@1 \tOJ\x00é")
+    rows = [draw(st.text(alphabet=extra if draw(st.integers(0, 4)) == 0 else st.sampled_from(letters),
+                         min_size=length, max_size=length)) for _ in range(n)]
+    names = [draw(st.sampled_from([f"s{k}", "", "dup", "a b", "x" * 30])) for k in range(n)]
+    fmt = draw(st.sampled_from(["fasta", "a3m", "stockholm", "aln"]))
+    if fmt in ("fasta", "a3m"):
+        wrap = draw(st.integers(1, 20))
+        text = "".join(f">{name}\n" + "\n".join(r[i:i + wrap] for i in range(0, len(r), wrap) or [0]) + "\n"
+                       if r else f">{name}\n" for name, r in zip(names, rows))
+    elif fmt == "stockholm":
+        blocks = draw(st.integers(1, 3))
+        cut = max(1, math.ceil(length / blocks))
+        body = ""
+        for b in range(0, max(length, 1), cut):
+            body += "".join(f"{name or 'x'} {r[b:b + cut]}\n" for name, r in zip(names, rows)) + "\n"
+        text = "# STOCKHOLM 1.0\n#=GF ID fam\n" + body + "#=GC SS_cons " + "." * length + "\n//\n"
+    else:
+        text = "".join(f"{r}\n" for r in rows)
+    suffix = draw(st.sampled_from(MSA_SUFFIXES))
+    return draw(mutated(text)), suffix, molecule
+
+
+def _check_msa(msa) -> None:
+    assert msa.depth >= 1 and msa.length >= 1
+    assert msa.codes.dtype == np.uint8 and msa.codes.shape == (msa.depth, msa.length)
+    assert int(msa.codes.max()) < msa.alphabet.q
+    assert (msa.codes[0] != msa.alphabet.gap).all()  # query-anchored: no query gaps
+    assert len(msa.query) == msa.length
+
+
+@fuzz_settings(700)
+@given(case=alignment_files())
+@example(case=(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff", ".fasta", "rna"))  # zlib.error
+def test_fuzz_alignment_near_valid(work, ledger, case):
+    data, suffix, molecule = case
+    path = write(work, f"aln{suffix}", data)
+    fmt = {".a3m": "a3m", ".sto": "stockholm", ".aln": "aln"}.get(suffix, "fasta")
+    msa = attempt(ledger, f"alignment ({fmt})", path, lambda: read_msa(path, molecule))
+    if msa is not None:
+        _check_msa(msa)
+
+
+@fuzz_settings(400)
+@given(data=st.binary(max_size=400), suffix=st.sampled_from(MSA_SUFFIXES),
+       molecule=st.sampled_from(["rna", "protein"]),
+       fmt=st.sampled_from([None, "fasta", "a3m", "stockholm", "aln"]))
+def test_fuzz_alignment_random_bytes(work, ledger, data, suffix, molecule, fmt):
+    path = write(work, f"raw{suffix}", data)
+    msa = attempt(ledger, "alignment (random bytes)", path, lambda: read_msa(path, molecule, fmt))
+    if msa is not None:
+        _check_msa(msa)
+
+
+# --------------------------------------------------------------------------- structures
+
+RNA_SEQUENCE = "GGCAUCC"
+PROTEIN_SEQUENCE = "MAGKL"
+_NUCLEOTIDE_ATOMS = ["P", "OP1", "OP2", "O5'", "C5'", "C4'", "O4'", "C3'", "O3'", "C2'", "O2'", "C1'", "N1", "C2"]
+_AMINO_ATOMS = ["N", "CA", "C", "O", "CB"]
+
+
+def small_structure() -> gemmi.Structure:
+    """An RNA chain A (7 nt, linked O3'–P) and a protein chain B (5 aa): made-up but
+    well-formed coordinates, enough for every code path of the label parser."""
+    st_ = gemmi.Structure()
+    st_.name = "fuzz"
+    model = gemmi.Model("1")
+    serial = 0
+    for chain_name, seq, names, kind in (("A", RNA_SEQUENCE, _NUCLEOTIDE_ATOMS, "rna"),
+                                         ("B", PROTEIN_SEQUENCE, _AMINO_ATOMS, "protein")):
+        chain = gemmi.Chain(chain_name)
+        three = {"M": "MET", "A": "ALA", "G": "GLY", "K": "LYS", "L": "LEU"}
+        for k, letter in enumerate(seq):
+            res = gemmi.Residue()
+            res.name = letter if kind == "rna" else three[letter]
+            res.seqid = gemmi.SeqId(k + 1, " ")
+            res.entity_type = gemmi.EntityType.Polymer
+            base = np.array([6.0 * math.cos(k * 0.6), 6.0 * math.sin(k * 0.6), 3.2 * k])
+            if kind == "protein":
+                base += np.array([30.0, 0.0, 0.0])
+            for a, atom_name in enumerate(names):
+                if kind == "protein" and res.name == "GLY" and atom_name == "CB":
+                    continue
+                atom = gemmi.Atom()
+                atom.name = atom_name
+                atom.element = gemmi.Element(atom_name[0])
+                offset = np.array([0.4 * a, 0.3 * (a % 3), 0.1 * a])
+                if atom_name == "P":
+                    offset = np.array([-0.6, 0.0, -1.0])  # close to the previous O3'
+                pos = base + offset
+                atom.pos = gemmi.Position(*pos)
+                atom.occ, atom.b_iso = 1.0, 20.0
+                serial += 1
+                atom.serial = serial
+                res.add_atom(atom)
+            chain.add_residue(res)
+        model.add_chain(chain)
+    st_.add_model(model)
+    st_.setup_entities()
+    return st_
+
+
+STRUCTURE = small_structure()
+PDB_TEXT = STRUCTURE.make_pdb_string()
+CIF_TEXT = STRUCTURE.make_mmcif_document().as_string()
+FIELD_JUNK = ["nan", "inf", "-1e38", "*****", "    ", "XXXX", "\x00", "-", "?", ".", "'", "1e999", "ÿ"]
+
+
+@st.composite
+def pdb_files(draw) -> bytes:
+    lines = PDB_TEXT.split("\n")
+    for _ in range(draw(st.integers(0, 3))):  # junk in fixed-column fields of ATOM lines
+        atoms = [i for i, line in enumerate(lines) if line.startswith(("ATOM", "HETATM"))]
+        if not atoms:
+            break
+        i = draw(st.sampled_from(atoms))
+        start, stop = draw(st.sampled_from([(6, 11), (12, 16), (16, 17), (17, 20), (21, 22), (22, 26),
+                                            (30, 38), (38, 46), (46, 54), (54, 60), (76, 78), (0, 6)]))
+        junk = draw(st.sampled_from(FIELD_JUNK) | st.text(max_size=stop - start))
+        line = lines[i].ljust(80)
+        lines[i] = line[:start] + junk.ljust(stop - start)[: stop - start] + line[stop:]
+    return draw(mutated("\n".join(lines)))
+
+
+@st.composite
+def cif_files(draw) -> bytes:
+    lines = CIF_TEXT.split("\n")
+    for _ in range(draw(st.integers(0, 3))):  # junk tokens in atom_site rows
+        rows = [i for i, line in enumerate(lines) if line.startswith(("ATOM", "HETATM"))]
+        if not rows:
+            break
+        i = draw(st.sampled_from(rows))
+        tokens = lines[i].split()
+        k = draw(st.integers(0, len(tokens) - 1))
+        tokens[k] = draw(st.sampled_from(FIELD_JUNK + ["''", '"', "A B"]) | st.text(max_size=6))
+        lines[i] = " ".join(tokens)
+    return draw(mutated("\n".join(lines)))
+
+
+@st.composite
+def label_requests(draw) -> tuple[str | None, str, str]:
+    """(chain, sequence, molecule): mostly the right ones, so mutated files get far."""
+    molecule = draw(st.sampled_from(["rna", "protein"]))
+    right = RNA_SEQUENCE if molecule == "rna" else PROTEIN_SEQUENCE
+    if draw(st.integers(0, 2)):
+        return draw(st.sampled_from([None, "A" if molecule == "rna" else "B"])), right, molecule
+    chain = draw(st.sampled_from([None, "", "A", "B", "Z", "AB"]))
+    sequence = draw(st.sampled_from([RNA_SEQUENCE, PROTEIN_SEQUENCE, right[2:], right + "AAAA", "ACGU",
+                                     "", "  ", "NNNNNNN", "GGCTUCC", right.lower()]) | st.text(max_size=10))
+    return chain, sequence, molecule
+
+
+def _check_labels(labels, length: int | None = None) -> None:
+    contacts, observed = labels
+    assert contacts.shape == observed.shape and contacts.ndim == 2
+    assert contacts.shape[0] == contacts.shape[1]
+    if length is not None:
+        assert contacts.shape[0] == length
+    assert (contacts == contacts.T).all() and (observed == observed.T).all()
+    assert set(np.unique(contacts)) <= {0, 1}
+
+
+def test_the_structure_fixture_is_valid(work):
+    """The unmutated files parse, in both formats, to the same labels."""
+    for name, text in (("ok.pdb", PDB_TEXT), ("ok.cif", CIF_TEXT)):
+        path = write(work, name, text.encode())
+        contacts, observed = contacts_from_structure(path, "A", RNA_SEQUENCE, "rna")
+        assert observed.all() and contacts.sum() > 0
+        _check_labels(contacts_from_structure(path, "B", PROTEIN_SEQUENCE, "protein"), len(PROTEIN_SEQUENCE))
+
+
+@fuzz_settings(350)
+@given(data=pdb_files(), request=label_requests())
+@example(data=PDB_TEXT.replace(" G A   1", "\xbd\xbd A   1", 1).encode("latin-1"),
+         request=("A", RNA_SEQUENCE, "rna"))  # undecodable residue name
+def test_fuzz_pdb(work, ledger, data, request):
+    chain, sequence, molecule = request
+    path = write(work, "s.pdb", data)
+    labels = attempt(ledger, "structure (PDB)", path,
+                     lambda: contacts_from_structure(path, chain, sequence, molecule))
+    if labels is not None:
+        _check_labels(labels, len("".join(sequence.split())))
+    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule))
+    if labels is not None:
+        _check_labels(labels, len("".join(sequence.split())))
+
+
+@fuzz_settings(300)
+@given(data=cif_files(), request=label_requests())
+@example(data=CIF_TEXT.replace("? 5.4 0 -1", "? nan 0 -1", 1).encode(),
+         request=("A", RNA_SEQUENCE, "rna"))  # a NaN coordinate reached cKDTree
+def test_fuzz_mmcif(work, ledger, data, request):
+    chain, sequence, molecule = request
+    path = write(work, "s.cif", data)
+    labels = attempt(ledger, "structure (mmCIF)", path,
+                     lambda: contacts_from_structure(path, chain, sequence, molecule))
+    if labels is not None:
+        _check_labels(labels, len("".join(sequence.split())))
+
+
+@fuzz_settings(200)
+@given(data=st.binary(max_size=600), request=label_requests())
+def test_fuzz_structure_random_bytes(work, ledger, data, request):
+    chain, sequence, molecule = request
+    path = write(work, "raw.pdb", data)
+    attempt(ledger, "structure (random bytes)", path,
+            lambda: contacts_from_structure(path, chain, sequence, molecule))
+    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule))
+    if labels is not None:
+        _check_labels(labels, len("".join(sequence.split())))
+
+
+# --------------------------------------------------------------------------- label files
+
+NUMBER_TOKENS = ["0", "1", "2", "3", "-1", "0.5", "7", "40", "1e3", "nan", "x", "", "+2", "٣", "1_0", "99999999999999999999"]
+
+
+@st.composite
+def contact_lists(draw) -> tuple[bytes, int]:
+    length = draw(st.integers(0, 30))
+    rows = []
+    for _ in range(draw(st.integers(0, 12))):
+        i = draw(st.integers(-1, length + 2))
+        j = draw(st.integers(-1, length + 2))
+        tail = draw(st.sampled_from(["", " 0.9", " # note", " 1 2", "\t0.1"]))
+        row = f"{i} {j}{tail}" if draw(st.integers(0, 5)) else " ".join(
+            draw(st.lists(st.sampled_from(NUMBER_TOKENS), max_size=4)))
+        rows.append(row)
+    if draw(st.booleans()):
+        rows.insert(0, "# i j score")
+    return draw(mutated("\n".join(rows) + "\n")), length
+
+
+@fuzz_settings(400)
+@given(case=contact_lists())
+def test_fuzz_contact_list(work, ledger, case):
+    data, length = case
+    path = write(work, "c.pairs", data)
+    labels = attempt(ledger, "contact list", path, lambda: read_contact_list(path, length))
+    if labels is not None:
+        _check_labels(labels, length)
+        assert labels[1].all()
+    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, "A" * length))
+    if labels is not None:
+        _check_labels(labels, length)
+
+
+@st.composite
+def label_matrices(draw) -> bytes:
+    size = draw(st.integers(1, 8))
+    values = st.sampled_from(["0", "1", "-1"]) if draw(st.integers(0, 3)) else st.sampled_from(NUMBER_TOKENS)
+    rows = [" ".join(draw(st.lists(values, min_size=size, max_size=size))) for _ in range(size)]
+    sep = draw(st.sampled_from([" ", "\t", "  "]))
+    return draw(mutated("\n".join(r.replace(" ", sep) for r in rows) + "\n"))
+
+
+@fuzz_settings(400)
+@given(data=label_matrices() | st.binary(max_size=200))
+def test_fuzz_label_matrix(work, ledger, data):
+    path = write(work, "m.true", data)
+    labels = attempt(ledger, "label matrix", path, lambda: read_label_matrix(path))
+    if labels is not None:
+        _check_labels(labels)
+        size = labels[0].shape[0]
+        again = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, "G" * size))
+        if again is not None:
+            _check_labels(again, size)
+
+
+# --------------------------------------------------------------------------- manifests
+
+COLUMNS = ["id", "msa", "structure", "chain", "label", "split", "molecule", "extra", "", "id ", "MSA"]
+
+
+@pytest.fixture(scope="module")
+def manifest_world(work) -> dict:
+    """Files a fuzzed manifest may point at: a good alignment, a bad one, labels, a PDB."""
+    d = work / "world"
+    d.mkdir()
+    (d / "good.fa").write_text(">q\nGGCAUCC\n>s\nGGCAUCA\n>t\nGGCGUCC\n")
+    (d / "bad.fa").write_text(">q\nMKLVQ\n")
+    (d / "good.pairs").write_text("1 7\n2 6\n")
+    (d / "good.pdb").write_text(PDB_TEXT)
+    store = work / "manifest-store.zarr"
+    return {"dir": d, "store": store}
+
+
+CELLS = ["good.fa", "bad.fa", "missing.fa", "good.pairs", "good.pdb", "A", "B", "train", "test",
+         "rna", "protein", "RNA", "dna", "", "  ", "~nosuchuser/x.fa", "~/x.fa", "../world/good.fa",
+         "/abs/none.fa", "a,b", '"q"', "x\x00y", "é", "fam1", "fam 2", "__x", ".hidden", "a/b", "-1"]
+
+
+@st.composite
+def manifests(draw) -> bytes:
+    header = draw(st.lists(st.sampled_from(COLUMNS), min_size=1, max_size=7))
+    if draw(st.integers(0, 3)):
+        header = ["id", "msa"] + header
+    rows = []
+    for _ in range(draw(st.integers(0, 5))):
+        width = len(header) + draw(st.integers(-1, 1))
+        cells = draw(st.lists(st.sampled_from(CELLS), min_size=max(width, 0), max_size=max(width, 0)))
+        rows.append(",".join(f'"{c}"' if "," in c else c for c in cells))
+    return draw(mutated(",".join(header) + "\n" + "\n".join(rows) + "\n", max_ops=2))
+
+
+@fuzz_settings(250)
+@given(data=manifests() | st.binary(max_size=200), molecule=st.sampled_from([None, "rna", "protein"]))
+@example(data=b"id,msa\na,~nosuchuser/x.fa\n", molecule=None)  # RuntimeError from expanduser
+@example(data=b"id,msa,structure\ngood.fa,good.fa,x\x00y\n", molecule=None)  # NUL: ValueError in the build
+def test_fuzz_manifest_and_build_plan(manifest_world, ledger, data, molecule):
+    """A manifest parses or fails with TprnaError; its items then build with every bad row
+    reported as (file, reason), never an unexpected error."""
+    path = write(manifest_world["dir"], "manifest.csv", data)
+    items = attempt(ledger, "manifest", path, lambda: items_from_manifest(path, molecule))
+    if items is None:
+        return
+    assert items and all(i.id and i.msa for i in items)
+    ledger.fuzzed["manifest → build"] += 1
+    report = build_store(manifest_world["store"], items, FeatureSpec(feature_set="cov"), progress=False)
+    unexpected = [(src, why) for src, why in report.failed if "unexpected error" in why]
+    assert not unexpected, unexpected
+    assert len(report.built) + len(report.skipped_unchanged) + len(report.failed) == len(items)
