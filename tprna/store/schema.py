@@ -25,8 +25,9 @@ import hashlib
 import math
 import os
 import re
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -256,14 +257,48 @@ class FeatureStore:
                 "has_labels", "n_unknown", "n_dropped_columns", "written_at")
         return {**{k: attrs.get(k) for k in keys}, "specs": list(neff), "neff": neff}
 
+    def _stable(self, entry_id: str, read: Callable[[], Any]) -> Any:
+        """``read()``, confirmed against a concurrent rebuild: replacing a changed entry
+        swaps its whole folder, so a read that straddles the swap could mix old metadata
+        with new arrays.  The entry's version is checked before and after; on a change
+        the read is retried."""
+        for attempt in range(5):
+            before = self._version(entry_id)
+            try:
+                result = read()
+            except TprnaError:
+                if self._version(entry_id) == before:
+                    raise  # a real problem (or no such entry), not a swap in progress
+            else:
+                if self._version(entry_id) == before:
+                    return result
+            time.sleep(0.01 * (attempt + 1))
+        raise TprnaError(f"entry {entry_id!r} kept changing while being read (a build is replacing it); "
+                         "read it again when the build is done", self.path)
+
+    def _version(self, entry_id: str) -> tuple | None:
+        attrs = self.backend.read_attrs(entry_group(entry_id), ("complete", "input_key", "written_at"))
+        return (attrs.get("input_key"), attrs.get("written_at")) if attrs else None
+
     def read_msa(self, entry_id: str) -> np.ndarray:
         """The encoded alignment, (N, L) uint8 indices into the molecule's alphabet."""
+        return self._stable(entry_id, lambda: self._read_msa(entry_id))
+
+    def read_labels(self, entry_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(contacts uint8 L×L, observed bool L×L), or None when the entry has no labels."""
+        return self._stable(entry_id, lambda: self._read_labels(entry_id))
+
+    def read_features(self, entry_id: str, spec: FeatureSpec | str | None = None) -> dict[str, np.ndarray]:
+        """weights (N,) float32, neff (float32 scalar), and the spec's components unpacked:
+        cov / precision (L, L, q, q) float32, bpp (L, L) float32."""
+        return self._stable(entry_id, lambda: self._read_features(entry_id, spec))
+
+    def _read_msa(self, entry_id: str) -> np.ndarray:
         self.backend.refresh()
         self._require(entry_id)
         return self._array(entry_id, f"{entry_group(entry_id)}/msa")
 
-    def read_labels(self, entry_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(contacts uint8 L×L, observed bool L×L), or None when the entry has no labels."""
+    def _read_labels(self, entry_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         self.backend.refresh()
         attrs = self._require(entry_id)
         if not attrs.get("has_labels"):
@@ -300,9 +335,7 @@ class FeatureStore:
         known = ", ".join(f"{k} ({s.feature_set})" for k, s in specs.items()) or "none"
         raise TprnaError(f"no feature spec {spec!r} in the store (specs: {known})", self.path)
 
-    def read_features(self, entry_id: str, spec: FeatureSpec | str | None = None) -> dict[str, np.ndarray]:
-        """weights (N,) float32, neff (float32 scalar), and the spec's components unpacked:
-        cov / precision (L, L, q, q) float32, bpp (L, L) float32."""
+    def _read_features(self, entry_id: str, spec: FeatureSpec | str | None) -> dict[str, np.ndarray]:
         self.backend.refresh()
         key = spec.key if isinstance(spec, FeatureSpec) else self.resolve_spec(spec, entry_id)
         fattrs = self._feature_attrs(entry_id, key, ("neff", "components"))  # implies a complete entry
