@@ -297,9 +297,12 @@ def train_cmd(
     workers: int = typer.Option(1, "--workers", help="DataLoader worker processes."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Checkpoint whose trunk seeds this model (transfer)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt."),
+    accumulate: int = typer.Option(1, "--accumulate", help="Batches (per process) added up per optimiser step."),
 ) -> None:
-    """Train a contact network on a store split (Adam, the paper's step schedule by default)."""
-    from tprna.train import TrainConfig, train
+    """Train a contact network on a store split (Adam, the paper's step schedule by default).
+
+    Distributed: torchrun --nproc_per_node N -m tprna train … (a step covers N × --accumulate batches)."""
+    from tprna.train import TrainConfig, is_main_process, train
 
     with user_errors():
         excluded = _read_ids(exclude) if exclude else []
@@ -309,9 +312,10 @@ def train_cmd(
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, crop=crop or None, seed=seed,
             device=device, workers=workers, init_from=str(init_from) if init_from else None,
-            resume=resume, exclude=excluded)
+            resume=resume, exclude=excluded, accumulate=accumulate)
         path = train(config, progress=lambda line: console.print(line, highlight=False))
-        console.print(f"checkpoint: {escape(str(path))}", highlight=False)
+        if is_main_process():
+            console.print(f"checkpoint: {escape(str(path))}", highlight=False)
 
 
 def _read_ids(path: Path) -> list[str]:

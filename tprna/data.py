@@ -152,18 +152,30 @@ class LengthBatchSampler(Sampler[list]):
     (the same window on both axes, so the diagonal and every pair inside it stay), drawn
     anew each epoch: activation memory is bounded and long RNAs still contribute.  Items
     are then ``(index, start, size)`` keys for :class:`StoreDataset`.
-    ``num_replicas``/``rank`` shard whole batches for distributed training.  Everything is
-    a function of (seed, epoch), so a resumed run sees the same batches."""
+    ``num_replicas``/``rank`` shard whole batches for distributed training: rank ``r`` gets
+    batches ``r, r + R, r + 2R, …`` of the epoch's list.  ``accumulate`` is the number of
+    batches each rank adds up per optimiser step; the list is padded (cycling from its start)
+    to a multiple of ``num_replicas × accumulate`` so every rank has the same number of full
+    steps.  Step ``k`` of the run then covers the consecutive batches
+    ``[k·R·A, (k+1)·R·A)`` of the list, whatever the split between ranks and accumulation —
+    which is why ``R`` ranks and one process accumulating ``R`` batches see the same global
+    batches.  Everything is a function of (seed, epoch), so a resumed run sees the same
+    batches."""
 
     def __init__(self, lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGET,
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
-                 num_replicas: int = 1, rank: int = 0, crop: int | None = None):
+                 num_replicas: int = 1, rank: int = 0, crop: int | None = None,
+                 accumulate: int = 1):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise TprnaError(f"rank {rank} of {num_replicas} replicas is not a valid shard")
+        if accumulate < 1:
+            raise TprnaError(f"accumulate must be >= 1, got {accumulate}")
         self.full_lengths = list(lengths)
         self.crop = crop
         self.lengths = [min(n, crop) if crop else n for n in self.full_lengths]
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -182,10 +194,14 @@ class LengthBatchSampler(Sampler[list]):
         rng.shuffle(batches)
         return batches
 
+    def _padded_count(self, n: int) -> int:
+        group = self.num_replicas * self.accumulate
+        return math.ceil(n / group) * group
+
     def __iter__(self) -> Iterator[list]:
         batches = self._batches()
-        per_rank = math.ceil(len(batches) / self.num_replicas)
-        batches += batches[: per_rank * self.num_replicas - len(batches)]  # equal count per rank
+        total = self._padded_count(len(batches))  # equal, whole steps on every rank
+        batches = [batches[k % len(batches)] for k in range(total)]
         mine = batches[self.rank::self.num_replicas]
         if self.crop:
             rng = random.Random(self.seed * 7_919 + self.epoch)
@@ -194,4 +210,4 @@ class LengthBatchSampler(Sampler[list]):
         return iter(mine)
 
     def __len__(self) -> int:
-        return math.ceil(len(self._batches()) / self.num_replicas)
+        return self._padded_count(len(self._batches())) // self.num_replicas
