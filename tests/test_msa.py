@@ -55,6 +55,14 @@ def test_gzip_input(tmp_path):
     assert read_msa(p).query == "ACGU"
 
 
+def test_unknown_query_letter_keeps_its_column(tmp_path):
+    p = tmp_path / "x.fa"
+    p.write_text(">q\nACNGU-A\n>s\nACGGUUA\n")
+    msa = read_msa(p)
+    assert msa.length == 6 and msa.n_dropped_columns == 1  # only the '-' column goes
+    assert msa.alphabet.decode(msa.codes[0]) == "AC-GUA" and msa.n_unknown == 1
+
+
 def test_iupac_letters_become_counted_gaps(tmp_path):
     p = tmp_path / "x.fa"
     p.write_text(">q\nACGU\n>s\nANRu\n")

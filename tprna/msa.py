@@ -115,7 +115,9 @@ def parse_msa(text: str, fmt: str, molecule: str = "rna", source: str = "") -> M
             f"{bad!r}); is this an A3M file with insertions, or a truncated alignment?", path)
     ids, rows = zip(*records)
     codes, n_unknown = alphabet.encode(list(rows), path)
-    keep = codes[0] != alphabet.gap
+    # Drop the query's gap columns only: an unknown letter (N, X…) in the query is still a
+    # residue of the chain, so its column stays (as the gap state) and L stays its length.
+    keep = ~np.isin(np.frombuffer(rows[0].encode("ascii", "replace"), np.uint8), np.frombuffer(b"-.", np.uint8))
     if not keep.any():
         raise TprnaError("the query (first sequence) has no residues", path)
     return MSA(ids=tuple(ids), codes=np.ascontiguousarray(codes[:, keep]), alphabet=alphabet,
