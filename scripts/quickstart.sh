@@ -17,3 +17,17 @@ $tprna store build store/example.zarr --manifest examples/sim/manifest.csv --fea
 $tprna store split store/example.zarr --by-neff
 $tprna store info store/example.zarr
 $tprna store verify store/example.zarr
+
+echo "== 3. a short training (MFFnet36, tpLoss) on the train split"
+$tprna train store/example.zarr --split train --model mffnet36 --loss tploss --epochs 8 \
+    --lr-milestones 6 --workers 0 --out "$out/run"
+
+echo "== 4. ONNX export (dynamic batch and length, checked against PyTorch)"
+$tprna export onnx "$out/run/last.ckpt" -o "$out/model.onnx"
+
+echo "== 5. batched inference on onnxruntime"
+$tprna infer "$out/model.onnx" examples/sim/msa --batch 8 --out "$out/predictions" --png
+
+echo "== 6. evaluation on the test split (network vs coevolution and thermodynamics)"
+$tprna evaluate "$out/run/last.ckpt" store/example.zarr --split test --out "$out/evaluation"
+echo "done: $out (predictions/, evaluation/results.md)"

@@ -352,3 +352,72 @@ def evaluate_cmd(
                                 device=device)
         console.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
         console.print(f"wrote {escape(str(out))}/: results.md, results.csv, results.json, plots", highlight=False)
+
+
+# --------------------------------------------------------------------------- export
+
+export_app = typer.Typer(no_args_is_help=True, help="Export a trained model for serving.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("onnx")
+def export_onnx_cmd(
+    checkpoint: Path = typer.Argument(..., help="Trained checkpoint (tprna train's last.ckpt)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="ONNX file (default export/<run>-<model>.onnx)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision variant for GPUs (float32 inputs and outputs)."),
+    opset: int = typer.Option(17, "--opset"),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest ONNX-vs-PyTorch difference allowed (1e-4; fp16 1e-2)."),
+) -> None:
+    """Symmetrized, sigmoid-ended network with dynamic batch and length, checked against PyTorch."""
+    from tprna.export import export_onnx
+
+    with user_errors():
+        report = export_onnx(checkpoint, out, fp16=fp16, opset=opset, tolerance=tolerance)
+        console.print(report.summary(), highlight=False, soft_wrap=True)
+
+
+@export_app.command("triton")
+def export_triton_cmd(
+    model: Path = typer.Argument(..., help="Exported ONNX model."),
+    repo: Path = typer.Option(Path("serve/models"), "--repo", help="Triton model repository folder."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Triton max_batch_size."),
+) -> None:
+    """Write a Triton Inference Server model (ONNX Runtime backend, dynamic batching)."""
+    from tprna.export import export_triton
+
+    with user_errors():
+        path = export_triton(model, repo, name=name, max_batch_size=max_batch)
+        console.print(f"wrote {escape(str(path))}", highlight=False)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@app.command("infer")
+def infer_cmd(
+    model: Path = typer.Argument(..., help="Exported ONNX model."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="MSA files or folders of them."),
+    out: Path = typer.Option(Path("results/predictions"), "--out", help="Output folder."),
+    batch: int = typer.Option(8, "--batch", help="Most RNAs per batch."),
+    batch_pixels: int = typer.Option(2 ** 18, "--batch-pixels", help="Most padded L² pixels per batch."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Feature store to read entries from (alone: predict its entries)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Store split to predict."),
+    png: bool = typer.Option(False, "--png", help="Also write a PNG of each map."),
+    top: Optional[int] = typer.Option(None, "--top", help="Contacts in each RR file (default 2L)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+) -> None:
+    """Batched contact prediction on onnxruntime: <id>.npz, <id>.rr (CASP RR), optional PNG, summary.json."""
+    from tprna.serve import infer
+
+    with user_errors():
+        report = infer(model, inputs, out, batch_pixels=batch_pixels, max_batch=batch, store=store, split=split,
+                       png=png, top=top, device=device, max_length=max_length, threads=threads)
+        console.print(report.summary(), highlight=False, soft_wrap=True)
+        for failure in report.failed:
+            err_console.print(f"skipped {failure['file']}: {failure['reason']}", style="yellow",
+                              markup=False, highlight=False, soft_wrap=True)
+        if report.failed:
+            raise typer.Exit(1)
