@@ -91,6 +91,7 @@ def test_round_trip_every_format(tmp_path, fmt):
     (">q\nACGU\n>s\nMKLE\n", "not RNA"),
     ("ACGU\nAC GU\n", "one sequence"),
     (">q\n----\n>s\nACGU\n", "query"),
+    (">q\nNNNN\n>s\nACGU\n", "no ACGU residues"),
     ("ACGU\n>s\nACGU\n", "sequence before"),
 ])
 def test_bad_input_names_file(tmp_path, text, problem):

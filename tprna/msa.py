@@ -118,8 +118,8 @@ def parse_msa(text: str, fmt: str, molecule: str = "rna", source: str = "") -> M
     # Drop the query's gap columns only: an unknown letter (N, X…) in the query is still a
     # residue of the chain, so its column stays (as the gap state) and L stays its length.
     keep = ~np.isin(np.frombuffer(rows[0].encode("ascii", "replace"), np.uint8), np.frombuffer(b"-.", np.uint8))
-    if not keep.any():
-        raise TprnaError("the query (first sequence) has no residues", path)
+    if not keep.any() or (codes[0, keep] == alphabet.gap).all():
+        raise TprnaError(f"the query (first sequence) has no {alphabet.states[:-1]} residues", path)
     return MSA(ids=tuple(ids), codes=np.ascontiguousarray(codes[:, keep]), alphabet=alphabet,
                source=source, n_unknown=n_unknown, n_dropped_columns=int((~keep).sum()))
 
