@@ -89,10 +89,10 @@ def store_build(
                   f"[{'red' if report.failed else 'green'}]{len(report.failed)} failed[/] "
                   f"in {report.seconds:.1f} s", highlight=False)
     if report.failed:
-        table = Table("file", "reason", title="failed inputs (skipped)", title_style="red")
+        # one unwrapped line per input: a table would truncate long paths to "…"
         for source, reason in report.failed:
-            table.add_row(escape(source), escape(reason))
-        err_console.print(table)
+            err_console.print(f"skipped {source}: {reason}", style="red", markup=False,
+                              highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
