@@ -48,6 +48,7 @@ class Ledger:
     reader_polls: Counter = field(default_factory=Counter)  # backend -> store listings read
     reader_entries: Counter = field(default_factory=Counter)  # backend -> entries read in full
     partial_entries_seen: int = 0
+    inference_faults: Counter = field(default_factory=Counter)  # "kind:reported" / "good:written"
     faults: list = field(default_factory=list)  # new faults this run: (where, what)
     started: float = field(default_factory=time.time)
 
@@ -59,10 +60,13 @@ class Ledger:
         caught = sum(v for k, v in self.flips.items() if k.endswith(":caught"))
         flips = sum(self.flips.values())
         reads = sum(self.reader_entries.values())
+        bad_inputs = sum(v for k, v in self.inference_faults.items() if not k.startswith(("good", "cli")))
         return (f"reliability: {kills} kills survived ({per_kill}), "
                 f"{fuzzed} inputs fuzzed ({per_parser}), "
                 f"{caught} of {flips} byte flips caught (the rest decoded unchanged), "
                 f"{reads} entries read during builds with {self.partial_entries_seen} partial, "
+                f"{bad_inputs} bad inference inputs reported "
+                f"({self.inference_faults.get('good:written', 0)} good ones written), "
                 f"{len(FIXED_FAULTS)} faults found and fixed, {len(self.faults)} new")
 
 

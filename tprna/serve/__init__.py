@@ -5,6 +5,7 @@
     for p in predictor.predict(["a.fasta", ("query1", "GGGAAACCC")]):
         print(p.id, p.probabilities.shape)
     report = infer("export/mffnet36.onnx", ["msas/"], "predictions/")
+    remote = TritonClient("localhost:8000", "mffnet36")     # the model on a Triton server
 
 Features come from :mod:`tprna.features` with the feature spec the model carries (or from
 a feature store built with that spec), so serving computes exactly what training saw.
@@ -12,11 +13,13 @@ a feature store built with that spec), so serving computes exactly what training
 from tprna.serve.predictor import (DEFAULT_BATCH_PIXELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_LENGTH, Failure,
                                    InferReport, Prediction, Predictor, infer, serving_input)
 from tprna.serve.session import SessionRunner, available_providers, make_session
+from tprna.serve.triton_client import TritonClient, triton_predictor
 from tprna.serve.writers import read_rr, top_contacts, write_npz, write_png, write_rr
 
 __all__ = [
     "Predictor", "Prediction", "Failure", "InferReport", "infer", "serving_input",
     "make_session", "available_providers", "SessionRunner",
+    "TritonClient", "triton_predictor",
     "write_npz", "write_rr", "read_rr", "write_png", "top_contacts",
     "DEFAULT_BATCH_PIXELS", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_LENGTH",
 ]
