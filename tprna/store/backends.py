@@ -296,12 +296,15 @@ class Hdf5Backend(Backend):
     :meth:`refresh`, which the reader calls at the start of each public operation)."""
 
     kind = "hdf5"
+    # a reader's file is never modified: builds replace the whole file, which it reopens
+    swaps_entries = False
 
     def __init__(self, path: Path, file: Any = None):
         self.path = Path(path)
         self._file = file  # an already-open h5py.File (a writer's partial): never reopened
         self._pinned = file is not None
         self._inode: tuple[int, int] | None = None
+        self._attrs: dict[tuple, dict | None] = {}  # decoded attributes of the open (immutable) file
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -317,6 +320,7 @@ class Hdf5Backend(Backend):
         ident = (st.st_dev, st.st_ino)
         if self._file is None or ident != self._inode:
             self.close()
+            self._attrs.clear()
             import h5py
 
             try:
@@ -333,6 +337,15 @@ class Hdf5Backend(Backend):
         return self._file
 
     def read_attrs(self, group: str, keys: Iterable[str] | None = None) -> dict | None:
+        if self._pinned:  # a writer's file changes under it: no cache
+            return self._read_attrs(group, keys)
+        cache_key = (group, None if keys is None else tuple(keys))
+        if cache_key not in self._attrs:
+            self._attrs[cache_key] = self._read_attrs(group, keys)
+        attrs = self._attrs[cache_key]
+        return None if attrs is None else dict(attrs)
+
+    def _read_attrs(self, group: str, keys: Iterable[str] | None) -> dict | None:
         try:
             node = self._h5()[group or "/"]
         except (KeyError, OSError, RuntimeError):
