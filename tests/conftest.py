@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -14,3 +15,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (a fresh clone has no ../shared/data)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """PyTorch references on one thread: on a busy two-core machine torch's OpenMP team
+    waits on itself and small ops slow down many times over."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,32 +21,13 @@ from tprna.serve.predictor import RunStats
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
 
+from helpers import make_checkpoint
+
 SPEC = FeatureSpec()  # cov+ss, stored as float16
 
 
-def make_checkpoint(path: Path, spec: FeatureSpec, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = build_model("mffnet30", in_channels=spec.channels, channels=16)
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.bias.data = 0.2 * torch.randn(m.num_features, generator=g)
-            m.running_var.data = 0.5 + torch.rand(m.num_features, generator=g)
-    torch.save({"model_config": model_config(model).to_dict(), "model": model.state_dict(),
-                "feature_spec": spec.to_dict(), "train_store": "test", "train_config": {},
-                "history": [], "epoch": 0}, path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """PyTorch references on one thread: on a busy two-core machine torch's OpenMP team
-    waits on itself and small ops slow down many times over."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:

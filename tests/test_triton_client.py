@@ -21,7 +21,7 @@ from tprna.serve import Predictor, TritonClient, make_session, triton_predictor
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
 
-from test_serve import make_checkpoint
+from helpers import make_checkpoint
 
 SPEC = FeatureSpec()
 NAME = "mff"
