@@ -14,7 +14,7 @@ import torch
 from tprna.errors import TprnaError
 from tprna.export import export_onnx
 from tprna.features import FeatureSpec, make_features, model_input
-from tprna.models import ContactProbability, build_model, model_config
+from tprna.models import ContactProbability
 from tprna.msa import read_msa
 from tprna.serve import Predictor, infer, make_session, read_rr, top_contacts
 from tprna.serve.predictor import RunStats

@@ -22,6 +22,8 @@ from tprna.msa import read_msa
 from tprna.serve import infer, read_rr
 from tprna.simulate import write_example_dataset
 
+from helpers import make_checkpoint
+
 REPO = Path(__file__).resolve().parents[2]
 
 SPEC = FeatureSpec()
@@ -29,23 +31,10 @@ MAX_LENGTH = 60  # the configurable limit under test; every good MSA is at most 
 CLI_TIMEOUT = 300  # seconds for one `python -m tprna infer` run
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    import torch
-
-    from tprna.models import build_model, model_config
-
-    torch.manual_seed(0)
-    model = build_model("mffnet30", in_channels=SPEC.channels, channels=16)
-    torch.save({"model_config": model_config(model).to_dict(), "model": model.state_dict(),
-                "feature_spec": SPEC.to_dict(), "train_store": "test", "train_config": {},
-                "history": [], "epoch": 0}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model")
-    return Path(export_onnx(_tiny_checkpoint(root / "tiny.ckpt"), root / "tiny.onnx",
+    return Path(export_onnx(make_checkpoint(root / "tiny.ckpt", SPEC), root / "tiny.onnx",
                             parity_lengths=(9, 30)).path)
 
 
