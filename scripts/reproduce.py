@@ -87,7 +87,6 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20, help="RNA training epochs per run (paper: 200)")
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--model-scale", default="mffnet36", help=argparse.SUPPRESS)
     parser.add_argument("--only", default=None, help="Comma-separated run numbers (1-based) to do")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
