@@ -27,3 +27,11 @@ def make_checkpoint(path: Path, spec: FeatureSpec, name: str = "mffnet30", seed:
                 "feature_spec": spec.to_dict(), "train_store": "test-store", "train_config": {},
                 "history": [], "epoch": 0}, path)
     return path
+
+
+def export_tiny_model(root: Path, spec: FeatureSpec) -> Path:
+    """``make_checkpoint`` exported to ONNX (parity-checked at two short lengths)."""
+    from tprna.export import export_onnx
+
+    return Path(export_onnx(make_checkpoint(root / "mff.ckpt", spec), root / "mff.onnx",
+                            parity_lengths=(9, 30)).path)

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from tprna.errors import TprnaError
-from tprna.export import export_onnx
 from tprna.features import FeatureSpec, make_features, model_input
 from tprna.models import ContactProbability
 from tprna.msa import read_msa
@@ -21,7 +20,7 @@ from tprna.serve.predictor import RunStats
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
 
-from helpers import make_checkpoint
+from helpers import export_tiny_model
 
 SPEC = FeatureSpec()  # cov+ss, stored as float16
 
@@ -31,9 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("model")
-    ckpt = make_checkpoint(root / "mff.ckpt", SPEC)
-    return Path(export_onnx(ckpt, root / "mff.onnx", parity_lengths=(9, 30)).path)
+    return export_tiny_model(tmp_path_factory.mktemp("model"), SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 
 from tprna.errors import TprnaError
-from tprna.export import export_onnx
 from tprna.features import FeatureSpec
 from tprna.serve import Predictor, TritonClient, make_session, triton_predictor
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
 
-from helpers import make_checkpoint
+from helpers import export_tiny_model
 
 SPEC = FeatureSpec()
 NAME = "mff"
@@ -30,9 +29,7 @@ TIMEOUT = 20.0  # per request; the stand-in answers in well under a second
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("model")
-    ckpt = make_checkpoint(root / "mff.ckpt", SPEC)
-    return Path(export_onnx(ckpt, root / "mff.onnx", parity_lengths=(9, 30)).path)
+    return export_tiny_model(tmp_path_factory.mktemp("model"), SPEC)
 
 
 @pytest.fixture(scope="module")

@@ -88,10 +88,10 @@ def _split_ids(store, split: str | None) -> list[str]:
     """Entries of one split, or of several joined by commas ("train,extra"), no repeats."""
     if split is None:
         return store.ids()
-    chosen: list[str] = []
+    chosen: dict[str, None] = {}  # ordered, no repeats
     for name in split.split(","):
-        chosen += [i for i in store.ids(name.strip()) if i not in chosen]
-    return chosen
+        chosen.update(dict.fromkeys(store.ids(name.strip())))
+    return list(chosen)
 
 
 def _resolve_spec(store, spec: FeatureSpec | str | None, path: str) -> FeatureSpec:

@@ -204,7 +204,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     dataset = StoreDataset(config.store, config.features, split=None if config.ids else config.split,
                            ids=config.ids, max_length=config.max_length)
     if config.exclude:
-        keep = [i for i, entry in enumerate(dataset.ids) if entry not in set(config.exclude)]
+        excluded = set(config.exclude)
+        keep = [i for i, entry in enumerate(dataset.ids) if entry not in excluded]
         dataset.ids = [dataset.ids[i] for i in keep]
         dataset.lengths = [dataset.lengths[i] for i in keep]
     spec: FeatureSpec = dataset.spec

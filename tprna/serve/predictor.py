@@ -101,6 +101,18 @@ class _Item:
     load: Callable[[], tuple[np.ndarray, float | None]]  # → ((C, L, L) float32, neff)
 
 
+def _in_order(results: Iterable[Prediction | Failure], skip_errors: bool) -> list[Prediction]:
+    """Predictions in input order; a failure raises unless ``skip_errors``."""
+    out = []
+    for result in results:
+        if isinstance(result, Failure):
+            if not skip_errors:
+                raise TprnaError(result.reason, result.source)
+            continue
+        out.append(result)
+    return sorted(out, key=lambda p: p.index)
+
+
 class Predictor:
     """An exported model ready to predict.
 
@@ -161,27 +173,13 @@ class Predictor:
         """Contact maps for MSA paths (files or folders), :class:`~tprna.msa.MSA` objects or
         ``(id, sequence)`` pairs, in input order.  A bad input raises :class:`TprnaError`
         unless ``skip_errors`` (then it is left out)."""
-        out = []
-        for result in self.iter_predict(inputs):
-            if isinstance(result, Failure):
-                if not skip_errors:
-                    raise TprnaError(result.reason, result.source)
-                continue
-            out.append(result)
-        return sorted(out, key=lambda p: p.index)
+        return _in_order(self.iter_predict(inputs), skip_errors)
 
     def predict_store(self, store_path: str | os.PathLike, split: str | None = None,
                       ids: Sequence[str] | None = None, skip_errors: bool = False) -> list[Prediction]:
         """Contact maps for a store's entries (a split, given ids, or all), read from the
         store instead of recomputed; the store must hold the model's feature spec."""
-        out = []
-        for result in self.iter_predict_store(store_path, split, ids):
-            if isinstance(result, Failure):
-                if not skip_errors:
-                    raise TprnaError(result.reason, result.source)
-                continue
-            out.append(result)
-        return sorted(out, key=lambda p: p.index)
+        return _in_order(self.iter_predict_store(store_path, split, ids), skip_errors)
 
     def iter_predict(self, inputs: Iterable[InputLike], store: Any = None,
                      stats: RunStats | None = None) -> Iterator[Prediction | Failure]:
