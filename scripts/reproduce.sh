@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The paper's ablations on the real families in ../shared/data (or --data DIR), writing
+# results/REPORT.md: set up the environment if needed, then scripts/reproduce.py with any
+# options given (--epochs, --pretrain-epochs, --data, --only …).  Resumable; about two hours
+# on a 2-core CPU at the default budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+exec .venv/bin/python scripts/reproduce.py "$@"
