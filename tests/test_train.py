@@ -209,3 +209,19 @@ def test_crop_windows_are_seeded_and_inside_the_rna(sim_store):
     s = slice(start, start + size)
     assert torch.equal(window["features"], full["features"][:, s, s])
     assert torch.equal(window["contacts"], full["contacts"][s, s])
+
+
+@pytest.mark.shared
+def test_a_few_epochs_on_real_families_lower_the_loss(shared_data, tmp_path):
+    """Training on the four shortest real coconet training families (Rfam alignments, PDB
+    labels) lowers tpLoss well below where it started."""
+    from tprna.msa import read_msa
+    items = [i for i in items_from_manifest(shared_data / "coconet/manifest.csv") if i.split == "train"]
+    items = sorted(items, key=lambda i: read_msa(i.msa).length)[:4]
+    store = tmp_path / "real.zarr"
+    assert not build_store(store, items, FeatureSpec(feature_set="cov"), progress=False).failed
+    out = tmp_path / "run"
+    train(TrainConfig(store=str(store), out=str(out), model="mffnet30", epochs=5, lr=0.01,
+                      workers=0, seed=0))
+    losses = [h["loss"] for h in load_checkpoint(out / "last.ckpt")["history"]]
+    assert losses[-1] < 0.6 * losses[0], losses
