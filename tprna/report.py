@@ -99,17 +99,23 @@ def plot_precision_vs_neff(results: Mapping[str, dict], neff: Mapping[str, float
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for method, result in results.items():
-        x = [neff[i] for i in result["ids"]]
+    # One point per RNA and method: a distinct colour and marker per method (up to 20), the
+    # methods of one RNA dodged side by side along Neff so that ties stay visible, and the
+    # legend outside the axes so it never hides points.
+    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=110)
+    colours, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    for k, (method, result) in enumerate(results.items()):
+        dodge = 10 ** (0.015 * (k - (len(results) - 1) / 2))
+        x = [neff[i] * dodge for i in result["ids"]]
         y = [p[_key(p, column)] for p in result["per_rna"]]
-        ax.scatter(x, y, s=14, label=method, alpha=0.8)
+        ax.plot(x, y, ls="none", ms=4, marker=markers[k % len(markers)], color=colours[k % len(colours)],
+                label=method, alpha=0.9)
     ax.set_xscale("log")
     ax.set_xlabel("Neff (log scale)")
     ax.set_ylabel(f"top-{column[1]} {column[0]}-range precision")
     ax.axvline(1, color="0.7", lw=0.8)
     ax.axvline(10, color="0.7", lw=0.8)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
