@@ -40,6 +40,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -248,7 +249,10 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         sampler.set_epoch(epoch)
         net.train()
         started, total, count = time.perf_counter(), 0.0, 0
-        for step in _steps(loader, config.accumulate):
+        # The loader's batches in lists of ``accumulate``, one optimiser step each
+        # (itertools.batched from Python 3.12).
+        batches = iter(loader)
+        for step in iter(lambda: list(islice(batches, config.accumulate)), []):
             inputs = []
             for batch in step:
                 mask = batch["mask"].to(device)
@@ -298,18 +302,6 @@ def _wrap_ddp(model: torch.nn.Module, device: torch.device, needs_aux: bool) -> 
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=False)
-
-
-def _steps(loader, size: int):
-    """The loader's batches in lists of ``size`` (one optimiser step each)."""
-    step = []
-    for batch in loader:
-        step.append(batch)
-        if len(step) == size:
-            yield step
-            step = []
-    if step:
-        yield step
 
 
 def _all_sum(values: list[float], device: torch.device, ranks: _Ranks) -> list[float]:

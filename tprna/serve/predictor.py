@@ -24,6 +24,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -190,7 +191,8 @@ class Predictor:
         if store is not None:
             self.check_store(store)
         seen: dict[str, str] = {}
-        for chunk in _chunks(_flatten(inputs), _CHUNK):
+        pairs = _flatten(inputs)
+        for chunk in iter(lambda: list(islice(pairs, _CHUNK)), []):  # itertools.batched from 3.12
             items: list[_Item] = []
             for result in self._resolve_inputs(chunk, store, seen):
                 if isinstance(result, Failure):
@@ -474,17 +476,6 @@ def _flatten(inputs: Iterable[InputLike]) -> Iterator[tuple[int, InputLike]]:
         for v in expanded:
             yield index, v
             index += 1
-
-
-def _chunks(pairs: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
-    chunk: list[tuple[int, Any]] = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _entry_id(path: Path) -> str:
