@@ -1,12 +1,36 @@
-"""Helpers shared by the export and serving tests."""
+"""Helpers shared by the test modules: simulated stores, real coconet items, tiny models."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import SHARED_DATA
 
 from tprna.features import FeatureSpec
 from tprna.models import build_model, model_config
+from tprna.simulate import write_example_dataset
+from tprna.store import BuildItem, build_store, items_from_manifest
+
+
+def simulated_store(root: Path, name: str = "sim.zarr", **simulation) -> Path:
+    """Simulated families (``write_example_dataset(**simulation)``) built into ``root/name``
+    on the ``cov`` features; every entry must build."""
+    manifest = write_example_dataset(root / "data", **simulation)
+    store = root / name
+    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov"), progress=False)
+    assert not report.failed
+    return store
+
+
+def coconet_items(ids: tuple[str, ...]) -> list[BuildItem]:
+    """The real coconet families ``ids`` from ../shared/data; skips when it is absent."""
+    manifest = SHARED_DATA / "coconet" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (a fresh clone has no ../shared/data)")
+    items = [i for i in items_from_manifest(manifest) if i.id in ids]
+    assert len(items) == len(ids)
+    return items
 
 
 def make_checkpoint(path: Path, spec: FeatureSpec, name: str = "mffnet30", seed: int = 0,

@@ -27,10 +27,10 @@ from torch import distributed as dist
 
 from tprna.data import LengthBatchSampler, StoreDataset
 from tprna.features import FeatureSpec
-from tprna.simulate import write_example_dataset
-from tprna.store import build_store, items_from_manifest
 from tprna.train import (CHECKPOINT_NAME, initial_model, is_main_process, load_checkpoint,
                          model_from_checkpoint)
+
+from helpers import simulated_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,8 @@ needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
-    manifest = write_example_dataset(root / "data", n_families=6, seed=3, lengths=(30, 50), depths=(5, 60))
-    store = root / "tiny.zarr"
-    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov"), progress=False)
-    assert not report.failed
-    return store
+    return simulated_store(tmp_path_factory.mktemp("dist"), "tiny.zarr", n_families=6, seed=3,
+                           lengths=(30, 50), depths=(5, 60))
 
 
 def _env() -> dict:

@@ -22,8 +22,9 @@ from tprna.store.backends import open_backend
 from tprna.store.schema import pack_symmetric, unpack_symmetric
 from tprna.structure import read_labels
 
+from helpers import coconet_items
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 # Small real coconet families (depth 6–65, length 47–66), one of them in the test split.
 REAL_IDS = ("RF00044", "RF02681", "RF00207", "RF01826", "RF00164")
 BACKENDS = ("s.zarr", "s.h5")
@@ -32,12 +33,7 @@ SPEC = FeatureSpec()  # cov+ss, float16
 
 @pytest.fixture(scope="module")
 def real_items() -> list[BuildItem]:
-    manifest = SHARED / "coconet" / "manifest.csv"
-    if not manifest.is_file():
-        pytest.skip(f"real data not found at {SHARED} (a fresh clone has no ../shared/data)")
-    items = [i for i in items_from_manifest(manifest) if i.id in REAL_IDS]
-    assert len(items) == len(REAL_IDS)
-    return items
+    return coconet_items(REAL_IDS)
 
 
 # --------------------------------------------------------------------------- tiny generated data

@@ -21,8 +21,9 @@ from tprna.features import FeatureSpec  # noqa: E402
 from tprna.simulate import write_example_dataset  # noqa: E402
 from tprna.store import build_store, items_from_manifest, open_store  # noqa: E402
 
+from helpers import coconet_items  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 REAL_IDS = ("RF00044", "RF02681", "RF00207", "RF01826", "RF00164", "RF02695")
 SPEC = FeatureSpec()
 
@@ -47,12 +48,7 @@ def simulated(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real():
-    manifest = SHARED / "coconet" / "manifest.csv"
-    if not manifest.is_file():
-        pytest.skip(f"real data not found at {SHARED} (a fresh clone has no ../shared/data)")
-    items = [i for i in items_from_manifest(manifest) if i.id in REAL_IDS]
-    assert len(items) == len(REAL_IDS)
-    return items
+    return coconet_items(REAL_IDS)
 
 
 def store_bytes(store: Path) -> dict[str, object]:

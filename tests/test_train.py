@@ -13,19 +13,16 @@ from tprna.evaluate import (baseline_maps, coevolution_map, load_evaluation_set,
                             predict_with_checkpoint, read_pair_scores, score_maps)
 from tprna.features import FeatureSpec
 from tprna.losses import pair_mask
-from tprna.simulate import write_example_dataset
 from tprna.store import build_store, items_from_manifest
 from tprna.train import TrainConfig, initial_model, load_checkpoint, save_checkpoint, train
+
+from helpers import simulated_store
 
 
 @pytest.fixture(scope="module")
 def sim_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim")
-    manifest = write_example_dataset(root / "data", n_families=8, seed=3, lengths=(30, 60), depths=(5, 120))
-    store = root / "sim.zarr"
-    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov"), progress=False)
-    assert not report.failed
-    return store
+    return simulated_store(tmp_path_factory.mktemp("sim"), n_families=8, seed=3, lengths=(30, 60),
+                           depths=(5, 120))
 
 
 def test_length_batches_reproduce_the_paper_and_cover_everything():
@@ -159,12 +156,9 @@ def test_mask_excludes_short_range_padding_and_unobserved():
 # ------------------------------------------------------------------ real data
 
 @pytest.fixture(scope="module")
-def coconet_test_store(tmp_path_factory):
-    from tests.conftest import SHARED_DATA
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+def coconet_test_store(tmp_path_factory, shared_data):
     store = tmp_path_factory.mktemp("coconet") / "test.zarr"
-    items = [i for i in items_from_manifest(SHARED_DATA / "coconet/manifest.csv") if i.split == "test"]
+    items = [i for i in items_from_manifest(shared_data / "coconet/manifest.csv") if i.split == "test"]
     report = build_store(store, items, FeatureSpec(), jobs=2, progress=False)
     assert not report.failed and len(items) == 14
     return store

@@ -303,6 +303,14 @@ def _check_labels(labels, length: int | None = None) -> None:
     assert set(np.unique(contacts)) <= {0, 1}
 
 
+def attempt_labels(ledger, parser: str, path: Path, call, length: int | None = None):
+    """``attempt`` a label parser: whatever it returns must be well-formed labels of ``length``."""
+    labels = attempt(ledger, parser, path, call)
+    if labels is not None:
+        _check_labels(labels, length)
+    return labels
+
+
 def test_the_structure_fixture_is_valid(work):
     """The unmutated files parse, in both formats, to the same labels."""
     for name, text in (("ok.pdb", PDB_TEXT), ("ok.cif", CIF_TEXT)):
@@ -318,14 +326,11 @@ def test_the_structure_fixture_is_valid(work):
          request=("A", RNA_SEQUENCE, "rna"))  # undecodable residue name
 def test_fuzz_pdb(work, ledger, data, request):
     chain, sequence, molecule = request
-    path = write(work, "s.pdb", data)
-    labels = attempt(ledger, "structure (PDB)", path,
-                     lambda: contacts_from_structure(path, chain, sequence, molecule))
-    if labels is not None:
-        _check_labels(labels, len("".join(sequence.split())))
-    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule))
-    if labels is not None:
-        _check_labels(labels, len("".join(sequence.split())))
+    path, length = write(work, "s.pdb", data), len("".join(sequence.split()))
+    attempt_labels(ledger, "structure (PDB)", path,
+                   lambda: contacts_from_structure(path, chain, sequence, molecule), length)
+    attempt_labels(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule),
+                   length)
 
 
 @fuzz_settings(300)
@@ -335,10 +340,8 @@ def test_fuzz_pdb(work, ledger, data, request):
 def test_fuzz_mmcif(work, ledger, data, request):
     chain, sequence, molecule = request
     path = write(work, "s.cif", data)
-    labels = attempt(ledger, "structure (mmCIF)", path,
-                     lambda: contacts_from_structure(path, chain, sequence, molecule))
-    if labels is not None:
-        _check_labels(labels, len("".join(sequence.split())))
+    attempt_labels(ledger, "structure (mmCIF)", path,
+                   lambda: contacts_from_structure(path, chain, sequence, molecule), len("".join(sequence.split())))
 
 
 @fuzz_settings(200)
@@ -348,9 +351,8 @@ def test_fuzz_structure_random_bytes(work, ledger, data, request):
     path = write(work, "raw.pdb", data)
     attempt(ledger, "structure (random bytes)", path,
             lambda: contacts_from_structure(path, chain, sequence, molecule))
-    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule))
-    if labels is not None:
-        _check_labels(labels, len("".join(sequence.split())))
+    attempt_labels(ledger, "labels (read_labels)", path, lambda: read_labels(path, sequence, chain, molecule),
+                   len("".join(sequence.split())))
 
 
 # --------------------------------------------------------------------------- label files
@@ -379,13 +381,10 @@ def contact_lists(draw) -> tuple[bytes, int]:
 def test_fuzz_contact_list(work, ledger, case):
     data, length = case
     path = write(work, "c.pairs", data)
-    labels = attempt(ledger, "contact list", path, lambda: read_contact_list(path, length))
+    labels = attempt_labels(ledger, "contact list", path, lambda: read_contact_list(path, length), length)
     if labels is not None:
-        _check_labels(labels, length)
         assert labels[1].all()
-    labels = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, "A" * length))
-    if labels is not None:
-        _check_labels(labels, length)
+    attempt_labels(ledger, "labels (read_labels)", path, lambda: read_labels(path, "A" * length), length)
 
 
 @st.composite
@@ -401,13 +400,10 @@ def label_matrices(draw) -> bytes:
 @given(data=label_matrices() | st.binary(max_size=200))
 def test_fuzz_label_matrix(work, ledger, data):
     path = write(work, "m.true", data)
-    labels = attempt(ledger, "label matrix", path, lambda: read_label_matrix(path))
+    labels = attempt_labels(ledger, "label matrix", path, lambda: read_label_matrix(path))
     if labels is not None:
-        _check_labels(labels)
         size = labels[0].shape[0]
-        again = attempt(ledger, "labels (read_labels)", path, lambda: read_labels(path, "G" * size))
-        if again is not None:
-            _check_labels(again, size)
+        attempt_labels(ledger, "labels (read_labels)", path, lambda: read_labels(path, "G" * size), size)
 
 
 # --------------------------------------------------------------------------- manifests
