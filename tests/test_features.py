@@ -137,6 +137,30 @@ def test_make_features_and_model_input_channels():
     np.testing.assert_array_equal(x[25], fd["bpp"])
 
 
+def test_profile_channels_by_hand():
+    # two sequences with weight 1 each (identity 4/6 < 0.8): f_i(a) is the column's mix
+    msa = rna("GGAAAC", "GAAAUC")
+    spec = FeatureSpec(feature_set="cov+ss+profile")
+    fd = make_features(msa, spec)
+    a, c, g, u = (RNA.states.index(x) for x in "ACGU")
+    assert fd["profile"].shape == (6, 5)
+    np.testing.assert_allclose(fd["profile"][1], np.eye(5)[g] * 0.5 + np.eye(5)[a] * 0.5)
+    np.testing.assert_allclose(fd["profile"][4], np.eye(5)[a] * 0.5 + np.eye(5)[u] * 0.5)
+    x = model_input(fd, spec)
+    assert x.shape == (spec.channels, 6, 6) == (51, 6, 6)
+    profile = x[26:]  # after cov (25) and bpp (1): channel a·q + b holds f_i(a)·f_j(b)
+    assert profile[g * 5 + c][0, 5] == 1.0 and profile[c * 5 + g][5, 0] == 1.0
+    assert profile[g * 5 + u][1, 4] == 0.25 and profile[u * 5 + g][1, 4] == 0.0
+
+
+def test_profile_of_a_single_sequence_is_its_one_hot():
+    # an MSA of one: zero covariance, so the query's letters reach the network only here
+    fd = make_features(rna("GGGAAACCCU"), FeatureSpec(feature_set="cov+ss+profile"))
+    assert not fd["cov"].any()
+    np.testing.assert_array_equal(fd["profile"].argmax(1), [RNA.states.index(x) for x in "GGGAAACCCU"])
+    np.testing.assert_array_equal(fd["profile"].sum(1), 1.0)
+
+
 def test_spec_key_changes_with_every_setting():
     keys = {FeatureSpec().key, FeatureSpec(feature_set="cov").key, FeatureSpec(identity=0.62).key,
             FeatureSpec(pseudocount=0.1).key, FeatureSpec(molecule="protein", feature_set="cov").key}

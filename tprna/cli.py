@@ -56,7 +56,7 @@ def store_build(
     store: Path = typer.Argument(..., help="Store path: a folder (Zarr) or a .h5 file (HDF5)."),
     inputs: Optional[list[Path]] = typer.Argument(None, help="Alignment files or folders of them."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with id,msa[,structure,chain,label,split,molecule]."),
-    features: Optional[str] = typer.Option(None, "--features", help="Feature set: cov, cov+ss, precision, precision+ss (default: cov+ss for RNA, cov for protein)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature set: cov, cov+ss, precision, precision+ss, cov+ss+profile (default: cov+ss for RNA, cov for protein)."),
     molecule: str = typer.Option("rna", "--molecule", help="rna or protein."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     structures: Optional[Path] = typer.Option(None, "--structures", help="Folder of PDB/mmCIF files matched by id."),

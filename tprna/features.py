@@ -36,9 +36,9 @@ from tprna.errors import TprnaError
 from tprna.msa import MSA
 
 __all__ = [
-    "FEATURE_CODE_VERSION", "FEATURE_SETS", "FeatureSpec", "FeatureDict",
+    "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "FeatureSpec", "FeatureDict",
     "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
-    "base_pair_probabilities", "make_features", "model_input", "default_feature_set",
+    "base_pair_probabilities", "column_profile", "make_features", "model_input", "default_feature_set",
 ]
 
 # Bump when a change to this module changes any number it produces: the store keys on it.
@@ -50,7 +50,13 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "cov+ss": ("cov", "bpp"),
     "precision": ("precision",),
     "precision+ss": ("precision", "bpp"),
+    # The query's own letters (its column profile, one-hot for a single sequence): without
+    # them an MSA of one gives all-zero covariance and the network sees only the bpp map.
+    "cov+ss+profile": ("cov", "bpp", "profile"),
 }
+
+PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b
+PROFILE_COMPONENTS = ("profile",)  # (L, q) → q² channels f_i(a)·f_j(b)
 
 FeatureDict = Mapping[str, np.ndarray]
 
@@ -92,7 +98,7 @@ class FeatureSpec:
 
     @property
     def channels(self) -> int:
-        return sum(self.q ** 2 if c in ("cov", "precision") else 1 for c in self.components)
+        return sum(self.q ** 2 if c in PAIR_COMPONENTS + PROFILE_COMPONENTS else 1 for c in self.components)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -308,7 +314,16 @@ def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str,
             out["precision"] = precision(cov, spec.shrinkage)
     if "bpp" in spec.components:
         out["bpp"] = base_pair_probabilities(msa.query)
+    if "profile" in spec.components:
+        out["profile"] = column_profile(msa, weights)
     return out
+
+
+def column_profile(msa: MSA, weights: np.ndarray) -> np.ndarray:
+    """f_i(a), the weighted frequency of each state in each query column, (L, q) float32;
+    the query's one-hot encoding when the alignment is the query alone."""
+    w = weights.astype(np.float64)
+    return single_frequencies(msa.codes, w / w.sum(), msa.alphabet.q).astype(np.float32)
 
 
 def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
@@ -316,9 +331,12 @@ def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
     channels = []
     for name in spec.components:
         arr = np.asarray(features[name], dtype=np.float32)
-        if arr.ndim == 4:  # (L, L, q, q) → q² channels, channel = a·q + b
+        if name in PAIR_COMPONENTS:  # (L, L, q, q) → q² channels, channel = a·q + b
             length = arr.shape[0]
             channels.append(arr.reshape(length, length, -1).transpose(2, 0, 1))
+        elif name in PROFILE_COMPONENTS:  # (L, q) → q² channels f_i(a)·f_j(b), same layout
+            outer = arr.T[:, None, :, None] * arr.T[None, :, None, :]  # (q, q, L, L)
+            channels.append(outer.reshape(-1, arr.shape[0], arr.shape[0]))
         else:
             channels.append(arr[None])
     return np.ascontiguousarray(np.concatenate(channels, axis=0))

@@ -435,12 +435,15 @@ def serving_input(msa: Any, spec: Any, device: str = "cpu") -> tuple[np.ndarray,
     model saw it in training: :func:`tprna.features.make_features`, then the store's packing
     (upper triangle mirrored, rounded to ``spec.dtype``), then
     :func:`tprna.features.model_input`.  Clients of a Triton deployment call this too."""
-    from tprna.features import make_features, model_input
+    from tprna.features import PROFILE_COMPONENTS, make_features, model_input
     from tprna.store.schema import pack_symmetric, unpack_symmetric
 
     feats = dict(make_features(msa, spec, device))
     for name in spec.components:
-        feats[name] = unpack_symmetric(pack_symmetric(np.asarray(feats[name]), spec.dtype), msa.length)
+        if name in PROFILE_COMPONENTS:
+            feats[name] = np.asarray(feats[name]).astype(spec.dtype).astype(np.float32)
+        else:
+            feats[name] = unpack_symmetric(pack_symmetric(np.asarray(feats[name]), spec.dtype), msa.length)
     return model_input(feats, spec), float(feats["neff"])
 
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec, make_features
+from tprna.features import PROFILE_COMPONENTS, FeatureSpec, make_features
 from tprna.msa import MSA, read_msa
 from tprna.store.backends import (STAGING, GroupPayload, Hdf5Backend, Hdf5Session, ZarrBackend,
                                   is_hdf5_path, store_location, zarr_clean_stale, zarr_init_store,
@@ -90,6 +90,10 @@ def feature_payload(msa: MSA, spec: FeatureSpec) -> tuple[GroupPayload, float]:
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
     for name in spec.components:
+        if name in PROFILE_COMPONENTS:  # per residue, nothing to fold
+            arrays[name] = np.ascontiguousarray(np.asarray(feats[name]).astype(spec.dtype))
+            packing[name] = "(L, q) as it is"
+            continue
         try:
             arrays[name] = pack_symmetric(np.asarray(feats[name]), spec.dtype)
         except TprnaError as e:

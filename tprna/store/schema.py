@@ -33,7 +33,7 @@ import numpy as np
 
 from tprna.alphabet import get_alphabet
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec
+from tprna.features import PROFILE_COMPONENTS, FeatureSpec
 from tprna.store.backends import (Backend, Hdf5Session, StoreLock, is_hdf5_path,
                                   open_backend, zarr_set_root_attrs, LOCK)
 
@@ -48,6 +48,7 @@ FORMAT_VERSION = 1
 ENTRIES = "entries"
 PAIR_ARRAYS = ("cov", "precision")  # (L, L, q, q), C[i, j, a, b] = C[j, i, b, a]
 MAP_ARRAYS = ("bpp",)  # (L, L) symmetric
+# and PROFILE_COMPONENTS ("profile", (L, q)), stored as they are
 NEFF_SPLITS = (("neff<1", 0.0, 1.0), ("1<=neff<10", 1.0, 10.0), ("neff>=10", 10.0, float("inf")))
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -356,6 +357,9 @@ class FeatureStore:
         out: dict[str, np.ndarray] = {"weights": arrays.pop("weights").astype(np.float32, copy=False),
                                       "neff": np.float32(fattrs["neff"])}
         for name, packed in arrays.items():
+            if name in PROFILE_COMPONENTS:
+                out[name] = packed.astype(np.float32, copy=False)
+                continue
             length = (math.isqrt(8 * packed.shape[0] + 1) - 1) // 2  # P = L(L+1)/2
             out[name] = unpack_symmetric(packed, length)
         return out
