@@ -13,17 +13,26 @@ Prints ratios (machines here are noisy and shared; only side-by-side ratios mean
      plan run twice in A-B-B-A order (target ≥ 1.5×);
   3. end to end, MSAs/s including feature computation (make_features, overlapped with the
      model by the Predictor), on the real CoCoNet alignments when --data has them
-     (default: ../shared/data/coconet, test split), else on simulated families.
+     (default: ../shared/data/coconet, test split), else on simulated families;
+  4. the user's path: `tprna infer --single` on SPOT-RNA-2D's test sequences (TS1–TS3 with
+     both peers' predictions; skipped when --data lacks them) in a subprocess, RNAs/s end to
+     end, beside make_features alone on the same sequences, and the model's and the
+     features' shares of the run's wall time (shipped model unless --onnx);
+  5. time to first prediction: `tprna infer --seq` on an L=100 RNA, a fresh process each
+     time, median of 5 after one warm-up (target ≤ 2 s).
 Exits non-zero when a target is missed.
 
     python scripts/bench_infer.py [--checkpoint CKPT] [--device auto|cpu|cuda]
                                   [--repeats 5] [--threads N] [--data DIR] [--split test|train|all]
+                                  [--onnx MODEL] [--skip 1,2,3,4,5]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +49,8 @@ from tprna.serve.predictor import RunStats
 from tprna.serve.session import physical_cores
 from tprna.train import load_checkpoint, model_from_checkpoint
 
-ORT_TARGET, BUCKET_TARGET = 1.8, 1.5
+ORT_TARGET, BUCKET_TARGET, FIRST_PREDICTION_TARGET = 1.8, 1.5, 2.0
+TPRNA = [sys.executable, "-m", "tprna"]  # the command line, in a fresh process
 
 
 def interleaved(slow, fast, repeats: int, sync=lambda: None) -> tuple[float, float, float]:
@@ -188,6 +198,79 @@ def bench_end_to_end(predictor: Predictor, msas: list[Path], label: str) -> None
           f"{stats.batches} batches, padding +{100 * stats.padding_overhead:.1f}%)")
 
 
+def spot_test_sequences(data: Path | None) -> list[tuple[str, str]]:
+    """(id, sequence) of SPOT-RNA-2D's test chains (TS1–TS3) that both peers predicted."""
+    manifest = data / "spot_rna_2d" / "manifest.csv" if data is not None else None
+    if manifest is None or not manifest.is_file():
+        return []
+    with open(manifest, newline="") as fh:
+        return [(r["id"], r["sequence"]) for r in csv.DictReader(fh)
+                if r["split"] in ("TS1", "TS2", "TS3") and r["rnacontact_pred"] and r["spot_rna_2d_pred"]]
+
+
+def bench_single_sequences(data: Path | None, onnx: Path | None, device: str, work: Path) -> None:
+    """`tprna infer --single` on a multi-FASTA, end to end, against the features alone."""
+    from tprna.features import make_features
+    from tprna.msa import parse_msa
+    from tprna.serve import load
+
+    records = spot_test_sequences(data)
+    if not records:
+        print(f"\n4. skipped: no SPOT-RNA-2D manifest under {data} (spot_rna_2d/manifest.csv)")
+        return
+    lengths = [len(s) for _, s in records]
+    fasta = work / "spot_test.fasta"
+    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in records))
+    out = work / "spot_test_predictions"
+    cmd = TPRNA + ["infer", "--single", str(fasta), "-o", str(out), "--device", device]
+    cmd += ["--model", str(onnx)] if onnx else []
+    start = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if run.returncode != 0:
+        print(f"\n4. FAILED: {' '.join(cmd)}\n{run.stderr[-2000:]}")
+        return
+    summary = json.loads((out / "summary.json").read_text())
+    spec = load(onnx, device="cpu", threads=1).spec
+    msas = [parse_msa(f">{i}\n{s}\n", "fasta", spec.molecule) for i, s in records]
+    start = time.perf_counter()
+    for msa in msas:
+        make_features(msa, spec)
+    features = time.perf_counter() - start
+    n, inside, model = summary["n_done"], summary["seconds"], summary["model_seconds"]
+    print(f"\n4. tprna infer --single on {len(records)} SPOT-RNA-2D test sequences (TS1–TS3, L {min(lengths)}–"
+          f"{max(lengths)}), {summary['model_name']} on {', '.join(summary['providers'])}")
+    print(f"   end to end (a fresh process, start-up included) {wall:6.2f} s → {n / wall:6.2f} RNAs/s "
+          f"({n} predicted, {summary['n_failed']} failed)")
+    print(f"   make_features alone, one thread, same sequences    {features:6.2f} s → {len(msas) / features:6.2f} RNAs/s")
+    print(f"   of the run's {inside:.2f} s inside infer: model {model:.2f} s ({100 * model / inside:.0f}%), "
+          f"features {features:.2f} s ({100 * features / inside:.0f}%, overlapped with the model); "
+          f"start-up and imports {wall - inside:.2f} s of the wall time")
+
+
+def bench_first_prediction(onnx: Path | None, device: str, work: Path, repeats: int = 5) -> float:
+    """Wall time of `tprna infer --seq <L=100>` in a fresh process: the median of ``repeats``."""
+    rng = np.random.default_rng(100)
+    sequence = "".join(rng.choice(list("ACGU"), 100))
+    cmd = TPRNA + ["infer", "--seq", sequence, "-o", str(work / "first"), "--device", device]
+    cmd += ["--model", str(onnx)] if onnx else []
+    times = []
+    for attempt in range(repeats + 1):  # the first run warms the file cache and writes .pyc files
+        start = time.perf_counter()
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        took = time.perf_counter() - start
+        if run.returncode != 0:
+            print(f"\n5. FAILED: {' '.join(cmd[:4])} …\n{run.stderr[-2000:]}")
+            return float("inf")
+        if attempt:
+            times.append(took)
+    median = statistics.median(times)
+    print(f"\n5. time to first prediction, `tprna infer --seq` (L=100) in a fresh process: median "
+          f"{median:.2f} s of {repeats} (min {min(times):.2f}, max {max(times):.2f}) "
+          f"{'ok' if median <= FIRST_PREDICTION_TARGET else 'MISSED'} (target ≤ {FIRST_PREDICTION_TARGET:.0f} s)")
+    return median
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="a training checkpoint (default: untrained mffnet36)")
@@ -197,48 +280,66 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--split", default="test", help="CoCoNet split for part 3: test, train or all")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip, e.g. 3")
+    parser.add_argument("--onnx", type=Path, default=None, help="ONNX model of parts 4-5 (default: the shipped one)")
     args = parser.parse_args()
     threads = args.threads or physical_cores()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    failures = []
 
     with tempfile.TemporaryDirectory(prefix="tprna-bench-") as tmp:
         work = Path(tmp)
-        if args.checkpoint:
-            ckpt = load_checkpoint(args.checkpoint)
-        else:
-            spec = FeatureSpec()
-            torch.manual_seed(0)
-            net = build_model("mffnet36", in_channels=spec.channels).eval()
-            ckpt = {"model_config": model_config(net).to_dict(), "model": net.state_dict(),
-                    "feature_spec": spec.to_dict(), "train_store": None, "train_config": {},
-                    "history": [], "epoch": 0}
-        report = export_onnx(ckpt, work / "model.onnx")
-        print(report.summary())
-        predictor = Predictor(report.path, device=args.device, threads=threads)
-        print(f"model {report.model_name}, providers {predictor.providers}, {threads} threads, "
-              f"torch {torch.__version__}")
+        if not {"1", "2", "3"} <= skip:
+            failures += bench_exported_model(args, skip, threads, work)
+        if "4" not in skip:
+            bench_single_sequences(args.data if args.data.is_dir() else None, args.onnx, args.device, work)
+        if "5" not in skip:
+            seconds = bench_first_prediction(args.onnx, args.device, work)
+            if seconds > FIRST_PREDICTION_TARGET:
+                failures.append(f"time to first prediction {seconds:.2f} s > {FIRST_PREDICTION_TARGET:.0f} s")
+    return _verdict(failures)
 
-        failures = []
-        if "1" not in skip:
-            ratios = bench_engines(ckpt, predictor, args.device, threads, args.repeats)
-            if min(ratios) < ORT_TARGET:
-                failures.append(f"onnxruntime vs torch {min(ratios):.2f}× < {ORT_TARGET}×")
-            if threads > 1 and "CUDAExecutionProvider" not in predictor.providers:
-                # On a shared machine a thread team waits on descheduled members; one thread
-                # each shows the engines without that noise (for information, no target).
-                single = Predictor(report.path, device=args.device, threads=1)
-                bench_engines(ckpt, single, args.device, 1, args.repeats, label="1b. (information)")
-                torch.set_num_threads(threads)
-            if "CUDAExecutionProvider" in predictor.providers:
-                bench_fp16(ckpt, predictor, work, args.device, threads, args.repeats)
-        if "2" not in skip:
-            ratio = bench_bucketing(predictor)
-            if ratio < BUCKET_TARGET:
-                failures.append(f"bucketed batching {ratio:.2f}× < {BUCKET_TARGET}×")
-        if "3" not in skip:
-            msas, label = e2e_inputs(args.data if args.data.is_dir() else None, args.split, work)
-            bench_end_to_end(predictor, msas, label)
 
+def bench_exported_model(args: argparse.Namespace, skip: set[str], threads: int, work: Path) -> list[str]:
+    """Parts 1-3 on a model exported here (--checkpoint, or an untrained mffnet36)."""
+    failures = []
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+    else:
+        spec = FeatureSpec()
+        torch.manual_seed(0)
+        net = build_model("mffnet36", in_channels=spec.channels).eval()
+        ckpt = {"model_config": model_config(net).to_dict(), "model": net.state_dict(),
+                "feature_spec": spec.to_dict(), "train_store": None, "train_config": {},
+                "history": [], "epoch": 0}
+    report = export_onnx(ckpt, work / "model.onnx")
+    print(report.summary())
+    predictor = Predictor(report.path, device=args.device, threads=threads)
+    print(f"model {report.model_name}, providers {predictor.providers}, {threads} threads, "
+          f"torch {torch.__version__}")
+
+    if "1" not in skip:
+        ratios = bench_engines(ckpt, predictor, args.device, threads, args.repeats)
+        if min(ratios) < ORT_TARGET:
+            failures.append(f"onnxruntime vs torch {min(ratios):.2f}× < {ORT_TARGET}×")
+        if threads > 1 and "CUDAExecutionProvider" not in predictor.providers:
+            # On a shared machine a thread team waits on descheduled members; one thread
+            # each shows the engines without that noise (for information, no target).
+            single = Predictor(report.path, device=args.device, threads=1)
+            bench_engines(ckpt, single, args.device, 1, args.repeats, label="1b. (information)")
+            torch.set_num_threads(threads)
+        if "CUDAExecutionProvider" in predictor.providers:
+            bench_fp16(ckpt, predictor, work, args.device, threads, args.repeats)
+    if "2" not in skip:
+        ratio = bench_bucketing(predictor)
+        if ratio < BUCKET_TARGET:
+            failures.append(f"bucketed batching {ratio:.2f}× < {BUCKET_TARGET}×")
+    if "3" not in skip:
+        msas, label = e2e_inputs(args.data if args.data.is_dir() else None, args.split, work)
+        bench_end_to_end(predictor, msas, label)
+    return failures
+
+
+def _verdict(failures: list[str]) -> int:
     if failures:
         print("\nMISSED: " + "; ".join(failures))
         return 1

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tprna.evaluate import Labels, baseline_maps, load_evaluation_set, peer_maps, score_maps  # noqa: E402
-from tprna.features import base_pair_probabilities  # noqa: E402
+from tprna.features import FEATURE_SETS, base_pair_probabilities  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
@@ -43,6 +43,11 @@ PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
 OURS = "tpRNA (shipped model)"
 HEADLINE = ("long|L", "long|L/2", "long|L/5", "long|L/10")
+COMPONENT_TEXT = {"cov": "covariance of the alignment (25 channels)",
+                  "bpp": "ViennaRNA base-pair probabilities of the query (1)",
+                  "profile": "the column profile's outer product (25; one-hot for a single sequence)",
+                  "apc": "APC-corrected covariance norms (1)", "dca": "APC-corrected precision norms (1)",
+                  "alifold": "RNAalifold consensus base-pair probabilities (1)"}
 
 
 def read_matrix(path: Path) -> np.ndarray:
@@ -90,7 +95,9 @@ def spot_benchmark(data: Path, predictor: Predictor, leakage: dict) -> tuple[dic
 
 def coconet_benchmark(data: Path, predictor: Predictor, store: Path) -> tuple[dict, dict]:
     """The coconet test families with alignments (vs every peer) and as single sequences."""
-    evaluation = load_evaluation_set(str(store), "test", predictor.spec.feature_set)
+    # labels and the learning-free baselines from the store's cov+ss entries (any model's inputs
+    # are computed by the predictor from the alignment files themselves)
+    evaluation = load_evaluation_set(str(store), "test", "cov+ss")
     labels = evaluation.labels
     manifest = {r["id"]: r for r in csv.DictReader(open(data / "coconet" / "manifest.csv"))}
     msas = [data / "coconet" / manifest[i]["msa"] for i in labels]
@@ -105,23 +112,60 @@ def coconet_benchmark(data: Path, predictor: Predictor, store: Path) -> tuple[di
     return alignment, single
 
 
+def training_sequences(data: Path, leakage: dict) -> dict[str, str]:
+    """Every RNA the shipped model trained on: coconet train queries and SPOT-RNA-2D TR chains."""
+    coconet = {r["id"]: r for r in csv.DictReader(open(data / "coconet" / "manifest.csv"))}
+    spot = {r["id"]: r["sequence"] for r in csv.DictReader(open(data / "spot_rna_2d" / "manifest.csv"))}
+    out = {i: "".join(line.strip() for line in (data / "coconet" / coconet[i]["sequence"]).read_text().splitlines()
+                      if not line.startswith(">")) for i in leakage["coconet_train_families"]}
+    return out | {i: spot[i] for i in leakage["spot_tr"]}
+
+
+def puzzles_benchmark(data: Path, predictor: Predictor, trained: dict[str, str]) -> tuple[dict, dict]:
+    """The labelled RNA-Puzzles targets (their own alignments; natives or SPOT-RNA-2D labels),
+    clean ones only (< 70 % identical to every training RNA), with and without the alignment."""
+    from tprna.redundancy import drop_similar
+    from tprna.structure import read_labels
+
+    root = data / "rhofold_puzzles"
+    rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["structure"] or r["spot_rna_2d_label"]]
+    queries = {r["id"]: read_fasta_sequence(root / r["fasta"]) for r in rows}
+    clean, dirty = drop_similar(queries, trained, 0.7)
+    labels = {}
+    for r in rows:
+        if r["id"] not in clean:
+            continue
+        source = root / (r["spot_rna_2d_label"] or r["structure"])
+        contacts, observed = read_labels(source, queries[r["id"]], chain=r["chain"] or None)
+        labels[r["id"]] = Labels(contacts, observed, 0.0, queries[r["id"]])
+    with_msa = {p.id: p for p in predictor.predict([root / r["msa"] for r in rows if r["id"] in labels])}
+    alone = {p.id: p.probabilities for p in predictor.predict([(i, lab.sequence) for i, lab in labels.items()])}
+    for i, lab in labels.items():
+        lab.neff = float(with_msa[i].neff)
+    maps = {OURS + ", alignment": {i: p.probabilities for i, p in with_msa.items()},
+            OURS + ", query alone": alone,
+            "Thermodynamics (bpp)": {i: base_pair_probabilities(lab.sequence) for i, lab in labels.items()}}
+    return ({m: score_maps(v, labels) for m, v in maps.items()},
+            {"clean": sorted(labels), "left_out": {k: list(v) for k, v in dirty.items()}})
+
+
+def read_fasta_sequence(path: Path) -> str:
+    return "".join(line.strip() for line in path.read_text().splitlines() if not line.startswith(">"))
+
+
 def figure(results: dict, method: str, key: str = "long|L") -> float:
     prec = results[method]["summary"]["all"]["precision"]
     return float(prec[tuple(key.split("|"))] if tuple(key.split("|")) in prec else prec[key])
 
 
-def candidate_table(work: Path) -> list[str]:
-    """Every candidate the release script trained: validation (chooses) and test (reported)."""
-    choice = json.loads((work / "choice.json").read_text())
-    lines = ["| candidate | SPOT-RNA-2D VL, long top-L (chooses) | long top-L/5 | coconet test, long top-L | long top-L/5 |",
-             "|---|---:|---:|---:|---:|"]
-    for name in choice["scores"]:
-        cells = []
-        for split in ("spot_vl", "test"):
-            saved = json.loads((work / "candidates" / f"{name}_{split}" / "results.json").read_text())
-            prec = saved[name]["summary"]["all"]["precision"]
-            cells += [f"{prec['long|L']:.3f}", f"{prec['long|L/5']:.3f}"]
+def candidate_table(choice: dict) -> list[str]:
+    """Every candidate the release script trained, and each feature set's seed average:
+    validation (chooses) and coconet test (reported, never chooses)."""
+    lines = ["| candidate | SPOT-RNA-2D VL long top-L (chooses) | VL long top-L/5 | coconet test long top-L "
+             "| test long top-L/5 |", "|---|---:|---:|---:|---:|"]
+    for name, row in choice["candidates"].items():
         mark = " **(shipped)**" if name == choice["winner"] else ""
+        cells = [f"{row[split][key]:.3f}" for split in ("spot_vl", "test") for key in ("long|L", "long|L/5")]
         lines.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
     return lines
 
@@ -145,6 +189,7 @@ def main() -> int:
 
     spot, spot_info = spot_benchmark(args.data, predictor, leakage)
     alignment, single = coconet_benchmark(args.data, predictor, args.store)
+    puzzles, puzzle_info = puzzles_benchmark(args.data, predictor, training_sequences(args.data, leakage))
     clean = spot["clean, all"]
     expected = {"single_sequence": {k: round(figure(clean, OURS, k), 3) for k in HEADLINE},
                 "alignment": {k: round(figure(alignment, OURS, k), 3) for k in HEADLINE}}
@@ -167,12 +212,18 @@ def main() -> int:
         lines += [f"### {name}", "", markdown_table(results)]
     lines += ["## 2. coconet test families, with alignments", "", markdown_table(alignment),
               "## 3. coconet test families: the query alone vs its alignment", "", markdown_table(single),
+              "## 4. RNA-Puzzles targets, with their alignments and alone", "",
+              f"The labelled targets of `rhofold_puzzles` that are < 70 % identical to every training RNA: "
+              f"{', '.join(puzzle_info['clean'])}; left out as too close to a training RNA: "
+              + ", ".join(f"{k} ({v[0]}, {v[1]:.2f})" for k, v in puzzle_info["left_out"].items()) + ". Never "
+              "trained on, never used to choose.", "", markdown_table(puzzles),
               "## How the shipped model was chosen", "",
               f"Chosen by {choice['selection']}, never by a test table; {choice['epochs']} epochs from a "
               f"protein-pretrained trunk ({choice['pretrain_epochs']} epochs), crop {choice['crop']}, "
-              f"seeds {choice['seeds']}, training split `{choice['train_split']}`; the whole release run took "
-              f"{choice['hours']:.1f} h on this machine's CPU. Every candidate:", ""]
-    lines += candidate_table(args.work) + [""]
+              f"training split `{choice['train_split']}`; shipped: {' + '.join(choice['members'])}. Training "
+              f"took {choice['hours']:.1f} h of CPU time in all (summed epoch times; the runs trained two at a "
+              "time on this 2-core machine). Every candidate:", ""]
+    lines += candidate_table(choice) + [""]
     report = "\n".join(lines)
 
     if args.ship:
@@ -180,6 +231,7 @@ def main() -> int:
         target = PACKAGE_MODEL / MODEL_FILE
         if args.model.resolve() != target.resolve():
             shutil.copyfile(args.model, target)
+        target.chmod(0o644)  # world-readable package data, whatever mode the export had
         card = {"file": MODEL_FILE, "sha256": sha256(target), "name": f"tpRNA {choice['winner']}",
                 "version": meta.get("tprna_version"), "feature_set": predictor.spec.feature_set,
                 "expected_precision": expected, "card": "MODEL_CARD.md",
@@ -198,10 +250,11 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         "**What it predicts.** Which nucleotides of an RNA touch in 3-D (any heavy-atom pair < 8 Å), as an "
         "L×L probability map, from an alignment whose first sequence is the query, or from a bare sequence.",
         "",
-        f"**Architecture.** {meta['model_name']} (MFF blocks, 64 channels, tpLoss α=0.2 β=0.1), input "
-        f"features `{meta['feature_spec']['feature_set']}`: covariance of the alignment (25 channels), "
-        "ViennaRNA base-pair probabilities of the query (1), the column profile's outer product (25; one-hot for "
-        "a single sequence). float32 ONNX, dynamic batch and length, output (P+Pᵀ)/2.", "",
+        f"**Architecture.** {meta['model_name']} (MFF blocks, 64 channels, tpLoss α=0.2 β=0.1)"
+        + (f", the average of {len(choice['members'])} networks trained with different seeds" if len(choice["members"]) > 1 else "")
+        + f"; input features `{meta['feature_spec']['feature_set']}`: "
+        + ", ".join(COMPONENT_TEXT[c] for c in FEATURE_SETS[meta["feature_spec"]["feature_set"]])
+        + ". float32 ONNX, dynamic batch and length, output (P+Pᵀ)/2.", "",
         "**Training data.** Protein pretraining on the six shared protein chains (DEEPCON, DNCON2, deepdist; "
         f"GPL-3.0), then {len(leakage['coconet_train_families'])} coconet train families with their Rfam "
         f"alignments and PDB structures (KIT-MBS/coconet, MIT) and {len(leakage['spot_tr'])} SPOT-RNA-2D TR "
@@ -211,9 +264,10 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "
         "apart (see RELEASE.md).", "",
-        f"**Budget.** {choice['epochs']} epochs (lr 0.01, ×0.1 at 70 %), crops of {choice['crop']}, seeds "
-        f"{choice['seeds']}; {choice['hours']:.1f} h for the whole release run on a 2-core CPU. Chosen by "
-        f"{choice['selection']}: {', '.join(f'{k} {v:.3f}' for k, v in choice['scores'].items())}.", "",
+        f"**Budget.** {choice['epochs']} epochs (lr 0.01, ×0.1 at 70 %), crops of {choice['crop']}; "
+        f"{choice['hours']:.1f} h of training on a 2-core CPU for every candidate together. Shipped: "
+        f"{' + '.join(choice['members'])}, chosen by {choice['selection']}: "
+        + ", ".join(f"{k} {v['spot_vl']['long|L']:.3f}" for k, v in choice["candidates"].items()) + ".", "",
         "**Expected precision (long range, clean test chains).** Single sequence (SPOT-RNA-2D TS): top-L "
         f"{single['long|L']:.2f}, top-L/5 {single['long|L/5']:.2f}. With an alignment (coconet test): top-L "
         f"{aligned['long|L']:.2f}, top-L/5 {aligned['long|L/5']:.2f}.", "",

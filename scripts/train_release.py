@@ -42,6 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TPRNA = [sys.executable, "-m", "tprna"]
 SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
+# What this release measured: two seeds of the issue's recipe, the query's profile as extra
+# channels, and the coupling maps (apc, dca, RNAalifold) on top.
+DEFAULT_CANDIDATES = "cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0"
 
 
 def log(message: str) -> None:
@@ -147,9 +150,62 @@ def slug(features: str, seed: int) -> str:
     return f"mffnet36_{features.replace('+', '_')}_seed{seed}"
 
 
-def validation_score(results: Path, name: str) -> float:
-    saved = json.loads(results.read_text())
-    return float(saved[name]["summary"]["all"]["precision"][SELECTION_KEY])
+def finished(run: Path, epochs: int) -> bool:
+    """The run's epoch log already holds its last epoch (resuming it would do nothing)."""
+    log_file = run / "metrics.jsonl"
+    if not (run / "last.ckpt").is_file() or not log_file.is_file():
+        return False
+    done = [json.loads(line)["epoch"] for line in log_file.read_text().splitlines() if line.strip()]
+    return bool(done) and max(done) + 1 >= epochs
+
+
+def parse_candidates(text: str) -> list[tuple[str, int]]:
+    """``"cov+ss:0,1 cov+ss+profile:0"`` → [(feature set, seed), …]."""
+    out = []
+    for token in text.split():
+        features, _, seeds = token.partition(":")
+        out += [(features, int(s)) for s in (seeds or "0").split(",")]
+    return out
+
+
+def long_range(summary: dict) -> dict[str, float]:
+    prec = summary["all"]["precision"]
+    return {f"long|{k}": round(float(prec[("long", k)]), 4) for k in ("L", "L/2", "L/5", "L/10")}
+
+
+def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]]) -> dict[str, dict]:
+    """Long-range precision of every candidate and of the average of each feature set's seeds,
+    on the validation chains (which choose) and on the coconet test families (reported)."""
+    import numpy as np
+
+    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
+    from tprna.train import load_checkpoint
+
+    rows: dict[str, dict] = {}
+    for split in ("spot_vl", "test"):
+        maps: dict[str, dict] = {}
+        for features, seed in jobs:
+            checkpoint = runs / slug(features, seed) / "last.ckpt"
+            # scored on the store it trained from (the same entries under its feature set)
+            trained_on = load_checkpoint(checkpoint).get("train_store") or str(store)
+            evaluation = load_evaluation_set(trained_on, split, features)
+            maps[slug(features, seed)] = predict_with_checkpoint(checkpoint, evaluation, device="cpu")
+        labels = evaluation.labels
+        for features in dict.fromkeys(f for f, _ in jobs):
+            members = [slug(f, s) for f, s in jobs if f == features]
+            if len(members) > 1:
+                maps[f"{features} average of seeds {','.join(str(s) for f, s in jobs if f == features)}"] = {
+                    i: np.mean([maps[m][i] for m in members], axis=0) for i in labels}
+        for name, predicted in maps.items():
+            rows.setdefault(name, {})
+            rows[name][split] = long_range(score_maps(predicted, labels)["summary"])
+    for name, row in rows.items():  # an average's members: that feature set's seeds
+        if name.startswith("mffnet36_"):
+            row["members"] = [name]
+        else:
+            features = name.split(" average")[0]
+            row["members"] = [slug(f, s) for f, s in jobs if f == features]
+    return rows
 
 
 def main() -> int:
@@ -158,8 +214,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / "results" / "release")
     parser.add_argument("--store", type=Path, default=REPO / "store" / "release.zarr")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "release")
-    parser.add_argument("--features", default="cov+ss,cov+ss+profile", help="Candidate feature sets")
-    parser.add_argument("--seeds", default="0", help="Seeds per candidate")
+    parser.add_argument("--candidates", default=DEFAULT_CANDIDATES,
+                        help="Feature sets and their seeds, e.g. 'cov+ss:0,1 cov+ss+profile:0'")
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--pretrain-epochs", type=int, default=6)
     parser.add_argument("--crop", type=int, default=128)
@@ -177,8 +233,8 @@ def main() -> int:
     work = args.work / "work"
     work.mkdir(parents=True, exist_ok=True)
     logfile = args.work / "release.log"
-    feature_sets = [f.strip() for f in args.features.split(",") if f.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = parse_candidates(args.candidates)
+    feature_sets = list(dict.fromkeys(f for f, _ in jobs))
 
     plan = leakage_plan(args.data, args.drop_families)
     (args.work / "leakage.json").write_text(json.dumps(plan, indent=1) + "\n")
@@ -198,47 +254,53 @@ def main() -> int:
 
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
-    jobs = [(f, s) for f in feature_sets for s in seeds]
     running: list[tuple[subprocess.Popen, str]] = []
     for features, seed in jobs:
-        out = args.runs / slug(features, seed)
-        cmd = TPRNA + ["train", args.store, "--out", out, "--split", "train,spot_tr", "--features", features,
-                       "--model", "mffnet36", "--loss", "tploss", "--epochs", args.epochs, "--seed", seed,
-                       "--lr-milestones", int(args.epochs * 0.7), "--init-from", pre / "last.ckpt"] + common
-        running.append((start(cmd, args.work / f"{slug(features, seed)}.log", env), slug(features, seed)))
+        name = slug(features, seed)
+        if finished(args.runs / name, args.epochs):
+            log(f"{name}: trained ({args.epochs} epochs), kept")
+            continue
+        cmd = TPRNA + ["train", args.store, "--out", args.runs / name, "--split", "train,spot_tr",
+                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", args.epochs,
+                       "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
+                       "--init-from", pre / "last.ckpt"] + common
+        running.append((start(cmd, args.work / f"{name}.log", env), name))
         while len([p for p, _ in running if p.poll() is None]) >= args.parallel:
             time.sleep(10)
     for proc, name in running:
         if proc.wait() != 0:
             raise SystemExit(f"training {name} failed: see {args.work / (name + '.log')}")
 
-    # validation (chooses) and coconet test (reported, never chooses)
-    scores: dict[str, float] = {}
-    for features, seed in jobs:
-        name = slug(features, seed)
-        for split in ("spot_vl", "test"):
-            folder = args.work / "candidates" / f"{name}_{split}"
-            if not (folder / "results.json").exists():
-                run(TPRNA + ["evaluate", args.runs / name / "last.ckpt", args.store, "--split", split,
-                             "--features", features, "--out", folder, "--name", name, "--no-baselines"], logfile)
-        scores[name] = validation_score(args.work / "candidates" / f"{name}_spot_vl" / "results.json", name)
-        log(f"{name}: validation (SPOT-RNA-2D VL, single sequence) long top-L {scores[name]:.3f}")
-    winner = max(scores, key=scores.get)
-    log(f"winner by validation: {winner} ({scores[winner]:.3f})")
-    choice = {"selection": f"{SELECTION_KEY} precision on spot_vl (single-sequence)", "scores": scores,
-              "winner": winner, "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
-              "crop": args.crop, "seeds": seeds, "feature_sets": feature_sets,
-              "train_split": "train,spot_tr", "hours": round((time.time() - t0) / 3600, 2)}
+    # the validation chains choose (single models and seed averages alike); the test is reported
+    rows = score_candidates(args.store, args.runs, jobs)
+    for name, row in rows.items():
+        log(f"{name}: validation long top-L {row['spot_vl'][SELECTION_KEY]:.3f}, "
+            f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
+    winner = max(rows, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
+    log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
+    choice = {"selection": f"{SELECTION_KEY} precision on spot_vl (single sequences; ties: fewer networks)",
+              "candidates": rows, "winner": winner, "members": rows[winner]["members"],
+              "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
+              "train_split": "train,spot_tr", "hours": round(training_hours(args.runs), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0
 
     onnx = args.work / "release.onnx"
-    run(TPRNA + ["export", "onnx", args.runs / winner / "last.ckpt", "-o", onnx], logfile)
-    run([sys.executable, REPO / "scripts" / "release_benchmarks.py", "--ship", "--model", onnx, "--data", args.data,
-         "--work", args.work], logfile)
+    run(TPRNA + ["export", "onnx", *[args.runs / m / "last.ckpt" for m in choice["members"]], "-o", onnx],
+        logfile)
+    run([sys.executable, REPO / "scripts" / "release_benchmarks.py", "--ship", "--model", onnx,
+         "--data", args.data, "--work", args.work, "--store", args.store], logfile)
     log(f"done in {(time.time() - t0) / 3600:.2f} h: tprna/serve/model/, results/RELEASE.md")
     return 0
+
+
+def training_hours(runs: Path) -> float:
+    """Training time summed from every run's epoch log (resumed runs count once)."""
+    seconds = 0.0
+    for path in runs.glob("*/metrics.jsonl"):
+        seconds += sum(json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines() if line)
+    return seconds / 3600
 
 
 if __name__ == "__main__":

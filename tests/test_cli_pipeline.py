@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 from typer.testing import CliRunner
 
 from tprna.cli import app
-from tprna.serve import read_rr
+from tprna.export import read_model_metadata
+from tprna.serve import make_session, read_rr
 
 runner = CliRunner()
 
@@ -26,9 +28,20 @@ def test_main_job_end_to_end(tmp_path):
     assert "6 entries" in invoke("store", "info", store)
     invoke("train", store, "--out", run, "--model", "mffnet30", "--epochs", 2, "--workers", 0, "--crop", 48)
     assert (run / "last.ckpt").exists() and len((run / "metrics.csv").read_text().splitlines()) == 3
-    assert "max" in invoke("export", "onnx", run / "last.ckpt", "-o", model).lower()
+    summary = invoke("export", "onnx", run / "last.ckpt", "-o", model)
+    # the file is there, is a valid ONNX graph carrying the run's metadata, and its parity
+    # figures (max |onnxruntime − torch| per check) are within the float32 tolerance
+    assert model.is_file() and str(model) in summary.replace("\n", "")
+    onnx.checker.check_model(onnx.load(model))
+    meta = read_model_metadata(model)
+    assert meta["model_name"] == "mffnet30" and meta["feature_spec"]["feature_set"] == "cov+ss"
+    assert meta["checkpoint"]["epoch"] == 1 and meta["parity"]["tolerance"] == 1e-4
+    figures = meta["parity"]["max_abs_diff"]
+    assert len(figures) == 4 and all(0 <= v <= 1e-4 for v in figures.values()), figures
+    session, _ = make_session(model, device="cpu", threads=1)
+    assert [i.name for i in session.get_inputs()] == ["features", "mask"]
     out = tmp_path / "pred"
-    invoke("infer", model, data / "msa", "--batch", 4, "--out", out)
+    invoke("infer", "--model", model, data / "msa", "--batch", 4, "--out", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_done"] == 6 and summary["n_failed"] == 0
     for npz in sorted(out.glob("*.npz")):

@@ -125,6 +125,45 @@ def test_metadata_of_foreign_or_corrupt_models_is_an_error(tmp_path, exported):
         read_model_metadata(tmp_path / "missing.onnx")
 
 
+@pytest.mark.parametrize("spec_json, words", [
+    ('"cov+ss"', "malformed"),                                   # not a mapping
+    ("{}", "malformed"),                                         # no molecule / feature_set
+    ('{"molecule": "rna"}', "malformed"),                       # no feature_set: was read as cov+ss
+    ('{"molecule": "rna", "feature_set": "cov", "window": 3}', "does not know"),  # unknown field
+    ('{"molecule": "rna", "feature_set": "cov+zz"}', "invalid"),  # no such feature set
+    ('{"molecule": "rna", "feature_set": "cov", "identity": "high"}', "wrong type"),
+])
+def test_metadata_with_a_malformed_feature_spec_is_refused(tmp_path, exported, spec_json, words):
+    """A model's feature spec decides the features computed for it: one read half (the
+    rest filled with defaults) would give silently wrong predictions."""
+    from tprna.serve.session import session_metadata
+
+    _, path, _ = exported
+    model = onnx.load(path)
+    for prop in model.metadata_props:
+        if prop.key == "tprna.feature_spec":
+            prop.value = spec_json
+    bad = tmp_path / "bad_spec.onnx"
+    onnx.save(model, bad)
+    with pytest.raises(TprnaError, match=words) as err:
+        read_model_metadata(bad)
+    assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+    session, _ = make_session(bad, device="cpu", threads=1)
+    with pytest.raises(TprnaError, match=words):
+        session_metadata(session, bad)
+
+
+def test_a_mismatched_feature_spec_key_is_refused(tmp_path, exported):
+    _, path, _ = exported
+    model = onnx.load(path)
+    for prop in model.metadata_props:
+        if prop.key == "tprna.feature_spec_key":
+            prop.value = json.dumps("0123456789ab")
+    onnx.save(model, tmp_path / "bad_key.onnx")
+    with pytest.raises(TprnaError, match="does not match"):
+        read_model_metadata(tmp_path / "bad_key.onnx")
+
+
 def test_export_fails_above_tolerance_and_leaves_no_file(tmp_path, spec, monkeypatch):
     import tprna.export.onnx_export as ox
 
@@ -164,7 +203,7 @@ def test_fp16_export_keeps_float32_io(tmp_path, spec, exported):
 def test_spec_that_does_not_fit_the_model_is_refused(tmp_path):
     spec26 = FeatureSpec()
     ckpt = make_checkpoint(tmp_path / "mff.ckpt", spec26)
-    payload = torch.load(ckpt, weights_only=False)
+    payload = torch.load(ckpt, weights_only=True)  # a checkpoint is tensors and plain data
     payload["feature_spec"] = FeatureSpec(feature_set="cov").to_dict()  # 25 channels
     torch.save(payload, ckpt)
     with pytest.raises(TprnaError, match="26 input channels.*25"):
@@ -270,10 +309,44 @@ def test_triton_repository_matches_the_onnx_model(tmp_path, exported):
             assert len(d["dims"]) == len(t["shape"]) - 1
             assert d["dims"] == [s if isinstance(s, int) else -1 for s in t["shape"][1:]]
     assert config["input"][0]["dims"][0] == 26 and config["input"][0]["dims"][1:] == [-1, -1]
-    # re-export replaces the model cleanly; nothing else lands in the repository
+    assert config["version_policy"] == {"latest": {"num_versions": 1}}
+    # a second export adds version 2 beside version 1 (nothing replaced) and rewrites the config
     export_triton(path, tmp_path / "models", name="tprna_mff", max_batch_size=2)
     assert parse_pbtxt((folder / "config.pbtxt").read_text())["max_batch_size"] == 2
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tprna_mff"]
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "2", "config.pbtxt", "tprna_metadata.json"]
+    for v in ("1", "2"):
+        assert (folder / v / "model.onnx").read_bytes() == path.read_bytes()
+        assert json.loads((folder / v / "tprna_metadata.json").read_text()) == read_model_metadata(path)
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tprna_mff"]  # no leftovers
+
+
+@pytest.mark.parametrize("bad", [".", "..", ".hidden", "a/b", "../escape", "", "-rf", "a.", "bad name",
+                                 "x" * 129, "dir\\x", "nul\x00"])
+def test_triton_unsafe_model_names_are_refused_and_the_repository_untouched(tmp_path, exported, bad):
+    _, path, _ = exported
+    repo = tmp_path / "repo"
+    export_triton(path, repo, name="kept")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(TprnaError, match="may only use"):
+        export_triton(path, repo, name=bad)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_triton_name_dot_on_the_command_line_keeps_the_repository(tmp_path, exported):
+    """'--name .' once moved the whole repository aside; run again, it deleted every model."""
+    from typer.testing import CliRunner
+
+    from tprna.cli import app
+
+    _, path, _ = exported
+    repo = tmp_path / "repo"
+    export_triton(path, repo, name="kept")
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["export", "triton", str(path), "--repo", str(repo), "--name", "."])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "may only use" in result.output
+    assert (repo / "kept" / "1" / "model.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
 def test_triton_default_name_and_bad_names(tmp_path, exported):
@@ -281,23 +354,132 @@ def test_triton_default_name_and_bad_names(tmp_path, exported):
     assert export_triton(path, tmp_path / "repo").name == path.stem
     with pytest.raises(TprnaError, match="may only use"):
         export_triton(path, tmp_path / "repo", name="bad name/x")
+    hidden = tmp_path / ".hidden.onnx"
+    hidden.write_bytes(path.read_bytes())
+    with pytest.raises(TprnaError, match="--name"):  # the file's stem is not a safe name
+        export_triton(hidden, tmp_path / "repo")
+
+
+def test_triton_versions_are_kept_and_replaced_only_with_overwrite(tmp_path, exported, spec):
+    _, path, _ = exported
+    repo = tmp_path / "repo"
+    folder = export_triton(path, repo, name="m", version=3)
+    assert [p.name for p in folder.iterdir() if p.is_dir()] == ["3"]
+    assert export_triton(path, repo, name="m") == folder  # the next free version: 4
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["3", "4"]
+    (folder / "3" / "model.onnx").write_bytes(b"a marker the export must not destroy")
+    with pytest.raises(TprnaError, match="already has version 3.*--overwrite.*--version 5"):
+        export_triton(path, repo, name="m", version=3)
+    assert (folder / "3" / "model.onnx").read_bytes() == b"a marker the export must not destroy"
+    export_triton(path, repo, name="m", version=3, overwrite=True)
+    assert (folder / "3" / "model.onnx").read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["3", "4", "config.pbtxt", "tprna_metadata.json"]
+    for bad in (0, -1, 2 ** 63, 1.5, True):
+        with pytest.raises(TprnaError, match="version"):
+            export_triton(path, repo, name="m", version=bad)
+    # version policy 'all' serves every version: they must all fit the one config
+    export_triton(path, repo, name="m", version_policy="all")
+    assert parse_pbtxt((folder / "config.pbtxt").read_text())["version_policy"] == {"all": {}}
+    with pytest.raises(TprnaError, match="version policy"):
+        export_triton(path, repo, name="m", version_policy="newest")
+
+
+def test_triton_versions_with_other_inputs(tmp_path, exported):
+    """A model of another feature spec (25 channels, not 26) may become the newest version
+    under 'latest' (the config follows it), never join an 'all' model or go below the newest."""
+    from helpers import export_tiny_model
+
+    _, path, _ = exported
+    (tmp_path / "cov").mkdir()
+    other = export_tiny_model(tmp_path / "cov", FeatureSpec(feature_set="cov"))
+    repo = tmp_path / "repo"
+    export_triton(path, repo, name="m")                                   # version 1: 26 channels
+    with pytest.raises(TprnaError, match="other inputs"):
+        export_triton(other, repo, name="m", version_policy="all")
+    folder = export_triton(other, repo, name="m")                        # version 2: 25 channels
+    assert parse_pbtxt((folder / "config.pbtxt").read_text())["input"][0]["dims"][0] == 25
+    assert json.loads((folder / "tprna_metadata.json").read_text())["feature_spec"]["feature_set"] == "cov"
+    with pytest.raises(TprnaError, match="version 2 is the newest"):
+        export_triton(path, repo, name="m", version=1, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["1", "2"]
+
+
+def test_exported_files_are_readable_by_others(tmp_path, exported, spec):
+    """Files 0644 and folders 0755 under a 022 umask (mkstemp/mkdtemp make them owner-only)."""
+    import os
+    import stat
+
+    _, path, _ = exported
+    old = os.umask(0o022)
+    try:
+        report = export_onnx(make_checkpoint(tmp_path / "m.ckpt", spec), tmp_path / "out" / "m.onnx",
+                             parity_lengths=(9,))
+        assert stat.S_IMODE(os.stat(report.path).st_mode) == 0o644
+        folder = export_triton(path, tmp_path / "repo", name="m")
+        export_triton(path, tmp_path / "repo", name="m")                    # a second version
+        export_triton(path, tmp_path / "repo", name="m", version=1, overwrite=True)
+    finally:
+        os.umask(old)
+    for p in [folder, *folder.rglob("*")]:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
 
 
 # ----------------------------------------------------------------------------- graph rewrites
 
-def test_graph_rewrites_are_applied_and_exact(exported):
-    _, path, report = exported
-    # mffnet30: 10 blocks, two grouped convs each; the SE-pooling and block-output masks
-    # are redundant; every ReLU6 that followed a mask now precedes it
-    assert report.graph_rewrites["grouped_to_depthwise"] == 20
-    assert report.graph_rewrites["redundant_masks"] == 20
-    assert report.graph_rewrites["activation_before_mask"] >= 21
-    assert read_model_metadata(path)["graph_rewrites"] == report.graph_rewrites
+def graph_census(path: Path) -> dict[str, int]:
+    """Node counts of an exported graph, read from the graph itself: grouped convs with
+    several inputs per group, depthwise convs, all convs, Muls, and activations (Clip /
+    Relu) fed straight by a Conv or by a Mul."""
     model = onnx.load(path)
     weights = {i.name: i for i in model.graph.initializer}
-    grouped = [n for n in model.graph.node if n.op_type == "Conv"
-               and any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    assert len(grouped) == 20 and all(weights[n.input[1]].dims[1] == 1 for n in grouped)  # all depthwise
+    producer = {out: n for n in model.graph.node for out in n.output}
+    census = dict.fromkeys(["grouped", "depthwise", "conv", "mul", "act_after_conv", "act_after_mul"], 0)
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            census["conv"] += 1
+            if any(a.name == "group" and a.i > 1 for a in n.attribute):
+                census["depthwise" if weights[n.input[1]].dims[1] == 1 else "grouped"] += 1
+        census["mul"] += n.op_type == "Mul"
+        if n.op_type in ("Clip", "Relu") and n.input[0] in producer:
+            kind = producer[n.input[0]].op_type
+            census["act_after_conv"] += kind == "Conv"
+            census["act_after_mul"] += kind == "Mul"
+    return census
+
+
+@pytest.fixture(scope="module")
+def exported_plain(exported, tmp_path_factory):
+    """The same checkpoint exported without the graph rewrites."""
+    report = export_onnx(exported[0], tmp_path_factory.mktemp("plain") / "plain.onnx", optimize=False,
+                         parity_lengths=(9, 20))
+    return Path(report.path), report
+
+
+def test_graph_rewrites_are_applied_and_exact(exported, exported_plain):
+    _, path, report = exported
+    plain_path, plain_report = exported_plain
+    assert plain_report.graph_rewrites == {}
+    before, after = graph_census(plain_path), graph_census(path)
+    rewrites = report.graph_rewrites
+    # 1. every grouped conv became a depthwise conv plus a 1×1 conv
+    assert before["grouped"] > 0 and after["grouped"] == 0
+    assert after["depthwise"] - before["depthwise"] == before["grouped"] == rewrites["grouped_to_depthwise"]
+    assert after["conv"] - before["conv"] == before["grouped"]
+    # 2. the masks dropped are the Muls missing (moving an activation keeps the Mul count)
+    assert before["mul"] - after["mul"] == rewrites["redundant_masks"] > 0
+    # 3. every activation that followed a Mul now follows its Conv directly
+    assert after["act_after_mul"] == 0
+    assert after["act_after_conv"] - before["act_after_conv"] == before["act_after_mul"] \
+        == rewrites["activation_before_mask"] > 0
+    assert read_model_metadata(path)["graph_rewrites"] == rewrites
+    # and the rewritten graph computes what the plain one does
+    x = np.random.default_rng(3).standard_normal((2, 26, 23, 23)).astype(np.float32)
+    x += x.transpose(0, 1, 3, 2)
+    mask = np.ones((2, 23), bool)
+    mask[1, 15:] = False
+    outs = [make_session(p, device="cpu", threads=1)[0].run(["contacts"], {"features": x, "mask": mask})[0]
+            for p in (plain_path, path)]
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,kwargs", [("resnet34", {"channels": 16}),
@@ -314,7 +496,9 @@ def test_other_architectures_export_within_tolerance(tmp_path, spec, name, kwarg
     assert report.max_abs_diff <= 1e-4 and report.path.endswith(f"{name}.onnx")
     assert not report.warnings  # the rewrites held
     if name.startswith("resnet"):  # block outputs are masked twice; MobileNet's are not
-        assert report.graph_rewrites["redundant_masks"] == 17
+        plain = export_onnx(ckpt, tmp_path / f"{name}-plain.onnx", parity_lengths=(7,), optimize=False)
+        dropped = graph_census(Path(plain.path))["mul"] - graph_census(Path(report.path))["mul"]
+        assert report.graph_rewrites["redundant_masks"] == dropped > 0
 
 
 def test_a_rewrite_that_breaks_the_numbers_falls_back(tmp_path, exported, monkeypatch):

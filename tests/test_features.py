@@ -191,3 +191,26 @@ def test_real_protein_matches_reference(shared_data):
     np.testing.assert_allclose(w, reference_weights(small), rtol=1e-6)
     # float32 accumulation: ~1e-6 absolute, far below the float16 the store keeps
     np.testing.assert_allclose(covariance(small, w), reference_covariance(small, w), atol=3e-6)
+
+
+def test_coupling_maps_of_one_sequence_and_of_a_coupled_pair():
+    spec = FeatureSpec(feature_set="cov+ss+profile+coupling")
+    lone = make_features(rna("GGGAAACCCAAAGGGUUUCCC"), spec)
+    # no covariance, no coupling; RNAalifold of one sequence is RNAfold's partition function
+    assert not lone["apc"].any() and not lone["dca"].any()
+    np.testing.assert_allclose(lone["alifold"], lone["bpp"], atol=1e-6)
+    # columns 1 and 9 co-vary perfectly (G-C / A-U / C-G / U-A); every other column is mixed at random
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(40):
+        row = list(rng.choice(list("ACGU"), 12))
+        row[1], row[9] = ["GC", "AU", "CG", "UA"][k % 4]
+        rows.append("".join(row))
+    fd = make_features(rna(*rows), spec)
+    for name in ("apc", "dca"):
+        m = fd[name]
+        assert m.shape == (12, 12) and np.allclose(m, m.T)
+        off = ~np.eye(12, dtype=bool)
+        assert abs(m[off].mean()) < 1e-5 and abs(m[off].std() - 1) < 1e-4  # standardised
+        assert np.unravel_index(np.argmax(m), m.shape) in ((1, 9), (9, 1))
+    assert fd["alifold"].shape == (12, 12)

@@ -84,6 +84,23 @@ def test_round_trip_every_format(tmp_path, fmt):
         assert back.ids == msa.ids
 
 
+@pytest.mark.parametrize("fmt", ["fasta", "a3m", "stockholm"])
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_byte_order_mark_is_read_as_absent(tmp_path, fmt, gz):
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 5, size=(5, 12)).astype(np.uint8)
+    codes[0] = rng.integers(0, 4, size=12)
+    from tprna.alphabet import RNA
+    plain = write_msa(MSA(ids=tuple(f"s{i}" for i in range(5)), codes=codes, alphabet=RNA),
+                      tmp_path / f"x.{fmt}", fmt)
+    data = b"\xef\xbb\xbf" + plain.read_bytes()
+    marked = tmp_path / (f"bom.{fmt}" + (".gz" if gz else ""))
+    marked.write_bytes(gzip.compress(data) if gz else data)
+    back = read_msa(marked)
+    np.testing.assert_array_equal(back.codes, codes)
+    assert back.ids == tuple(f"s{i}" for i in range(5)) and back.n_unknown == 0
+
+
 @pytest.mark.parametrize("text, problem", [
     ("", "no sequences"),
     ("\n\n", "no sequences"),

@@ -147,8 +147,9 @@ def write_bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "protein.fasta").write_text(">p\nMKTLLEFIVQW\n>q\nMKTLLEFIVQW\n")
     (folder / "ragged.fasta").write_text(">a\nACGUACGU\n>b\nACG\n")
     (folder / "binary.fasta").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage")
-    return {"empty": "no sequences", "protein": "not RNA", "ragged": "unequal lengths",
-            "binary": ""}
+    # binary: the PNG's bytes split at its "\n"s into rows of 1, 4 and 9 characters
+    return {"empty": "no sequences", "protein": "not RNA", "ragged": "unequal lengths [3, 8]",
+            "binary": "unequal lengths [1, 4, 9]"}
 
 
 def test_infer_skips_bad_inputs_and_writes_the_rest(model, msas, tmp_path):
@@ -167,7 +168,7 @@ def test_infer_skips_bad_inputs_and_writes_the_rest(model, msas, tmp_path):
     failed = {Path(f["file"]).name.split(".")[0]: f["reason"] for f in report.failed}
     assert set(failed) == set(bad) | {too_long, "missing"}
     for name, words in bad.items():
-        assert words in failed[name]
+        assert words and words in failed[name], (name, failed[name])  # "" would match any reason
     assert "maximum length" in failed[too_long] and "not found" in failed["missing"]
     for entry in good:
         assert (out / f"{entry}.npz").is_file() and (out / f"{entry}.rr").is_file()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tprna.errors import TprnaError
+from tprna.msa import read_msa
 from tprna.simulate import (
     CANONICAL_PAIRS,
     contact_map,
@@ -347,11 +348,10 @@ def test_dataset_small_and_errors(tmp_path):
 
 
 def test_dataset_reads_with_project_parser(dataset):
-    msa_mod = pytest.importorskip("tprna.msa")
     root = dataset.parent
     for r in csv.DictReader(open(dataset)):
         path = root / r["msa"]
         aligned = _read_alignment(path)
-        msa = msa_mod.read_msa(path)
+        msa = read_msa(path)
         assert msa.length == len(aligned[0]) and msa.depth == len(aligned)
         assert msa.query == aligned[0]

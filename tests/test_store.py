@@ -17,7 +17,9 @@ import pytest
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, make_features
 from tprna.msa import read_msa
-from tprna.store import (BuildItem, build_store, items_from_manifest, items_from_paths, open_store)
+from tprna.store import (BuildItem, build_store, check_disjoint_splits, items_from_manifest,
+                         items_from_paths, open_store, overlapping_splits)
+from tprna.store import atomic, backends
 from tprna.store.backends import open_backend
 from tprna.store.schema import pack_symmetric, unpack_symmetric
 from tprna.structure import read_labels
@@ -382,10 +384,9 @@ def test_flipped_byte_is_found_and_entry_named(tmp_path, tiny, name):
         problems = store.verify()
         assert problems and {p.entry for p in problems} == {"fam3"}
         assert "cov" in problems[0].where
-        try:  # reading it either fails as a user error or decodes to other numbers; no crash
+        with pytest.raises(TprnaError, match="'fam3'.*verify"):  # never other numbers
             store.read_features("fam3", SPEC)
-        except TprnaError as e:
-            assert "fam3" in str(e) and "verify" in str(e)
+        store.read_features("fam2", SPEC)  # the other entries read as ever
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -509,3 +510,261 @@ def test_items_from_manifest_and_paths(tmp_path):
         items_from_manifest(tmp_path / "bad.csv")
     with pytest.raises(TprnaError, match="not found"):
         items_from_manifest(tmp_path / "none.csv")
+
+
+# --------------------------------------------------------------------------- splits: the manifest decides
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_manifest_edit_moves_an_id_between_splits(tmp_path, tiny, name):
+    path = tmp_path / name
+    build_store(path, tiny, SPEC, progress=False)  # test: fam0 fam2 fam4, train: fam1 fam3 fam5
+    with open_store(path, mode="a") as store:
+        store.set_split("hard", ["fam0", "fam1"])  # made by hand: no manifest touches it
+    moved = [replace(i, split="train") if i.id == "fam0" else i for i in tiny]
+    build_store(path, moved, SPEC, progress=False)
+    with open_store(path) as store:
+        assert store.ids("test") == ["fam2", "fam4"]
+        assert store.ids("train") == ["fam1", "fam3", "fam5", "fam0"]
+        assert store.ids("hard") == ["fam0", "fam1"]
+        assert overlapping_splits(store, "train", "test") == []
+        check_disjoint_splits(store, "train", "test")
+        assert overlapping_splits(store, "train", "hard") == ["fam0", "fam1"]
+        with pytest.raises(TprnaError, match="share 2 entries: fam0, fam1"):
+            check_disjoint_splits(store, "train", "hard")
+    # every test id moved: "test" is still the manifest's to empty; ids it omits keep theirs
+    build_store(path, [replace(i, split="train") for i in tiny[:5]], SPEC, progress=False)
+    with open_store(path) as store:
+        assert store.ids("test") == [] and sorted(store.ids("train")) == [f"fam{k}" for k in range(6)]
+        assert overlapping_splits(store, "train", ["fam5", "nope"]) == ["fam5"]
+
+
+def test_disjoint_check_names_the_shared_ids(tmp_path, tiny):
+    build_store(tmp_path / "s.zarr", tiny, SPEC, progress=False)
+    with open_store(tmp_path / "s.zarr", mode="a") as store:
+        store.update_splits({"test": ["fam0", "fam2", "fam1"]})  # a leak made by hand
+        assert overlapping_splits(store, "train", "test") == ["fam1"]
+        with pytest.raises(TprnaError, match="'train' and 'test' share 1 entry: fam1"):
+            check_disjoint_splits(store, "train", "test")
+        with pytest.raises(TprnaError, match="no split named"):
+            overlapping_splits(store, "train", "nothing")
+
+
+# --------------------------------------------------------------------------- reads check what they read
+
+
+def _entry_chunks(store: Path, entry: str, array: str) -> list[Path]:
+    return sorted(p for p in (store / "entries" / entry / array / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_missing_or_truncated_chunk_is_an_error_on_read(tmp_path, tiny, damage):
+    path = tmp_path / "s.zarr"
+    build_store(path, tiny, SPEC, progress=False)
+    for array, read in ((f"features/{SPEC.key}/cov", lambda st: st.read_features("fam3", SPEC)),
+                        ("msa", lambda st: st.read_msa("fam3")),
+                        ("contacts", None)):
+        if read is None:  # fam3 has no labels: fam1 has (an all-zero contact map would read as zeros)
+            chunk, entry, read = _entry_chunks(path, "fam1", array)[0], "fam1", lambda st: st.read_labels("fam1")
+        else:
+            chunk, entry = _entry_chunks(path, "fam3", array)[0], "fam3"
+        raw = chunk.read_bytes()
+        chunk.unlink() if damage == "deleted" else chunk.write_bytes(raw[: len(raw) // 2])
+        with open_store(path) as store:
+            with pytest.raises(TprnaError, match=f"'{entry}'.*(missing|CRC32C|truncated)"):
+                read(store)
+            problems = store.verify()
+            assert {p.entry for p in problems} == {entry}, problems
+        chunk.write_bytes(raw)
+    with open_store(path) as store:
+        assert store.verify() == []
+
+
+def _rewrite_chunk_with_other_numbers(chunk: Path, crc: bool) -> None:
+    """Silent corruption that decodes: the chunk re-encoded with one value changed (and,
+    for a chunk with a CRC32C, its old CRC kept)."""
+    import numcodecs.blosc
+
+    raw = chunk.read_bytes()
+    body, tail = (raw[:-4], raw[-4:]) if crc else (raw, b"")
+    data = bytearray(numcodecs.blosc.decompress(body))
+    data[len(data) // 2] ^= 0x40
+    chunk.write_bytes(numcodecs.blosc.compress(bytes(data), b"zstd", 5, numcodecs.blosc.SHUFFLE, 2) + tail)
+
+
+@pytest.mark.parametrize("layout", ["chunk checksums", "before chunk checksums"])
+def test_other_numbers_in_a_chunk_are_an_error_on_read(tmp_path, tiny, monkeypatch, layout):
+    path = tmp_path / "s.zarr"
+    if layout == "before chunk checksums":  # a store written before them: the sha256 is checked
+        monkeypatch.setattr(backends, "CHUNK_CHECKSUMS", False)
+    build_store(path, tiny, SPEC, progress=False)
+    monkeypatch.setattr(backends, "CHUNK_CHECKSUMS", True)
+    _rewrite_chunk_with_other_numbers(_entry_chunks(path, "fam3", f"features/{SPEC.key}/cov")[0],
+                                      crc=layout == "chunk checksums")
+    with open_store(path) as store:
+        with pytest.raises(TprnaError, match="'fam3'.*(CRC32C|checksum mismatch)"):
+            store.read_features("fam3", SPEC)
+        assert {p.entry for p in store.verify()} == {"fam3"}
+    if layout == "before chunk checksums":  # opting out of the sha256 reads the other numbers
+        with open_store(path, verify_reads=False) as store:
+            store.read_features("fam3", SPEC)
+
+
+def test_hdf5_chunks_carry_checksums(tmp_path, tiny):
+    import h5py
+
+    build_store(tmp_path / "s.h5", tiny[:2], SPEC, progress=False)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f[f"entries/fam0/features/{SPEC.key}/cov"].fletcher32
+        assert f["entries/fam0/msa"].fletcher32
+
+
+# --------------------------------------------------------------------------- replace without a gap
+
+
+def _watch_publishing(monkeypatch, on_step) -> None:
+    """Call ``on_step(what)`` after every rename, replace and exchange the store makes."""
+    for name in ("rename", "replace"):
+        real = getattr(os, name)
+
+        def wrapped(*args, _real=real, _name=name, **kwargs):
+            out = _real(*args, **kwargs)
+            on_step(f"os.{_name}({args[0]!s:.60}, {args[1]!s:.60})")
+            return out
+        monkeypatch.setattr(os, name, wrapped)
+    real_exchange = atomic.exchange
+
+    def exchange(a, b):
+        done = real_exchange(a, b)
+        on_step(f"exchange({a}, {b}) -> {done}")
+        return done
+    monkeypatch.setattr(backends, "exchange", exchange)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_replacing_an_entry_never_leaves_it_missing(tmp_path, tiny, monkeypatch, name):
+    path = tmp_path / name
+    build_store(path, tiny[:3], SPEC, progress=False)
+    write_family(tiny[1].msa, n=30, length=26, seed=99)  # fam1 changes: its entry is replaced
+    seen: list[str] = []
+
+    def check(step: str) -> None:
+        if not path.exists():
+            return
+        with open_store(path) as store:  # a reader that looks right after every step
+            ids = store.ids()
+            assert ids == ["fam0", "fam1", "fam2"], f"after {step}: {ids}"
+            store.read_msa("fam1")
+            store.read_features("fam1", SPEC)
+        seen.append(step)
+
+    _watch_publishing(monkeypatch, check)
+    report = build_store(path, tiny[:3], SPEC, progress=False, checkpoint_every=1)
+    assert report.replaced == ["fam1"] and seen
+    monkeypatch.undo()
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.read_msa("fam1"), read_msa(tiny[1].msa).codes)
+        assert store.verify() == []
+
+
+def test_replace_without_exchange_falls_back_to_two_renames(tmp_path, tiny, monkeypatch):
+    """Where the file system cannot exchange (NFS), a replacement still ends whole."""
+    path = tmp_path / "s.zarr"
+    build_store(path, tiny[:3], SPEC, progress=False)
+    write_family(tiny[1].msa, n=30, length=26, seed=99)
+    monkeypatch.setattr(backends, "exchange", lambda a, b: False)
+    assert build_store(path, tiny[:3], SPEC, progress=False).replaced == ["fam1"]
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.read_msa("fam1"), read_msa(tiny[1].msa).codes)
+        assert store.verify() == [] and store.ids() == ["fam0", "fam1", "fam2"]
+    assert list((path / ".trash").iterdir()) == [] and list((path / ".staging").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- durable publishing
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fd's file")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_data_is_fsynced_before_the_rename_that_publishes_it(tmp_path, tiny, monkeypatch, name):
+    """Every file and folder a rename publishes was fsynced before it, and the folder the
+    rename changed is fsynced after (a power cut then leaves the old entry or the new)."""
+    path = tmp_path / name
+    build_store(path, tiny[:2], SPEC, progress=False)
+    write_family(tiny[1].msa, n=30, length=26, seed=99)
+    log: list[tuple] = []  # ("fsync", path) | ("publish", {paths it held}, target)
+    real_fsync, real_rename, real_replace, real_exchange = os.fsync, os.rename, os.replace, atomic.exchange
+
+    def fsync(fd):
+        log.append(("fsync", os.path.realpath(os.readlink(f"/proc/self/fd/{fd}"))))
+        return real_fsync(fd)
+
+    def held(src) -> set[str] | None:
+        src = Path(src)
+        if src.is_dir() and src.parent.name == ".staging":  # a Zarr group going in
+            return {os.path.realpath(p) for p in [src, *src.rglob("*")]}
+        if src.is_file() and src.name.endswith((".partial", ".tmp")):  # an HDF5 file / metadata going in
+            return {os.path.realpath(src)}
+        return None
+
+    def publishing(real):
+        def call(a, b, *args, **kwargs):
+            files = None if ".staging" in Path(b).parts else held(a)  # zarr's own writes there
+            out = real(a, b, *args, **kwargs)
+            if files is not None:
+                log.append(("publish", files, os.path.realpath(b)))
+            return out
+        return call
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", publishing(real_rename))
+    monkeypatch.setattr(os, "replace", publishing(real_replace))
+    monkeypatch.setattr(backends, "exchange", publishing(real_exchange))
+    build_store(path, tiny[:3], SPEC, progress=False)  # fam2 new, fam1 replaced, splits rewritten
+    monkeypatch.undo()
+    published = [(k, entry) for k, entry in enumerate(log) if entry[0] == "publish"]
+    assert len(published) >= (3 if name.endswith(".zarr") else 1), log
+    for k, (_, files, target) in published:
+        before = {e[1] for e in log[:k] if e[0] == "fsync"}
+        assert files <= before, f"{target} published before fsyncing {sorted(files - before)[:3]}"
+        after = {e[1] for e in log[k:] if e[0] == "fsync"}
+        assert os.path.dirname(target) in after, f"{os.path.dirname(target)} not fsynced after the rename"
+
+
+# --------------------------------------------------------------------------- inputs too big to compute
+
+
+def test_an_input_too_long_is_refused_before_computing(tmp_path, tiny, monkeypatch):
+    import tprna.store.build as build
+
+    computed: list[int] = []
+    real = build.make_features
+    monkeypatch.setattr(build, "make_features", lambda msa, spec: computed.append(msa.length) or real(msa, spec))
+    report = build_store(tmp_path / "s.zarr", tiny, SPEC, progress=False, max_length=30)
+    assert sorted(report.built) == ["fam0", "fam1", "fam2", "fam3"]  # L = 18, 22, 26, 30, 34, 38
+    failed = dict(zip(report.failed_ids, (why for _, why in report.failed)))
+    assert set(failed) == {"fam4", "fam5"} and max(computed) <= 30
+    assert "query length 34 is above the limit of 30" in failed["fam4"] and "GiB" in failed["fam4"]
+    assert "--max-length" in failed["fam4"]
+    # the memory estimate too: the limit, the estimate and the fix in the message
+    report = build_store(tmp_path / "t.zarr", tiny[:1], SPEC, progress=False, memory_limit=10_000)
+    (source, why), = report.failed
+    assert source == str(tiny[0].msa) and "above the limit" in why and "--memory-limit" in why
+
+
+def test_the_memory_estimate_grows_as_l_squared():
+    from tprna.features import feature_memory_bytes
+
+    small, big = (feature_memory_bytes(SPEC, length, 100) for length in (100, 1000))
+    assert 80 < big / small < 100  # the L² terms dominate
+    assert feature_memory_bytes(SPEC, 2000, 1000) > 100 * 2000 ** 2  # at least the covariance
+    assert feature_memory_bytes(FeatureSpec(feature_set="precision"), 500, 10) > feature_memory_bytes(SPEC, 500, 10)
+
+
+# --------------------------------------------------------------------------- byte-order marks
+
+
+def test_a_manifest_with_a_byte_order_mark(tmp_path, tiny):
+    text = "id,msa,split\n" + "".join(f"{i.id},{i.msa},{i.split}\n" for i in tiny)
+    (tmp_path / "plain.csv").write_text(text)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert items_from_manifest(tmp_path / "bom.csv") == items_from_manifest(tmp_path / "plain.csv")

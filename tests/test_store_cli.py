@@ -161,3 +161,36 @@ def test_build_from_real_manifest(tmp_path):
         feats = st.read_features("1a0tP")
         assert set(feats) == {"weights", "neff", "cov"} and feats["cov"].shape[2:] == (21, 21)
         assert st.read_labels("T1019s1")[1].any()
+
+
+def test_split_refuses_an_empty_or_unknown_id_list(tmp_path, folder):
+    store = tmp_path / "s.zarr"
+    run("store", "build", store, folder, "-q")
+    run("store", "split", store, "--name", "test", "--ids", "fam0,fam1")
+    for ids, why in ((",", "no ids given"), (" , ,", "no ids given"), ("fam0,nope", "nope")):
+        out = run("store", "split", store, "--name", "test", "--ids", ids, code=1).output
+        assert why in out and len(out.strip().splitlines()) == 1, out
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert "no ids given" in run("store", "split", store, "--name", "test", "--ids-file", empty, code=1).output
+    with open_store(store) as st:
+        assert st.splits["test"] == ["fam0", "fam1"]  # untouched
+
+
+def test_dump_into_a_bad_folder_is_one_line(tmp_path, folder):
+    store = tmp_path / "s.zarr"
+    run("store", "build", store, folder, "-q")
+    (tmp_path / "afile").write_text("not a folder")
+    for out in (tmp_path / "afile" / "x.npz", tmp_path / "afile" / "deeper" / "x.npz"):
+        text = run("store", "dump", store, "fam0", "--out", out, code=1).output
+        assert "cannot write the output" in text and str(out) in text and "Traceback" not in text, text
+        assert len(text.strip().splitlines()) == 1, text
+    run("store", "dump", store, "fam0", "--out", tmp_path / "new" / "folder" / "x.npz")  # made for you
+    assert np.load(tmp_path / "new" / "folder" / "x.npz")["msa"].shape[1] == 20
+
+
+def test_build_refuses_a_too_long_input_with_its_estimate(tmp_path, folder):
+    out = run("store", "build", tmp_path / "s.zarr", folder, "--max-length", "25", "-q", code=1).output
+    assert "query length 26 is above the limit of 25" in out and "GiB" in out and "--max-length" in out
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.ids() == ["fam0", "fam1"]  # L 20 and 23 built

@@ -219,3 +219,258 @@ def test_a_few_epochs_on_real_families_lower_the_loss(shared_data, tmp_path):
                       workers=0, seed=0))
     losses = [h["loss"] for h in load_checkpoint(out / "last.ckpt")["history"]]
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+# ------------------------------------------------------------------ checkpoints, run folders, leakage
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """Five short simulated RNAs (train 4 / test 1): an epoch takes a second or two."""
+    return simulated_store(tmp_path_factory.mktemp("tiny"), n_families=5, seed=5, lengths=(20, 26),
+                           depths=(5, 30))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_store, tmp_path_factory):
+    """One epoch of mffnet30 on the tiny store's train split (tests copy it to change it)."""
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig(store=str(tiny_store), out=str(out), model="mffnet30", epochs=1, workers=0,
+                          lr=0.005, seed=2))
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def tiny_config(store, out, **changes) -> TrainConfig:
+    """tiny_run's configuration, with ``changes``."""
+    return TrainConfig(**{**dict(store=str(store), out=str(out), model="mffnet30", epochs=1, workers=0,
+                                 lr=0.005, seed=2), **changes})
+
+
+def copy_run(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+class _CreatesAFile:
+    """Unpickling this calls open(marker, "w"): a harmless stand-in for any code a crafted
+    checkpoint could run (os.system, ...)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def crafted_checkpoint(path, marker, legacy=False):
+    import pickle
+
+    payload = {"model_config": {"name": "mffnet30", "kwargs": {}}, "feature_spec": FeatureSpec().to_dict(),
+               "model": {}, "payload": _CreatesAFile(marker)}
+    if legacy:  # a bare pickle, as torch.save wrote before its zip format
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pickle"])
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, tiny_store, legacy):
+    from typer.testing import CliRunner
+
+    from tprna.cli import app
+    from tprna.errors import TprnaError
+
+    marker = tmp_path / "code_ran"
+    evil = crafted_checkpoint(tmp_path / "evil.ckpt", marker, legacy)
+    with pytest.raises(TprnaError) as err:
+        load_checkpoint(evil)
+    text = str(err.value)
+    assert text.startswith(str(evil)) and "\n" not in text and "refused" in text
+    with pytest.raises(TprnaError, match="refused"):
+        initial_model("mffnet30", FeatureSpec(), init_from=str(evil))
+    runner = CliRunner()
+    for args in (["export", "onnx", str(evil), "-o", str(tmp_path / "x.onnx")],
+                 ["train", str(tiny_store), "--out", str(tmp_path / "run"), "--init-from", str(evil),
+                  "--epochs", "1", "--workers", "0", "--model", "mffnet30"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "evil.ckpt" in result.output and "refused" in result.output
+    assert not marker.exists()
+
+
+def test_a_trained_checkpoint_is_plain_data_and_records_its_entries(tiny_store, tiny_run):
+    from tprna.train import ids_digest
+
+    ckpt = torch.load(tiny_run / "last.ckpt", map_location="cpu", weights_only=True)
+    train_ids = StoreDataset(tiny_store, split="train").ids
+    assert ckpt["train_ids"] == train_ids and len(train_ids) == 4
+    assert ckpt["train_ids_sha256"] == ids_digest(train_ids)
+    assert ckpt["train_config"]["model"] == "mffnet30" and ckpt["optimizer"]["state"]
+
+
+def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tiny_store, tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from tprna.cli import app
+    from tprna.errors import TprnaError
+
+    run = copy_run(tiny_run, tmp_path)
+    before = (run / "last.ckpt").read_bytes()
+    with pytest.raises(TprnaError) as err:
+        train(tiny_config(tiny_store, run, model="resnet34"))
+    text = str(err.value)
+    assert text.startswith(str(run)) and "--resume" in text and "--overwrite" in text and "--out" in text
+    result = CliRunner().invoke(app, ["train", str(tiny_store), "--out", str(run), "--epochs", "1",
+                                      "--workers", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "--resume" in result.output
+    assert (run / "last.ckpt").read_bytes() == before
+    with pytest.raises(TprnaError, match="not both"):
+        train(tiny_config(tiny_store, run, resume=True, overwrite=True))
+    # --overwrite starts afresh in its place: another seed, a one-epoch history
+    train(tiny_config(tiny_store, run, seed=9, overwrite=True))
+    ckpt = load_checkpoint(run / "last.ckpt")
+    assert ckpt["train_config"]["seed"] == 9 and len(ckpt["history"]) == 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"model": "resnet34"}, ["model: mffnet30 → resnet34"]),
+    ({"loss": "wce", "lr": 0.01}, ["loss: tploss → wce", "lr: 0.005 → 0.01"]),
+    ({"seed": 3, "crop": 20}, ["seed: 2 → 3", "crop: 160 → 20"]),
+    ({"lr_milestones": (50,)}, ["lr_milestones: [100] → [50]"]),
+    ({"exclude": ["sim000"]}, ["exclude: [] → ['sim000']", "training entries: 4 → 3 (left out: sim000)"]),
+])
+def test_resume_refuses_a_changed_configuration(tiny_store, tiny_run, tmp_path, changes, words):
+    from tprna.errors import TprnaError
+
+    run = copy_run(tiny_run, tmp_path)
+    before = (run / "last.ckpt").read_bytes()
+    with pytest.raises(TprnaError) as err:
+        train(tiny_config(tiny_store, run, epochs=2, resume=True, **changes))
+    text = str(err.value)
+    assert text.startswith(str(run)) and "\n" not in text and "cannot resume" in text
+    for w in words:
+        assert w in text, text
+    assert (run / "last.ckpt").read_bytes() == before
+
+
+def test_resume_may_change_epochs_workers_and_device(tiny_store, tiny_run, tmp_path):
+    """Nothing left to train at epochs=1: the resume is accepted and writes nothing."""
+    run = copy_run(tiny_run, tmp_path)
+    before = (run / "last.ckpt").read_bytes()
+    path = train(tiny_config(tiny_store, run, resume=True, workers=1, device="cpu"))
+    assert path == run / "last.ckpt" and path.read_bytes() == before
+    from tprna.errors import TprnaError
+    with pytest.raises(TprnaError, match="init_from: None → "):
+        train(tiny_config(tiny_store, run, resume=True, init_from=str(run / "last.ckpt")))
+
+
+def test_training_refuses_entries_of_a_test_split(tiny_store, tmp_path):
+    import shutil
+
+    from tprna.errors import TprnaError
+    from tprna.store import open_store
+
+    store = shutil.copytree(tiny_store, tmp_path / "leaky.zarr")
+    with open_store(store, mode="a") as st:
+        leaked = st.ids("train")[1]
+        st.set_split("TS1", [leaked])
+    with pytest.raises(TprnaError) as err:
+        train(tiny_config(store, tmp_path / "run"))
+    text = str(err.value)
+    assert text.startswith(str(store)) and leaked in text and "'TS1'" in text and "--exclude" in text
+    # left out, the check passes (and epochs=0 then stops before any training)
+    with pytest.raises(TprnaError, match="nothing to train"):
+        train(tiny_config(store, tmp_path / "run", exclude=[leaked], epochs=0))
+
+
+def test_evaluation_refuses_the_entries_a_model_was_trained_on(tiny_store, tiny_run, tmp_path):
+    from tprna.errors import TprnaError
+
+    ckpt = tiny_run / "last.ckpt"
+    warnings: list[str] = []
+    on_train = load_evaluation_set(str(tiny_store), "train")
+    with pytest.raises(TprnaError) as err:
+        predict_with_checkpoint(ckpt, on_train, device="cpu", warn=warnings.append)
+    text = str(err.value)
+    assert text.startswith(str(ckpt)) and "4 of the evaluated entries" in text and "--allow-train-overlap" in text
+    assert sorted(on_train.labels)[0] in text
+    got = predict_with_checkpoint(ckpt, on_train, device="cpu", allow_train_overlap=True, warn=warnings.append)
+    assert set(got) == set(on_train.labels)
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "training entries" in warnings[0]
+    # the test split: nothing to report
+    warnings.clear()
+    predict_with_checkpoint(ckpt, load_evaluation_set(str(tiny_store), "test"), device="cpu", warn=warnings.append)
+    assert warnings == []
+    # a checkpoint from before the ids were recorded: its configuration's split, on this store…
+    old = torch.load(ckpt, weights_only=True)
+    del old["train_ids"], old["train_ids_sha256"]
+    save_checkpoint(tmp_path / "old.ckpt", old)
+    with pytest.raises(TprnaError, match="4 of the evaluated entries"):
+        predict_with_checkpoint(tmp_path / "old.ckpt", on_train, device="cpu", warn=warnings.append)
+    # … and trained elsewhere: one line saying it could not be checked
+    old["train_store"] = "/elsewhere/store.zarr"
+    save_checkpoint(tmp_path / "old.ckpt", old)
+    predict_with_checkpoint(tmp_path / "old.ckpt", on_train, device="cpu", warn=warnings.append)
+    assert len(warnings) == 1 and "records no training ids" in warnings[0]
+
+
+def test_evaluate_command_refuses_training_entries_in_one_line(tiny_store, tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from tprna.cli import app
+
+    base = ["evaluate", str(tiny_run / "last.ckpt"), str(tiny_store), "--split", "train", "--no-baselines",
+            "--device", "cpu", "--out", str(tmp_path / "eval")]
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "training entries" in result.output and "--allow-train-overlap" in result.output
+    result = CliRunner().invoke(app, base + ["--allow-train-overlap"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and (tmp_path / "eval" / "results.json").exists()
+
+
+def test_weights_that_do_not_fit_the_config_are_a_user_error(tiny_store, tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from tprna.cli import app
+    from tprna.errors import TprnaError
+
+    ckpt = torch.load(tiny_run / "last.ckpt", weights_only=True)
+    ckpt["model_config"]["kwargs"]["channels"] = 16  # the weights are 64 channels wide
+    bad = tmp_path / "bad.ckpt"
+    save_checkpoint(bad, ckpt)
+    with pytest.raises(TprnaError, match="do not fit its model config") as err:
+        predict_with_checkpoint(bad, load_evaluation_set(str(tiny_store), "test"), device="cpu")
+    assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+    result = CliRunner().invoke(app, ["evaluate", str(bad), str(tiny_store), "--no-baselines", "--device", "cpu",
+                                      "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "bad.ckpt" in result.output
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("model_config", ["mffnet30"], "model_config"),
+    ("model_config", {"name": "mffnet30", "kwargs": "wide"}, "model_config"),
+    ("feature_spec", "cov+ss", "feature_spec"),
+    ("feature_spec", {"molecule": "dna"}, "feature spec"),
+    ("model", ["weights"], "'model'"),
+    ("model", {"stem.conv.weight": 1.0}, "'model'"),
+    ("history", "long", "history"),
+])
+def test_a_malformed_init_from_is_a_user_error(tmp_path, field, value, words):
+    from tprna.errors import TprnaError
+
+    source = initial_model("mffnet30", FeatureSpec())
+    payload = {"model_config": {"name": "mffnet30", "kwargs": {"in_channels": 26}},
+               "model": source.state_dict(), "feature_spec": FeatureSpec().to_dict(), field: value}
+    path = tmp_path / "pre.ckpt"
+    save_checkpoint(path, payload)
+    with pytest.raises(TprnaError, match=words) as err:
+        initial_model("mffnet30", FeatureSpec(), init_from=str(path))
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

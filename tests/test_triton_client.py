@@ -53,7 +53,7 @@ class StandIn:
     """A KServe v2 HTTP server on 127.0.0.1 (as far as the client uses the protocol).
 
     ``mode`` picks a fault for the infer endpoint: "ok", "500", "not-json", "no-outputs",
-    "bad-shape", "short-data", "slow", "reset"."""
+    "bad-shape", "short-data", "slow", "reset", "deep-json"."""
 
     def __init__(self, runner: SessionRunner, channels: int) -> None:
         self.runner, self.channels = runner, channels
@@ -89,6 +89,8 @@ class StandIn:
                     return self.send_json(500, {"error": "onnx runtime error 6: out of memory"})
                 if mode == "not-json":
                     return self.send(200, b"<html>gateway says hello</html>")
+                if mode == "deep-json":  # valid JSON syntax nested past Python's recursion limit
+                    return self.send(200, b"[" * 200_000 + b"]" * 200_000, "application/json")
                 if mode == "no-outputs":
                     return self.send_json(200, {"model_name": NAME})
                 if mode == "slow":
@@ -259,6 +261,7 @@ def test_server_down(runner):
 @pytest.mark.parametrize("mode, words", [
     ("500", ["HTTP 500", "out of memory"]),
     ("not-json", ["not JSON"]),
+    ("deep-json", ["not JSON"]),
     ("no-outputs", ["no 'outputs'"]),
     ("bad-shape", ["shape"]),
     ("short-data", ["values"]),
@@ -306,3 +309,118 @@ def test_bad_arguments_are_refused_before_sending(server):
     with pytest.raises(TprnaError, match="mask"):
         client.infer(x, mask[:, :3])
     assert not any(m == "POST" for m, _ in server.requests)
+
+
+# ----------------------------------------------------------------------------- deadline and size cap
+
+class RawServer:
+    """A bare TCP server on 127.0.0.1 whose ``answer(conn)`` writes whatever bytes it likes
+    after reading the request's headers; each connection in its own thread, closed on exit."""
+
+    def __init__(self, answer) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answer, self.sent, self.stop = answer, 0, threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.answer(self, conn)
+            except OSError:  # the client hung up: expected
+                pass
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def trickle_body(server, conn):
+    """Headers at once, then a JSON body one byte every 0.2 s (8 s for 40 bytes)."""
+    body = b'{"outputs": []}' + b" " * 25
+    server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+    for byte in body:
+        time.sleep(0.2)
+        server.send(conn, bytes([byte]))
+
+
+def trickle_headers(server, conn):
+    """The status line and headers themselves one byte every 0.2 s."""
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 40:
+        time.sleep(0.2)
+        server.send(conn, bytes([byte]))
+
+
+@pytest.mark.parametrize("answer", [trickle_body, trickle_headers], ids=["body", "headers"])
+def test_timeout_is_a_deadline_for_the_whole_request(answer):
+    """A server that sends a byte every 0.2 s never leaves a socket read idle for 0.5 s:
+    a per-read timeout would wait 8 s; the deadline ends the call at 0.5 s."""
+    server = RawServer(answer)
+    try:
+        client = TritonClient(server.url, NAME, timeout=0.5)
+        x, mask = padded_batch(5, [6])
+        for call in (client.metadata, lambda: client.infer(x, mask)):
+            t0 = time.monotonic()
+            with pytest.raises(TprnaError) as err:
+                call()
+            assert time.monotonic() - t0 < 1.5
+            assert_one_line_naming(err, server.url, "no answer within 0.5 s")
+    finally:
+        server.close()
+
+
+def declared_huge(server, conn):
+    server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{")
+
+
+def endless(server, conn):
+    """No Content-Length: the body runs until the connection closes — here, up to 64 MiB."""
+    server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    block = b"[" * (1 << 16)
+    for _ in range(1024):
+        server.send(conn, block)
+
+
+@pytest.mark.parametrize("answer", [declared_huge, endless], ids=["declared", "endless"])
+def test_answers_larger_than_the_request_can_return_are_refused(answer):
+    """The most an answer may take: 1 MiB for metadata; for B·L² contacts as JSON, 32
+    bytes a value plus 1 MiB (tprna.serve.triton_client.reply_limit)."""
+    server = RawServer(answer)
+    try:
+        client = TritonClient(server.url, NAME, timeout=TIMEOUT)
+        x, mask = padded_batch(6, [12, 9])  # 2·12² values
+        for call, most in ((client.metadata, 1 << 20), (lambda: client.infer(x, mask), 2 * 12 * 12 * 32 + (1 << 20))):
+            t0 = time.monotonic()
+            with pytest.raises(TprnaError) as err:
+                call()
+            assert time.monotonic() - t0 < 10
+            assert_one_line_naming(err, server.url, f"more than the {most} bytes")
+        # the client stopped reading at its limit: the server sent far less than its 64 MiB
+        assert server.sent < 16 * (1 << 20)
+    finally:
+        server.close()

@@ -68,6 +68,8 @@ def store_build(
     dtype: str = typer.Option("float16", "--dtype", help="Storage dtype of the 2-D features: float16 or float32."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786): run the per-entry work on that cluster instead of --jobs local processes. Zarr stores only, on a filesystem every worker mounts (a path or file:// URL); needs the 'dask' extra."),
+    max_length: int = typer.Option(2000, "--max-length", min=1, help="Refuse inputs whose query is longer (their L×L features take 100·L² bytes and more)."),
+    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", min=0.001, help="Refuse inputs whose features need more GiB than this, by estimate (default: half the memory available)."),
 ) -> None:
     """Compute features for new or changed inputs into STORE (unchanged ones are skipped)."""
     from tprna.features import FeatureSpec, default_feature_set
@@ -82,7 +84,9 @@ def store_build(
         items = items_from_manifest(manifest, molecule) if manifest is not None else []
         if inputs:
             items += items_from_paths(inputs, structures, labels, molecule, chain)
-        report = build_store(store, items, spec, jobs=jobs, progress=not quiet, scheduler=scheduler)
+        report = build_store(store, items, spec, jobs=jobs, progress=not quiet, scheduler=scheduler,
+                             max_length=max_length,
+                             memory_limit=None if memory_limit is None else int(memory_limit * 2 ** 30))
     console.print(f"[bold]{escape(str(store))}[/]: spec {report.spec_key} ({spec.feature_set}, {spec.dtype}) — "
                   f"[green]{len(report.built)} built[/] ({len(report.replaced)} replaced), "
                   f"{len(report.skipped_unchanged)} unchanged, "
@@ -197,8 +201,12 @@ def store_dump(
         labels = st.read_labels(entry_id)
         if labels is not None:
             arrays["contacts"], arrays["observed"] = labels
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **arrays)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(out, **arrays)
+        except OSError as e:
+            raise TprnaError(f"cannot write the output ({e.strerror or e}); give --out a file in "
+                             "a writable folder", out) from None
     console.print(f"wrote {escape(str(out))}: " + ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in arrays.items()),
                   highlight=False)
 
@@ -296,8 +304,9 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     workers: int = typer.Option(1, "--workers", help="DataLoader worker processes."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Checkpoint whose trunk seeds this model (transfer)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt (same options; only --epochs, --workers, --device, --accumulate may change)."),
     accumulate: int = typer.Option(1, "--accumulate", help="Batches (per process) added up per optimiser step."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in OUT (without --resume or this, an existing run is refused)."),
 ) -> None:
     """Train a contact network on a store split (Adam, the paper's step schedule by default).
 
@@ -312,7 +321,7 @@ def train_cmd(
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, crop=crop or None, seed=seed,
             device=device, workers=workers, init_from=str(init_from) if init_from else None,
-            resume=resume, exclude=excluded, accumulate=accumulate)
+            resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))
         if is_main_process():
             console.print(f"checkpoint: {escape(str(path))}", highlight=False)
@@ -341,6 +350,7 @@ def evaluate_cmd(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add the APC and thermodynamic baselines."),
     maps: Optional[str] = typer.Option(None, "--maps", help="Comma-separated ids to draw contact maps for (default: 3)."),
     device: str = typer.Option("auto", "--device"),
+    allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap", help="Score entries the model was trained on anyway (refused by default), with a warning."),
 ) -> None:
     """Top-L/k precision by range and by Neff for a model, the baselines and published peers."""
     from tprna.evaluate import run_evaluation
@@ -349,7 +359,9 @@ def evaluate_cmd(
         result = run_evaluation(None if checkpoint.lower() == "none" else checkpoint, str(store), split,
                                 out, features=features, name=name, compare=compare,
                                 baselines=baselines, map_ids=maps.split(",") if maps else None,
-                                device=device)
+                                device=device, allow_train_overlap=allow_train_overlap,
+                                warn=lambda line: err_console.print(line, style="yellow", markup=False,
+                                                                    highlight=False, soft_wrap=True))
         console.print(result.markdown, highlight=False, markup=False, soft_wrap=True)
         console.print(f"wrote {escape(str(out))}/: results.md, results.csv, results.json, plots", highlight=False)
 
@@ -362,17 +374,22 @@ app.add_typer(export_app, name="export")
 
 @export_app.command("onnx")
 def export_onnx_cmd(
-    checkpoint: Path = typer.Argument(..., help="Trained checkpoint (tprna train's last.ckpt)."),
+    checkpoints: list[Path] = typer.Argument(..., help="Trained checkpoint (tprna train's last.ckpt); several: one graph that averages them (a seed ensemble)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="ONNX file (default export/<run>-<model>.onnx)."),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision variant for GPUs (float32 inputs and outputs)."),
     opset: int = typer.Option(17, "--opset"),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest ONNX-vs-PyTorch difference allowed (1e-4; fp16 1e-2)."),
 ) -> None:
     """Symmetrized, sigmoid-ended network with dynamic batch and length, checked against PyTorch."""
-    from tprna.export import export_onnx
+    from tprna.export import export_ensemble, export_onnx
 
     with user_errors():
-        report = export_onnx(checkpoint, out, fp16=fp16, opset=opset, tolerance=tolerance)
+        if len(checkpoints) == 1:
+            report = export_onnx(checkpoints[0], out, fp16=fp16, opset=opset, tolerance=tolerance)
+        else:
+            if out is None:
+                raise TprnaError("an ensemble export needs --out FILE.onnx")
+            report = export_ensemble(checkpoints, out, fp16=fp16, opset=opset, tolerance=tolerance)
         console.print(report.summary(), highlight=False, soft_wrap=True)
 
 
@@ -382,13 +399,18 @@ def export_triton_cmd(
     repo: Path = typer.Option(Path("serve/models"), "--repo", help="Triton model repository folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository."),
     max_batch: int = typer.Option(8, "--max-batch", help="Triton max_batch_size."),
+    version: Optional[int] = typer.Option(None, "--version", help="Model version folder (default: the next free one, 1 for a new model)."),
+    version_policy: str = typer.Option("latest", "--version-policy", help="latest (serve the newest version) or all (serve every version)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing version of the model (never done without it)."),
 ) -> None:
-    """Write a Triton Inference Server model (ONNX Runtime backend, dynamic batching)."""
+    """Write a Triton Inference Server model version (ONNX Runtime backend, dynamic batching)."""
     from tprna.export import export_triton
 
     with user_errors():
-        path = export_triton(model, repo, name=name, max_batch_size=max_batch)
-        console.print(f"wrote {escape(str(path))}", highlight=False)
+        path = export_triton(model, repo, name=name, max_batch_size=max_batch, version=version,
+                             version_policy=version_policy, overwrite=overwrite)
+        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        console.print(f"wrote {escape(str(path))} (versions {', '.join(map(str, versions))})", highlight=False)
 
 
 # --------------------------------------------------------------------------- inference
@@ -396,26 +418,38 @@ def export_triton_cmd(
 
 @app.command("infer")
 def infer_cmd(
-    model: Path = typer.Argument(..., help="Exported ONNX model."),
-    inputs: Optional[list[Path]] = typer.Argument(None, help="MSA files or folders of them."),
-    out: Path = typer.Option(Path("results/predictions"), "--out", help="Output folder."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Alignment files (FASTA, A3M, Stockholm, .aln) or folders of them; '-' reads standard input (alignment text, or with --single one RNA per record / line)."),
+    seq: Optional[list[str]] = typer.Option(None, "--seq", help="A sequence to predict: ACGU… (id seq1, seq2…) or NAME=ACGU…; repeatable."),
+    single: bool = typer.Option(False, "--single", help="The input files (and '-') hold unrelated sequences, each record its own RNA, not an alignment."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Exported ONNX model (default: the model shipped with tpRNA)."),
+    out: Path = typer.Option(Path("results/predictions"), "--out", "-o", help="Output folder."),
+    formats: Optional[list[str]] = typer.Option(None, "--format", "-f", help="Outputs: npz, rr (CASP RR), png, txt (L×L matrix); repeat or comma-separate (default: npz,rr)."),
+    png: bool = typer.Option(False, "--png", help="Also write a PNG of each map (same as --format png)."),
     batch: int = typer.Option(8, "--batch", help="Most RNAs per batch."),
     batch_pixels: int = typer.Option(2 ** 18, "--batch-pixels", help="Most padded L² pixels per batch."),
     store: Optional[Path] = typer.Option(None, "--store", help="Feature store to read entries from (alone: predict its entries)."),
     split: Optional[str] = typer.Option(None, "--split", help="Store split to predict."),
-    png: bool = typer.Option(False, "--png", help="Also write a PNG of each map."),
     top: Optional[int] = typer.Option(None, "--top", help="Contacts in each RR file (default 2L)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
 ) -> None:
-    """Batched contact prediction on onnxruntime: <id>.npz, <id>.rr (CASP RR), optional PNG, summary.json."""
+    """Contact maps of sequences and alignments (onnxruntime): <id>.npz and <id>.rr by default, summary.json.
+
+    tprna infer --seq GGGAGCUCAGCCGGUAGAGCGCAAGGCUCCCAGGC -o out/      (the shipped model)
+    """
     from tprna.serve import infer
+    from tprna.serve.inputs import STDIN, sequence_argument
 
     with user_errors():
-        report = infer(model, inputs, out, batch_pixels=batch_pixels, max_batch=batch, store=store, split=split,
-                       png=png, top=top, device=device, max_length=max_length, threads=threads)
-        console.print(report.summary(), highlight=False, soft_wrap=True)
+        given = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
+        given += [value if value == STDIN else Path(value) for value in inputs or []]
+        report = infer(model, given, out, batch_pixels=batch_pixels, max_batch=batch, store=store, split=split,
+                       png=png, formats=formats, single=single, top=top, device=device, max_length=max_length,
+                       threads=threads, progress=console.is_terminal)
+        console.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
+        for line in report.low_information_notices():
+            console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
         for failure in report.failed:
             err_console.print(f"skipped {failure['file']}: {failure['reason']}", style="yellow",
                               markup=False, highlight=False, soft_wrap=True)

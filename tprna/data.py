@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from tprna.contract import PAPER_PIXEL_BUDGET, length_batches
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, model_input
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches"]
-
-PAPER_PIXEL_BUDGET = 3 * 100 ** 2
 
 
 class StoreDataset(Dataset):
@@ -123,24 +122,6 @@ def collate(batch: list[dict]) -> dict:
         out["observed"][b, :n, :n] = item["observed"]
         out["mask"][b, :n] = True
     return out
-
-
-def length_batches(lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGET,
-                   order: Sequence[int] | None = None) -> list[list[int]]:
-    """Group indices, in ascending length, into batches whose padded size
-    (members × longest²) stays within ``pixel_budget``; a longer RNA goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i)) if order is None else order
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = max([lengths[j] for j in current] + [lengths[i]])
-        if current and (len(current) + 1) * longest ** 2 > pixel_budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class LengthBatchSampler(Sampler[list]):

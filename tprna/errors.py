@@ -14,4 +14,5 @@ class TprnaError(Exception):
     def __init__(self, message: str, path: str | os.PathLike | None = None):
         self.path = None if path is None else os.fspath(path)
         text = " ".join(str(message).split())  # always one line
+        self.reason = text  # the message without the path, for reports that show it beside
         super().__init__(f"{self.path}: {text}" if self.path else text)

@@ -1,24 +1,30 @@
 """Score contact predictions of every kind with the same code: a trained network, the two
 baselines that learn nothing (coevolution: APC-corrected covariance or precision norms;
 thermodynamics: ViennaRNA base-pair probabilities of the query) and published predictions
-of other methods read from pair-score files."""
+of other methods read from pair-score files.
+
+**Leakage.**  A checkpoint records the ids it was trained on (``train_ids``).  Scoring it
+on entries among them is refused, naming them (``allow_train_overlap=True`` scores anyway
+and reports them in a one-line warning).  A checkpoint from before tpRNA recorded its
+training ids is checked against the split its configuration names when it was trained on
+the same store, and otherwise gets a one-line warning that the check could not be made."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from tprna.data import StoreDataset, collate, length_batches
 from tprna.errors import TprnaError
-from tprna.features import base_pair_probabilities, precision
-from tprna.metrics import apc, contact_precisions, summarize
+from tprna.features import apc_frobenius, base_pair_probabilities, precision
+from tprna.metrics import contact_precisions, summarize
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
            "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
-           "BASELINES", "EvaluationResult", "run_evaluation"]
+           "BASELINES", "EvaluationResult", "run_evaluation", "check_training_overlap"]
 
 BASELINES = ("APC (covariance)", "APC (precision)", "Thermodynamics (bpp)")
 
@@ -59,21 +65,77 @@ def load_evaluation_set(store_path: str, split: str | None, features: str | None
     return EvaluationSet(store_path, dataset.spec.key, labels)
 
 
+def check_training_overlap(ckpt: Mapping, ids: Iterable[str], source: str | Path | None = None,
+                           allow: bool = False, warn: Callable[[str], None] | None = None,
+                           store_path: str | None = None) -> list[str]:
+    """The entries of ``ids`` the checkpoint was trained on.  Any → :class:`TprnaError`
+    naming them, or with ``allow`` a one-line ``warn``.  A checkpoint that records no
+    training ids (written before tpRNA did) is checked against its training split when it
+    was trained on ``store_path`` (a one-line ``warn`` when it cannot be checked)."""
+    trained = ckpt.get("train_ids")
+    if trained is None:
+        trained = _recorded_split_ids(ckpt, store_path)
+    if trained is None:
+        if warn:
+            warn(f"warning: {source or 'the checkpoint'} records no training ids (written before tpRNA "
+                 "recorded them): the evaluated entries were not checked against its training data")
+        return []
+    trained = set(trained)
+    shared = [i for i in ids if i in trained]
+    if shared:
+        names = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+        text = (f"{len(shared)} of the evaluated entries {'was' if len(shared) == 1 else 'were'} among the "
+                f"model's training entries: {names}")
+        if not allow:
+            raise TprnaError(f"{text}; its scores would be inflated. Evaluate on a split the model never saw "
+                             "(or pass --allow-train-overlap to score anyway)", source)
+        if warn:
+            warn(f"warning: {source or 'checkpoint'}: {text} (scored anyway: --allow-train-overlap)")
+    return shared
+
+
+def _recorded_split_ids(ckpt: Mapping, store_path: str | None) -> list[str] | None:
+    """An older checkpoint's training entries from its recorded configuration, when it
+    was trained on this very store: its ``ids``, or its split less ``exclude``."""
+    from tprna.store import open_store
+    from tprna.train import store_key_of
+
+    config = ckpt.get("train_config") or {}
+    if store_path is None or ckpt.get("train_store") is None \
+            or ckpt["train_store"] != store_key_of(store_path):
+        return None
+    if config.get("ids"):
+        return list(config["ids"])
+    split = config.get("split")
+    if not isinstance(split, str) or not split:
+        return None
+    excluded = set(config.get("exclude") or [])
+    try:
+        with open_store(store_path) as store:
+            members = [i for name in split.split(",") if name.strip() for i in store.ids(name.strip())]
+    except TprnaError:  # the split is gone from the store
+        return None
+    return [i for i in members if i not in excluded]
+
+
 @torch.no_grad()
 def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, device: str = "auto",
-                            pixel_budget: int = 4 * 128 ** 2) -> dict[str, np.ndarray]:
-    """Symmetrized contact probabilities of a trained checkpoint on every entry."""
+                            pixel_budget: int = 4 * 128 ** 2, allow_train_overlap: bool = False,
+                            warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """Symmetrized contact probabilities of a trained checkpoint on every entry (refused
+    when an entry was among its training entries, see the module doc)."""
     from tprna.models import ContactProbability
     from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device
 
     ckpt = load_checkpoint(checkpoint)
+    check_training_overlap(ckpt, evaluation.labels, checkpoint, allow_train_overlap, warn, evaluation.store_path)
     dataset = StoreDataset(evaluation.store_path, evaluation.spec_key, ids=list(evaluation.labels))
     if ckpt["feature_spec"] != dataset.spec.to_dict():
-        raise TprnaError(f"model was trained on feature spec {ckpt['feature_spec']['feature_set']} "
+        raise TprnaError(f"model was trained on feature spec {ckpt['feature_spec'].get('feature_set')} "
                          f"({ckpt['feature_spec']}) but the store entries have "
                          f"{dataset.spec.to_dict()}; rebuild the store with the model's spec", checkpoint)
     dev = resolve_device(device)
-    net = ContactProbability(model_from_checkpoint(ckpt)).to(dev).eval()
+    net = ContactProbability(model_from_checkpoint(ckpt, checkpoint)).to(dev).eval()
     out = {}
     for batch_indices in length_batches(dataset.lengths, pixel_budget):
         batch = collate([dataset[i] for i in batch_indices])
@@ -87,10 +149,7 @@ def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, d
 def coevolution_map(matrix: np.ndarray) -> np.ndarray:
     """APC-corrected Frobenius norms of the (L, L, q, q) blocks over the residue states
     (the gap state left out), the classic coevolution score."""
-    blocks = np.asarray(matrix, dtype=np.float64)[:, :, :-1, :-1]
-    norms = np.sqrt((blocks ** 2).sum(axis=(2, 3)))
-    np.fill_diagonal(norms, 0.0)
-    return apc(norms)
+    return apc_frobenius(matrix)
 
 
 def baseline_maps(evaluation: EvaluationSet) -> dict[str, dict[str, np.ndarray]]:
@@ -185,9 +244,12 @@ class EvaluationResult:
 def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, out: Path,
                    features: str | None = None, name: str | None = None,
                    compare: Path | None = None, baselines: bool = True,
-                   map_ids: list[str] | None = None, device: str = "auto") -> EvaluationResult:
+                   map_ids: list[str] | None = None, device: str = "auto",
+                   allow_train_overlap: bool = False,
+                   warn: Callable[[str], None] | None = None) -> EvaluationResult:
     """Score a checkpoint, the baselines and published peers on one split and write
-    ``results.md`` / ``.csv`` / ``.json``, contact-map PNGs and precision-vs-Neff."""
+    ``results.md`` / ``.csv`` / ``.json``, contact-map PNGs and precision-vs-Neff.
+    ``warn`` receives one-line warnings (see :func:`check_training_overlap`)."""
     import json
 
     from tprna.report import markdown_table, plot_contact_map, plot_precision_vs_neff, write_csv
@@ -200,7 +262,8 @@ def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, o
     if checkpoint:
         from tprna.train import load_checkpoint
         row = name or load_checkpoint(checkpoint)["model_config"]["name"]
-        maps[row] = predict_with_checkpoint(checkpoint, evaluation, device)
+        maps[row] = predict_with_checkpoint(checkpoint, evaluation, device,
+                                            allow_train_overlap=allow_train_overlap, warn=warn)
     if baselines:
         maps.update(baseline_maps(evaluation))
     if compare:

@@ -17,7 +17,8 @@ Speed: identical rows are merged first (their multiplicity kept), the N×N ident
 is a compiled (numba) loop over the row pairs, and the covariance is one BLAS GEMM of the
 weighted, centred one-hot matrix for RNA (taken in blocks of rows so memory stays bounded
 for deep alignments) and a compiled scatter over column pairs for proteins, where q = 21
-makes the one-hot GEMM 20× wasteful.  With a CUDA device and
+makes the one-hot GEMM 20× wasteful.  The compiled loops live in
+:mod:`tprna.feature_kernels`, imported when first needed: a single sequence never is.  With a CUDA device and
 ``device="cuda"``/``"auto"`` both become GEMMs in torch on the GPU.
 """
 from __future__ import annotations
@@ -28,17 +29,19 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
-import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from tprna.errors import TprnaError
+from tprna.metrics import apc
 from tprna.msa import MSA
 
 __all__ = [
     "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "FeatureSpec", "FeatureDict",
     "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
-    "base_pair_probabilities", "column_profile", "make_features", "model_input", "default_feature_set",
+    "base_pair_probabilities", "consensus_base_pair_probabilities", "apc_frobenius",
+    "coupling_map", "column_profile", "make_features", "model_input", "default_feature_set",
+    "feature_memory_bytes",
 ]
 
 # Bump when a change to this module changes any number it produces: the store keys on it.
@@ -53,6 +56,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     # The query's own letters (its column profile, one-hot for a single sequence): without
     # them an MSA of one gives all-zero covariance and the network sees only the bpp map.
     "cov+ss+profile": ("cov", "bpp", "profile"),
+    # Coupling maps a network reads directly (issue: make the alignment count): APC-corrected
+    # Frobenius norms of the covariance and of its inverse (mean-field DCA couplings), and
+    # RNAalifold's consensus base-pair probabilities over the alignment.
+    "cov+ss+profile+coupling": ("cov", "bpp", "profile", "apc", "dca", "alifold"),
 }
 
 PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b
@@ -80,7 +87,7 @@ class FeatureSpec:
             raise TprnaError(f"unknown feature set {self.feature_set!r}; use one of {', '.join(FEATURE_SETS)}")
         if self.molecule not in ("rna", "protein"):
             raise TprnaError(f"unknown molecule type {self.molecule!r}; use 'rna' or 'protein'")
-        if "bpp" in self.components and self.molecule != "rna":
+        if {"bpp", "alifold"} & set(self.components) and self.molecule != "rna":
             raise TprnaError(f"feature set {self.feature_set!r} needs RNA base-pair probabilities; "
                              "use 'cov' or 'precision' for proteins")
         if not 0 < self.identity <= 1 or not 0 <= self.pseudocount < 1:
@@ -127,25 +134,6 @@ def _unique_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return codes[first], inverse.ravel(), counts
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _neighbour_counts(codes: np.ndarray, mult: np.ndarray, min_matches: int, threads: int) -> np.ndarray:
-    # Each thread takes every T-th row of the triangle (balanced work) and accumulates into
-    # its own slice, so the symmetric update needs no locks.  The inner compare over L
-    # bytes vectorises; an early exit would cost more than it saves.
-    n, length = codes.shape
-    partial = np.zeros((threads, n))
-    for t in numba.prange(threads):
-        for a in range(t, n, threads):
-            ra = codes[a]
-            for b in range(a):
-                rb = codes[b]
-                matches = 0
-                for k in range(length):
-                    matches += ra[k] == rb[k]
-                if matches >= min_matches:
-                    partial[t, a] += mult[b]
-                    partial[t, b] += mult[a]
-    return partial.sum(axis=0) + mult  # a row is its own neighbour, as are its duplicates
 
 
 def _min_matches(length: int, identity: float) -> int:
@@ -157,12 +145,18 @@ def sequence_weights(msa: MSA, identity: float = 0.8, device: str = "cpu") -> np
     """w_n = 1 / (number of sequences ≥ ``identity`` identical to n, itself included)."""
     uniq, inverse, counts = _unique_rows(msa.codes)
     threshold = _min_matches(msa.length, identity)
-    if _use_cuda(device):
+    if len(uniq) == 1:
+        # one distinct row (a single sequence): its neighbours are its copies, exactly what
+        # the kernel returns, without importing numba or starting its threads
+        neighbours = counts.astype(np.float64)
+    elif _use_cuda(device):
         neighbours = _neighbour_counts_torch(uniq, counts, threshold)
     else:
+        from tprna import feature_kernels
+
         # thread start-up costs more than a small alignment's whole count
-        threads = 1 if len(uniq) ** 2 * msa.length < 2e7 else numba.get_num_threads()
-        neighbours = _neighbour_counts(uniq, counts.astype(np.float64), threshold, threads)
+        threads = 1 if len(uniq) ** 2 * msa.length < 2e7 else feature_kernels.get_num_threads()
+        neighbours = feature_kernels.neighbour_counts(uniq, counts.astype(np.float64), threshold, threads)
     return (1.0 / neighbours[inverse]).astype(np.float32)
 
 
@@ -202,7 +196,10 @@ def covariance(msa: MSA, weights: np.ndarray, pseudocount: float = 0.0, device: 
     elif q * q <= _DENSE_MAX_Q2:
         cov = _centred_gram_blas(rows, w, fi.astype(np.float32), q)
     else:
-        cov = _covariance_scatter(np.ascontiguousarray(rows.T), w, fi.astype(np.float32), numba.get_num_threads())
+        from tprna import feature_kernels
+
+        cov = feature_kernels.covariance_scatter(np.ascontiguousarray(rows.T), w, fi.astype(np.float32),
+                                                 feature_kernels.get_num_threads())
     if pseudocount:
         cov = _with_pseudocount(cov, fi, pseudocount)
     return cov
@@ -230,29 +227,6 @@ def _centred_gram_blas(rows: np.ndarray, w: np.ndarray, fi: np.ndarray, q: int) 
     return np.ascontiguousarray(cov.reshape(length, q, length, q).transpose(0, 2, 1, 3))
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _covariance_scatter(columns: np.ndarray, w: np.ndarray, fi: np.ndarray, threads: int) -> np.ndarray:
-    # For each pair i ≤ j, accumulate the q×q block f_ij[x_ni, x_nj] += w_n over the two
-    # alignment columns (contiguous in ``columns``, shape (L, N)); the block lives in L1.
-    # Subtract f_i·f_j and mirror to (j, i).  Threads take every T-th i for balance.
-    length, n = columns.shape
-    q = fi.shape[1]
-    cov = np.empty((length, length, q, q), dtype=np.float32)
-    for t in numba.prange(threads):
-        block = np.empty((q, q), dtype=np.float32)
-        for i in range(t, length, threads):
-            ci = columns[i]
-            for j in range(i, length):
-                cj = columns[j]
-                block[:, :] = 0.0
-                for s in range(n):
-                    block[ci[s], cj[s]] += w[s]
-                for a in range(q):
-                    for b in range(q):
-                        value = block[a, b] - fi[i, a] * fi[j, b]
-                        cov[i, j, a, b] = value
-                        cov[j, i, b, a] = value
-    return cov
 
 
 def _with_pseudocount(cov: np.ndarray, fi: np.ndarray, lam: float) -> np.ndarray:
@@ -298,6 +272,23 @@ def base_pair_probabilities(query: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- assembly
 
+def feature_memory_bytes(spec: FeatureSpec, length: int, depth: int) -> int:
+    """An estimate of the peak memory :func:`make_features` (and packing for the store)
+    needs for an alignment of ``depth`` sequences and ``length`` columns.  The covariance
+    alone is L²·q²·4 bytes as float32 (100·L² for RNA); the Gram and its transposed copy,
+    the packed upper triangle and its indices make ≈10·L²·q²; the precision matrix adds
+    float64 (Lq)² matrices (≈20·L²·q²), a pseudocount ≈24·L²·q², ViennaRNA's partition
+    function ≈64·L².  Measured with tracemalloc at L = 300: 230·L² (cov+ss), 700·L²
+    (precision+ss) for RNA, within these bounds."""
+    q, sq = spec.q, length * length
+    per_q2 = 10 + (20 if "precision" in spec.components else 0) + (24 if spec.pseudocount else 0)
+    total = per_q2 * sq * q * q + depth * length * 2
+    total += min(depth, _ROW_BLOCK) * length * q * 8  # one-hot row blocks of the Gram
+    if "bpp" in spec.components:
+        total += 64 * sq
+    return int(total)
+
+
 def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str, np.ndarray]:
     """All arrays of one entry for ``spec``: weights, neff and the feature set's components
     (``cov``/``precision`` as (L, L, q, q) float32, ``bpp`` as (L, L) float32)."""
@@ -306,7 +297,7 @@ def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str,
                          msa.source or None)
     weights = sequence_weights(msa, spec.identity, device)
     out: dict[str, np.ndarray] = {"weights": weights, "neff": np.float32(neff(msa, weights))}
-    if {"cov", "precision"} & set(spec.components):
+    if {"cov", "precision", "apc", "dca"} & set(spec.components):
         cov = covariance(msa, weights, spec.pseudocount, device)
         if "cov" in spec.components:
             out["cov"] = cov
@@ -316,7 +307,55 @@ def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str,
         out["bpp"] = base_pair_probabilities(msa.query)
     if "profile" in spec.components:
         out["profile"] = column_profile(msa, weights)
+    if "apc" in spec.components:
+        out["apc"] = coupling_map(cov)
+    if "dca" in spec.components:
+        out["dca"] = coupling_map(out["precision"] if "precision" in out else precision(cov, spec.shrinkage))
+    if "alifold" in spec.components:
+        out["alifold"] = consensus_base_pair_probabilities(msa)
     return out
+
+
+def apc_frobenius(blocks: np.ndarray) -> np.ndarray:
+    """APC-corrected Frobenius norms of (L, L, q, q) coupling blocks over the residue
+    states (the gap state left out), the classic coevolution score; diagonal 0."""
+    b = np.asarray(blocks, dtype=np.float64)[:, :, :-1, :-1]
+    norms = np.sqrt((b ** 2).sum(axis=(2, 3)))
+    np.fill_diagonal(norms, 0.0)
+    return apc(norms)
+
+
+def coupling_map(blocks: np.ndarray) -> np.ndarray:
+    """:func:`apc_frobenius`, standardised over the off-diagonal pairs (mean 0, sd 1) so the
+    network sees the same scale at every depth; all zero when there is no signal (an MSA of
+    one), float32 (L, L)."""
+    s = apc_frobenius(blocks)
+    off = ~np.eye(s.shape[0], dtype=bool)
+    sd = float(s[off].std()) if off.any() else 0.0
+    if sd < 1e-12:
+        return np.zeros(s.shape, np.float32)
+    z = (s - s[off].mean()) / sd
+    z[~off] = 0.0
+    return z.astype(np.float32)
+
+
+ALIFOLD_MAX_SEQUENCES = 256  # RNAalifold's cost grows with depth; the first rows carry the query's family
+
+
+def consensus_base_pair_probabilities(msa: MSA, max_sequences: int = ALIFOLD_MAX_SEQUENCES) -> np.ndarray:
+    """RNAalifold's consensus base-pair probabilities (partition function with its
+    covariation bonus) over the query-anchored alignment's first ``max_sequences`` rows,
+    i.e. on the query's positions, L×L symmetric float32; the query alone gives RNAfold's."""
+    import RNA
+
+    states = msa.alphabet.states
+    rows = ["".join(states[c] for c in row) for row in msa.codes[:max_sequences]]
+    fc = RNA.fold_compound(rows)
+    _, mfe = fc.mfe()
+    fc.exp_params_rescale(mfe)
+    fc.pf()
+    upper = np.array(fc.bpp(), dtype=np.float64)[1:, 1:]
+    return (upper + upper.T).astype(np.float32)
 
 
 def column_profile(msa: MSA, weights: np.ndarray) -> np.ndarray:

@@ -18,9 +18,10 @@ import numpy as np
 from tprna.alphabet import Alphabet, get_alphabet
 from tprna.errors import TprnaError
 
-__all__ = ["MSA", "read_msa", "parse_msa", "detect_format", "write_msa", "FORMATS"]
+__all__ = ["MSA", "read_msa", "parse_msa", "detect_format", "write_msa", "fasta_records", "FORMATS"]
 
 FORMATS = ("fasta", "a3m", "stockholm", "aln")
+_GAPS = "-."
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class MSA:
     source: str = ""
     n_unknown: int = 0  # letters outside the states that were read as gaps
     n_dropped_columns: int = 0  # alignment columns dropped because the query has a gap there
+    # The query's letters as written (upper case, gap columns dropped): an N, X or T stays
+    # what it was, where ``query`` decodes states (N → '-', T → 'U').  Empty: not known.
+    query_text: str = ""
 
     @property
     def depth(self) -> int:
@@ -48,7 +52,8 @@ class MSA:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The file's text, gunzipped when it starts with the gzip magic bytes."""
+    """The file's text, gunzipped when it starts with the gzip magic bytes, without a
+    leading UTF-8 byte-order mark."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -61,7 +66,8 @@ def read_text(path: str | os.PathLike) -> str:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate block
             raise TprnaError(f"corrupt gzip data ({e})", p) from None
-    return data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="replace")
+    return text[1:] if text.startswith("\ufeff") else text  # a UTF-8 byte-order mark is no content
 
 
 def read_msa(path: str | os.PathLike, molecule: str = "rna", fmt: str | None = None) -> MSA:
@@ -90,8 +96,11 @@ def detect_format(text: str, suffix: str = "") -> str:
             return "fasta"  # let the parser report it, naming the file
         lengths = {len(s) for _, s in records}
         has_lower = any(any(c.islower() for c in s) for _, s in records)
-        if len(lengths) > 1 and has_lower:
-            return "a3m"  # unequal rows only make sense with lowercase insertions
+        # unequal rows only make sense with lowercase insertions, which the query (it
+        # defines the columns) never has: a lowercase query is plain, unaligned FASTA
+        query_lower = bool(records) and any(c.islower() for c in records[0][1])
+        if len(lengths) > 1 and has_lower and not query_lower:
+            return "a3m"
         return "a3m" if suffix == ".a3m" and has_lower else "fasta"
     return "aln"
 
@@ -110,6 +119,13 @@ def parse_msa(text: str, fmt: str, molecule: str = "rna", source: str = "") -> M
     lengths = {len(seq) for _, seq in records}
     if len(lengths) > 1:
         bad = next(name for name, seq in records if len(seq) != len(records[0][1]))
+        if not any(c in _GAPS for _, seq in records for c in seq):
+            # Rows of different lengths with no gap at all were never aligned: reading them
+            # as an alignment would predict the first one from unrelated rows.
+            raise TprnaError(
+                f"{len(records)} sequences of unequal lengths {sorted(lengths)[:4]} and no gaps: "
+                "these are unaligned sequences, not an alignment; to predict each on its own use "
+                "'tprna infer --single' (Python: tprna.serve.read_sequences)", path)
         raise TprnaError(
             f"aligned sequences have unequal lengths {sorted(lengths)[:4]} (first mismatch: "
             f"{bad!r}); is this an A3M file with insertions, or a truncated alignment?", path)
@@ -120,8 +136,15 @@ def parse_msa(text: str, fmt: str, molecule: str = "rna", source: str = "") -> M
     keep = ~np.isin(np.frombuffer(rows[0].encode("ascii", "replace"), np.uint8), np.frombuffer(b"-.", np.uint8))
     if not keep.any() or (codes[0, keep] == alphabet.gap).all():
         raise TprnaError(f"the query (first sequence) has no {alphabet.states[:-1]} residues", path)
+    query_text = "".join(c for c, k in zip(rows[0], keep) if k).upper()
     return MSA(ids=tuple(ids), codes=np.ascontiguousarray(codes[:, keep]), alphabet=alphabet,
-               source=source, n_unknown=n_unknown, n_dropped_columns=int((~keep).sum()))
+               source=source, n_unknown=n_unknown, n_dropped_columns=int((~keep).sum()),
+               query_text=query_text)
+
+
+def fasta_records(text: str, path: str | None = None) -> list[tuple[str, str]]:
+    """``(name, sequence)`` of each FASTA record as written (name: the header's first word)."""
+    return _fasta_records(text, path)
 
 
 def _fasta_records(text: str, path: str | None = None) -> list[tuple[str, str]]:

@@ -3,10 +3,28 @@ logs, checkpoints that can rebuild the model and name its features, exact resume
 transfer from a protein-pretrained trunk.
 
 A checkpoint (``torch.save`` dict, written atomically) carries: the model config and
-weights, the feature spec it was trained on, the training store's key, the optimiser and
-scheduler state, the epoch and the metric history.  ``resume`` restarts from the last
-finished epoch: batches are a function of (seed, epoch) and the model has no dropout, so a
-resumed run reproduces the uninterrupted one.
+weights, the feature spec it was trained on, the training store's key, the ids of the
+entries it was trained on (``train_ids``, with their ``train_ids_sha256``), the optimiser
+state, the epoch and the metric history — tensors and plain Python data only, so
+:func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a file that needs
+any other Python object to unpickle (which could run code) is refused, never executed.
+
+**Run folders.**  ``train`` refuses an ``out`` folder that already holds a run
+(``last.ckpt``) unless told what to do with it: ``resume`` continues it, ``overwrite``
+starts afresh in its place.  ``resume`` restarts from the last finished epoch: batches are
+a function of (seed, epoch) and the model has no dropout, so a resumed run reproduces the
+uninterrupted one.  It therefore refuses a configuration that differs from the
+checkpoint's in anything that shapes the run (model, loss, its weights, learning-rate
+schedule, seed, batching, crop, the data: store, split, ids, exclusions, the entries
+themselves, the feature spec), printing each difference as ``field: old → new``.  What
+may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
+``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
+reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
+the spec; the spec itself must match).  ``init_from`` only seeds a fresh model: on resume
+it is inherited from the checkpoint, and another one is refused.
+
+**Leakage.**  Training refuses entries that are also in a test split of the store (a split
+named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
 
 **Distributed training.**  Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment)
 :func:`train` joins the process group itself — NCCL with one GPU per rank
@@ -34,12 +52,15 @@ resumed run reproduces the uninterrupted one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import pickle
 import random
+import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Sequence
@@ -57,9 +78,14 @@ from tprna.models import build_model, load_trunk, model_config
 from tprna.models.contactnet import ModelConfig
 
 __all__ = ["TrainConfig", "train", "initial_model", "load_checkpoint", "save_checkpoint",
-           "model_from_checkpoint", "resolve_device", "is_main_process", "CHECKPOINT_NAME"]
+           "model_from_checkpoint", "resolve_device", "is_main_process", "CHECKPOINT_NAME",
+           "RESUME_MAY_CHANGE", "is_test_split", "ids_digest", "store_key_of"]
 
 CHECKPOINT_NAME = "last.ckpt"
+# TrainConfig fields a resumed run may change (see the module doc); every other field must
+# match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
+RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
+                               "resume", "overwrite", "init_from"})
 
 
 @dataclass
@@ -87,6 +113,7 @@ class TrainConfig:
     ids: list[str] | None = None  # train on these entries only (overrides split)
     exclude: list[str] = field(default_factory=list)
     accumulate: int = 1  # batches per rank added up per optimiser step (see the module doc)
+    overwrite: bool = False  # replace a run already in ``out`` (without it, refused unless resume)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -137,25 +164,96 @@ def _start_distributed(device: str) -> tuple[_Ranks, torch.device]:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
+    torch.save(_plain(payload), tmp)
     os.replace(tmp, path)  # a kill mid-write never leaves a truncated checkpoint
 
 
+def _plain(value):
+    """``value`` with numpy scalars/arrays turned into Python numbers/tensors, so the
+    checkpoint unpickles under ``weights_only=True`` (tensors and plain data only)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """A tpRNA checkpoint as a dict, read with ``weights_only=True``: unpickling may build
+    tensors and plain Python data only, so a crafted file cannot run code.  Its structure
+    (model config, feature spec, weights) is checked; every problem is a one-line
+    :class:`TprnaError` naming the file."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise TprnaError("checkpoint not found", path) from None
+    except IsADirectoryError:
+        raise TprnaError("is a folder, not a checkpoint file", path) from None
+    except pickle.UnpicklingError as e:
+        what = _refused_global(e)
+        raise TprnaError(f"refused to load: the file needs Python objects beyond tensors and plain data "
+                         f"to unpickle{what}, which could run code; a tpRNA checkpoint never does. "
+                         "Only load checkpoints you trust, written by 'tprna train'", path) from None
     except Exception as e:  # torch raises many types for a corrupt file
         raise TprnaError(f"not a readable tpRNA checkpoint ({type(e).__name__})", path) from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "feature_spec" not in ckpt:
         raise TprnaError("not a tpRNA checkpoint (no model config / feature spec)", path)
+    _check_structure(ckpt, path)
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    model = ModelConfig.from_dict(ckpt["model_config"]).build()
-    model.load_state_dict(ckpt["model"])
+def _refused_global(err: Exception) -> str:
+    """' (GLOBAL builtins.open)' from torch's weights-only refusal, when it names one."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f" ({found.group(1)})" if found else ""
+
+
+def _check_structure(ckpt: dict, path: str | Path) -> None:
+    """The fields every consumer reads, with the types it expects."""
+    config = ckpt["model_config"]
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
+            or not isinstance(config.get("kwargs", {}), dict):
+        raise TprnaError("malformed checkpoint: 'model_config' must be {'name': str, 'kwargs': dict}", path)
+    if not isinstance(ckpt["feature_spec"], dict):
+        raise TprnaError("malformed checkpoint: 'feature_spec' is not a mapping", path)
+    try:
+        FeatureSpec.from_dict(ckpt["feature_spec"])
+    except TprnaError as e:
+        raise TprnaError(f"malformed checkpoint: feature spec: {e}", path) from None
+    except TypeError:
+        raise TprnaError("malformed checkpoint: 'feature_spec' has fields of the wrong type", path) from None
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict) or not weights \
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise TprnaError("malformed checkpoint: 'model' must map parameter names to tensors", path)
+    for key, kind in (("train_config", dict), ("history", list), ("epoch", int), ("train_ids", list),
+                      ("optimizer", dict)):
+        if key in ckpt and ckpt[key] is not None and not isinstance(ckpt[key], kind):
+            raise TprnaError(f"malformed checkpoint: '{key}' is not a {kind.__name__}", path)
+
+
+def model_from_checkpoint(ckpt: dict, source: str | Path | None = None) -> torch.nn.Module:
+    """The model a checkpoint describes, with its weights; a :class:`TprnaError` (naming
+    ``source``) when the weights do not fit the model config."""
+    config = ModelConfig.from_dict(ckpt["model_config"])
+    try:
+        model = config.build()
+    except TprnaError as e:
+        raise TprnaError(f"the checkpoint's model config does not build: {e}", source) from None
+    except (TypeError, ValueError) as e:
+        raise TprnaError(f"the checkpoint's model config does not build ({type(e).__name__}: {e})",
+                         source) from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(first[1:3] if len(first) > 1 else first)[:300]
+        raise TprnaError(f"the checkpoint's weights do not fit its model config "
+                         f"({ckpt['model_config']['name']}): {detail}", source) from None
     return model
 
 
@@ -168,7 +266,10 @@ def initial_model(name: str, spec: FeatureSpec, init_from: str | None = None) ->
         if source["model_config"]["name"] != name:
             raise TprnaError(f"pretrained model is {source['model_config']['name']}, not "
                              f"{name}: the trunks differ", init_from)
-        load_trunk(model, source["model"])
+        try:
+            load_trunk(model, source["model"])
+        except TprnaError as e:
+            raise TprnaError(str(e), init_from) from None
     return model
 
 
@@ -198,8 +299,16 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
 def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _Ranks,
            device: torch.device) -> Path:
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
+    if config.resume and config.overwrite:
+        raise TprnaError("give --resume (continue the run) or --overwrite (start afresh), not both", out)
+    if out.exists() and not out.is_dir():
+        raise TprnaError("--out must be a folder for the run, but a file of that name exists", out)
+    previous = ckpt_path.exists()
+    if previous and not (config.resume or config.overwrite):
+        raise TprnaError(f"this folder already holds a training run ({CHECKPOINT_NAME}): continue it with "
+                         "--resume, start afresh in its place with --overwrite, or choose another --out", out)
+    out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
     dataset = StoreDataset(config.store, config.features, split=None if config.ids else config.split,
@@ -207,16 +316,21 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     if config.exclude:
         excluded = set(config.exclude)
         keep = [i for i, entry in enumerate(dataset.ids) if entry not in excluded]
+        if not keep:
+            raise TprnaError("--exclude leaves no entry to train on", config.store)
         dataset.ids = [dataset.ids[i] for i in keep]
         dataset.lengths = [dataset.lengths[i] for i in keep]
     spec: FeatureSpec = dataset.spec
+    store_key = store_key_of(config.store)
+    _refuse_test_entries(config.store, dataset.ids)
 
     start_epoch, history = 0, []
-    if config.resume and ckpt_path.exists():
+    if config.resume and previous:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["feature_spec"] != spec.to_dict():
             raise TprnaError("the checkpoint to resume was trained on another feature spec", ckpt_path)
-        model = model_from_checkpoint(ckpt)
+        config = _resumable(config, ckpt, store_key, dataset.ids, ckpt_path)
+        model = model_from_checkpoint(ckpt, ckpt_path)
         start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
         before = ckpt.get("world_size", 1) * ckpt.get("train_config", {}).get("accumulate", 1)
         if progress and before != ranks.world * config.accumulate and start_epoch < config.epochs:
@@ -224,6 +338,9 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
                      f"(was {before}): the run will not reproduce an uninterrupted one")
     else:
         ckpt = None
+        if previous and ranks.main:  # --overwrite: the old run goes before the new one writes
+            for name in (CHECKPOINT_NAME, "metrics.jsonl", "metrics.csv"):
+                (out / name).unlink(missing_ok=True)
         model = initial_model(config.model, spec, config.init_from)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=_epoch_lr(config, start_epoch))
@@ -239,7 +356,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),
-            "train_store": _store_key(config.store), "train_config": _jsonable(asdict(config)),
+            "train_store": store_key, "train_config": _jsonable(asdict(config)),
+            "train_ids": list(dataset.ids), "train_ids_sha256": ids_digest(dataset.ids),
             "world_size": ranks.world}
 
     for epoch in range(start_epoch, config.epochs):
@@ -293,6 +411,72 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     return ckpt_path
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of the sorted ids, one per line: names a set of entries in a line."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()
+
+
+def is_test_split(name: str) -> bool:
+    """A split that holds benchmark entries: ``test…`` or ``TS…`` (any case)."""
+    return name.lower().startswith(("test", "ts"))
+
+
+def _refuse_test_entries(store_path: str, ids: Sequence[str]) -> None:
+    """Refuse to train on an entry that is also in a test split of the store."""
+    from tprna.store import open_store
+    from tprna.store.splits import overlapping_splits
+
+    with open_store(store_path) as store:
+        tests = sorted(name for name in store.splits if is_test_split(name))
+        shared_by = {name: overlapping_splits(store, list(ids), name) for name in tests}
+    for name, shared in shared_by.items():
+        if shared:
+            raise TprnaError(f"{len(shared)} training entr{'y is' if len(shared) == 1 else 'ies are'} also in "
+                             f"test split {name!r}: {_some(shared)}; take them out of the training split "
+                             "or leave them out with --exclude FILE", store_path)
+
+
+def _some(ids: Sequence[str], n: int = 5) -> str:
+    more = f" and {len(ids) - n} more" if len(ids) > n else ""
+    return ", ".join(map(str, ids[:n])) + more
+
+
+def _resumable(config: TrainConfig, ckpt: dict, store_key: str, ids: Sequence[str],
+               path: Path) -> TrainConfig:
+    """``config`` if it may continue ``ckpt``'s run (see the module doc) — with the
+    checkpoint's ``init_from`` — else a :class:`TprnaError` listing every difference."""
+    old = ckpt.get("train_config") or {}
+    changes = []
+    if "init_from" in old:  # it seeded the run's first epoch; on resume it is the checkpoint's
+        inherited = old["init_from"]
+        if config.init_from is not None and (inherited is None or
+                                             Path(config.init_from).resolve() != Path(inherited).resolve()):
+            changes.append(f"init_from: {inherited} → {config.init_from}")
+        config = replace(config, init_from=inherited)
+    new = _jsonable(asdict(config))
+    if ckpt["model_config"]["name"] != config.model:
+        changes.append(f"model: {ckpt['model_config']['name']} → {config.model}")
+    for key, value in new.items():
+        if key in RESUME_MAY_CHANGE or key == "model" or key not in old or key == "store":
+            continue
+        same = (sorted(old[key] or []) == sorted(value or [])) if key == "exclude" else old[key] == value
+        if not same:
+            changes.append(f"{key}: {old[key]} → {value}")
+    if ckpt.get("train_store") is not None and ckpt["train_store"] != store_key:
+        changes.append(f"store: {ckpt['train_store']} → {store_key}")
+    before = ckpt.get("train_ids")
+    if before is not None and list(before) != list(ids):
+        gone, added = sorted(set(before) - set(ids)), sorted(set(ids) - set(before))
+        changes.append(f"training entries: {len(before)} → {len(ids)}"
+                       + (f" (left out: {_some(gone, 3)})" if gone else "")
+                       + (f" (new: {_some(added, 3)})" if added else ""))
+    if changes:
+        raise TprnaError(f"cannot resume: the run was trained otherwise — {'; '.join(changes)}. Resume with "
+                         "the same options (only --epochs, --workers, --device and --accumulate may change), "
+                         "or start another run with another --out (or --overwrite)", path)
+    return config
+
+
 def _wrap_ddp(model: torch.nn.Module, device: torch.device, needs_aux: bool) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -321,7 +505,9 @@ def _write_logs(out: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
-def _store_key(store: str) -> str:
+def store_key_of(store: str) -> str:
+    """What a checkpoint records as its training store (``train_store``): the store's
+    content key, or its resolved path."""
     from tprna.store import open_store
 
     s = open_store(store)

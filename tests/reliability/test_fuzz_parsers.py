@@ -41,8 +41,19 @@ def fuzz_settings(n: int):
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fuzz")
+def work(tmp_path_factory):
+    """Where fuzzed inputs are written: a RAM-backed folder when /dev/shm is there (each
+    input is a file; on a disk, writing it costs ~20× parsing it), else pytest's tmp."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="tprna-fuzz-", dir=shm))
+        yield folder
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("fuzz")
 
 
 def attempt(ledger, parser: str, path: Path, call):
@@ -168,7 +179,7 @@ def _check_msa(msa) -> None:
     # one of its unknown letters (N, X…), which keeps its column
     assert (msa.codes[0] == msa.alphabet.gap).sum() <= msa.n_unknown
     assert (msa.codes[0] != msa.alphabet.gap).any()
-    assert len(msa.query) == msa.length
+    assert len(msa.query) == msa.length == len(msa.query_text)  # one letter as written per residue
 
 
 @fuzz_settings(700)
@@ -459,3 +470,240 @@ def test_fuzz_manifest_and_build_plan(manifest_world, ledger, data, molecule):
     unexpected = [(src, why) for src, why in report.failed if "unexpected error" in why]
     assert not unexpected, unexpected
     assert len(report.built) + len(report.skipped_unchanged) + len(report.failed) == len(items)
+
+
+# --------------------------------------------------------------------------- bulk rounds
+#
+# The hypothesis tests above shrink what they find, at a cost of milliseconds per input.
+# These rounds add volume cheaply: seeded plain-Python mutations (line edits as above plus
+# byte flips, inserted / deleted / repeated spans, gzip wrapping) of valid files, several
+# thousand per run, the same every run (fixed seeds).  A fault is reported with the input's
+# bytes, to be replayed as an @example above once fixed.
+
+import random  # noqa: E402
+
+BULK_SCALE = _SCALE  # TPRNA_FUZZ_SCALE multiplies these rounds too
+BULK_SEED = 20240611 if not _RANDOM else random.SystemRandom().randrange(1 << 30)
+
+ALIGNMENT_SEEDS = [
+    (">query desc\nGGCAUCCA-UGCAUGG\n>s1\nGGCAUCCAGUGCAUGC\n>s2/3-18\nGGCGUCC--UGCAUGG\n>s3\nNNCAUCCAUUGCTUGG\n",
+     ".fasta", "rna"),
+    (">q\nGGCAUCC\nAUGCAUG\n>s\nGGCAUCU\nAUGCA-G\n>t\nggcaucc\naugcaug\n", ".fa", "rna"),
+    (">q\nGGCAUCCAUG\n>s\nGGaaCAUCC-UG\n>t\nGGCAUC.ccCAUG\n>u\n----------\n", ".a3m", "rna"),
+    ("# STOCKHOLM 1.0\n#=GF ID fam\n#=GS s1 DE seq one\nq   GGCAUC\ns1  GGCAUU\ns2  GG-AUC\n"
+     "#=GR s1 SS ..<<..\n#=GC SS_cons ..<<..\n\nq   CAUGG\ns1  CAUGC\ns2  CA-GG\n#=GC SS_cons >>...\n//\n",
+     ".sto", "rna"),
+    ("GGCAUCCAUG\nGGCAUCCAUC\nGGCGUCC-UG\n", ".aln", "rna"),
+    (">p\nMKTAYIAKQR-QISFVKSH\n>q\nMKTAYLAKQRQQISFVKSH\n>r\nMRTAYIA-QRQQISFVKAH\n", ".fasta", "protein"),
+]
+CONTACT_SEEDS = [("# i j score\n1 7\n2 6 0.9\n3 5\t0.1\n1 12 # note\n", 12),
+                 ("1 7 0 8 0.91\n2 9 0 8 0.5\n", 10),
+                 ("1 2\n", 2)]
+MATRIX_SEEDS = ["0 0 0 0 0 0 1\n0 0 0 0 0 1 0\n0 0 0 0 1 0 0\n0 0 0 0 0 0 0\n0 0 1 0 0 0 0\n"
+                "0 1 0 0 0 0 0\n1 0 0 0 0 0 0\n",
+                "0\t1\t-1\n1\t0\t0\n-1\t0\t0\n"]
+BYTE_JUNK = [b"\x00", b"\xff", b"\xfe\xff", b"\xef\xbb\xbf", b"\r", b"\n\n", b">", b"#", b" ", b"\t", b"-",
+             b"\x1f\x8b\x08", "é".encode(), "\u2028".encode(), b"9" * 25, b"nan", b"-1", b"1e999"]
+
+
+def bulk_mutate(rng: random.Random, text: str, line_ops: int = 4, byte_ops: int = 4) -> bytes:
+    """``text`` after up to ``line_ops`` line edits and ``byte_ops`` byte edits, encoded,
+    sometimes gzipped (whole, truncated or corrupt)."""
+    lines = text.split("\n")
+    for _ in range(rng.randint(0, line_ops)):
+        if not lines:
+            lines = [""]
+        i = rng.randrange(len(lines))
+        op = rng.randrange(7)
+        if op == 0:
+            del lines[i]
+        elif op == 1:
+            lines.insert(i, lines[i])
+        elif op == 2:
+            lines.insert(i, rng.choice(JUNK_LINES + FIELD_JUNK))
+        elif op == 3 and len(lines) > 1:
+            j = rng.randrange(len(lines))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif op == 4:
+            lines[i] = lines[i][:rng.randint(0, len(lines[i]))]
+            lines = lines[:i + 1]
+        elif op == 5:
+            lines[i] = lines[i].swapcase()
+        elif op == 6 and lines[i]:
+            k = rng.randrange(len(lines[i]))
+            lines[i] = lines[i][:k] + rng.choice(JUNK_LINES) + lines[i][k + 1:]
+    out = "\n".join(lines)
+    if rng.randrange(4) == 0:
+        out = out.replace("\n", "\r\n")
+    data = bytearray(out.encode("utf-8") if rng.randrange(8) else out.encode("latin-1", "replace"))
+    for _ in range(rng.choice([0, 0, 1, 1, 2, byte_ops])):
+        if not data:
+            data = bytearray(rng.choice(BYTE_JUNK))
+            continue
+        k = rng.randrange(len(data))
+        op = rng.randrange(4)
+        if op == 0:
+            data[k] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            data[k:k] = rng.choice(BYTE_JUNK)
+        elif op == 2:
+            del data[k:k + rng.randint(1, 8)]
+        else:
+            data[k:k] = data[k:k + rng.randint(1, 16)]
+    wrap = rng.randrange(20)
+    if wrap == 0:
+        return gzip.compress(bytes(data), mtime=0)
+    if wrap == 1:
+        packed = gzip.compress(bytes(data), mtime=0)
+        return packed[:rng.randint(0, len(packed))]
+    if wrap == 2:
+        packed = bytearray(gzip.compress(bytes(data), mtime=0))
+        if len(packed) > 12:
+            packed[rng.randrange(10, len(packed))] ^= rng.randint(1, 255)
+        return bytes(packed)
+    return bytes(data)
+
+
+SUBSTITUTES = "ACGUTNRYXacgut-.*?~ 0é\x00\tMKWZBJO"
+
+
+def substitute(rng: random.Random, text: str, most: int = 4) -> bytes:
+    """``text`` with up to ``most`` characters replaced one for one: rows keep their
+    lengths, so the parse gets past the shape checks to the letters and names."""
+    chars = list(text)
+    for _ in range(rng.randint(1, most)):
+        k = rng.randrange(len(chars))
+        if chars[k] != "\n":
+            chars[k] = rng.choice(SUBSTITUTES)
+    return "".join(chars).encode("utf-8")
+
+
+def bulk_round(ledger, name: str, n: int, seed: int, one) -> None:
+    """``one(rng, i)`` for ``n`` inputs from a seeded generator; every input whose parse
+    raised anything but TprnaError (or returned a malformed result) is reported at the end."""
+    rng = random.Random(f"{BULK_SEED}:{seed}")
+    failures = []
+    for i in range(max(1, int(n * BULK_SCALE))):
+        try:
+            one(rng, i)
+        except Exception as e:  # a fault: recorded by attempt(); collected here with its input
+            failures.append((i, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}", getattr(e, "_input", None)))
+    shown = "; ".join(f"#{i} {what} input={data!r:.300}" for i, what, data in failures[:5])
+    assert not failures, f"{name}: {len(failures)} inputs raised something else than TprnaError: {shown}"
+
+
+def tried(ledger, parser: str, path: Path, data: bytes, call, check=None):
+    """``attempt`` one parse of ``data`` (already written to ``path``); the input rides on
+    any unexpected exception, for the report."""
+    try:
+        result = attempt(ledger, parser, path, call)
+        if result is not None and check is not None:
+            check(result)
+        return result
+    except Exception as e:
+        e._input = data
+        raise
+
+
+def test_bulk_alignments(work, ledger):
+    formats = {".a3m": "a3m", ".sto": "stockholm", ".aln": "aln"}
+
+    def one(rng, i):
+        text, suffix, molecule = rng.choice(ALIGNMENT_SEEDS)
+        data = substitute(rng, text) if i % 2 else bulk_mutate(rng, text)
+        suffix = rng.choice([suffix, suffix, suffix, rng.choice(MSA_SUFFIXES)])
+        fmt = rng.choice([None, None, None, formats.get(suffix, "fasta")])
+        path = write(work, f"bulk{suffix}", data)
+        molecule = molecule if rng.randrange(4) else rng.choice(["rna", "protein"])
+        tried(ledger, f"alignment (bulk, {fmt or 'detected'})", path, data,
+              lambda: read_msa(path, molecule, fmt), _check_msa)
+
+    bulk_round(ledger, "alignments", 4000, 1, one)
+
+
+def test_bulk_label_files(work, ledger):
+    def one(rng, i):
+        if i % 2:
+            text, length = rng.choice(CONTACT_SEEDS)
+            data = substitute(rng, text, 2) if i % 3 == 0 else bulk_mutate(rng, text)
+            path = write(work, "bulk.pairs", data)
+            length = rng.choice([length, length, 0, 1, length + 3])
+            labels = tried(ledger, "contact list (bulk)", path, data, lambda: read_contact_list(path, length),
+                           lambda r: _check_labels(r, length))
+        else:
+            text = rng.choice(MATRIX_SEEDS)
+            data = substitute(rng, text, 2) if i % 3 == 0 else bulk_mutate(rng, text)
+            path = write(work, "bulk.true", data)
+            labels = tried(ledger, "label matrix (bulk)", path, data, lambda: read_label_matrix(path),
+                           _check_labels)
+            length = labels[0].shape[0] if labels is not None else rng.randint(1, 8)
+        sequence = "G" * length if rng.randrange(4) else rng.choice(["", "ACGU", "ACGUT" * 3])
+        tried(ledger, "labels (bulk read_labels)", path, data, lambda: read_labels(path, sequence),
+              lambda r: _check_labels(r, len(sequence)))
+
+    bulk_round(ledger, "label files", 3000, 2, one)
+
+
+def _field_junk(rng: random.Random, text: str, starts: tuple[str, ...], pdb: bool) -> str:
+    """Junk in one or two fields of the atom records (fixed columns in PDB, tokens in mmCIF)."""
+    lines = text.split("\n")
+    rows = [i for i, line in enumerate(lines) if line.startswith(starts)]
+    for _ in range(rng.randint(0, 2)):
+        i = rng.choice(rows)
+        junk = rng.choice(FIELD_JUNK + ["A B", "''", '"', "0", "99999"])
+        if pdb:
+            start, stop = rng.choice([(6, 11), (12, 16), (17, 20), (21, 22), (22, 26), (30, 38), (38, 46),
+                                      (46, 54), (54, 60), (76, 78)])
+            line = lines[i].ljust(80)
+            lines[i] = line[:start] + junk.ljust(stop - start)[:stop - start] + line[stop:]
+        else:
+            tokens = lines[i].split()
+            tokens[rng.randrange(len(tokens))] = junk
+            lines[i] = " ".join(tokens)
+    return "\n".join(lines)
+
+
+def test_bulk_structures(work, ledger):
+    requests = [("A", RNA_SEQUENCE, "rna"), (None, RNA_SEQUENCE, "rna"), ("B", PROTEIN_SEQUENCE, "protein"),
+                ("A", RNA_SEQUENCE[1:], "rna"), ("A", RNA_SEQUENCE + "A", "rna"), ("B", RNA_SEQUENCE, "rna"),
+                ("Z", RNA_SEQUENCE, "rna"), ("A", "NNNNNNN", "rna"), (None, PROTEIN_SEQUENCE, "protein")]
+
+    def one(rng, i):
+        pdb = i % 2 == 0
+        text = _field_junk(rng, PDB_TEXT if pdb else CIF_TEXT, ("ATOM", "HETATM"), pdb)
+        data = bulk_mutate(rng, text, line_ops=2, byte_ops=2) if rng.randrange(3) else text.encode()
+        path = write(work, "bulk.pdb" if pdb else "bulk.cif", data)
+        chain, sequence, molecule = rng.choice(requests)
+        tried(ledger, f"structure (bulk {'PDB' if pdb else 'mmCIF'})", path, data,
+              lambda: contacts_from_structure(path, chain, sequence, molecule),
+              lambda r: _check_labels(r, len(sequence)))
+
+    bulk_round(ledger, "structures", 800, 3, one)
+
+
+def test_bulk_manifests(manifest_world, ledger):
+    def one(rng, i):
+        header = ["id", "msa"] + rng.sample(COLUMNS, rng.randint(0, 4))
+        rows = []
+        for _ in range(rng.randint(0, 4)):
+            cells = [rng.choice(CELLS) for _ in range(len(header) + rng.choice([-1, 0, 0, 0, 1]))]
+            rows.append(",".join(f'"{c}"' if "," in c else c for c in cells))
+        data = bulk_mutate(rng, ",".join(header) + "\n" + "\n".join(rows) + "\n", line_ops=2, byte_ops=2)
+        path = write(manifest_world["dir"], "bulk_manifest.csv", data)
+
+        def check(items):
+            assert items and all(item.id and item.msa for item in items)
+
+        tried(ledger, "manifest (bulk)", path, data,
+              lambda: items_from_manifest(path, rng.choice([None, "rna", "protein"])), check)
+
+    bulk_round(ledger, "manifests", 1200, 4, one)
+
+
+def test_fuzz_volume(request, ledger):
+    """Every run fuzzes at least 10,000 inputs when the whole module runs (counted by the
+    ledger: one per parse attempted)."""
+    here = [item for item in request.session.items if item.path == request.path]
+    if len(here) < len([name for name in globals() if name.startswith("test_")]) or _SCALE < 1:
+        pytest.skip("only part of the fuzzing ran")
+    assert sum(ledger.fuzzed.values()) >= 10_000, dict(ledger.fuzzed)

@@ -164,7 +164,7 @@ def test_the_limit_is_configurable(model, batch, tmp_path, ledger):
 def _cli(model: Path, inputs: list[Path], out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="250", PYTHONPATH=os.pathsep.join(
         [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-    cmd = [sys.executable, "-m", "tprna", "infer", str(model), *map(str, inputs), "--out", str(out),
+    cmd = [sys.executable, "-m", "tprna", "infer", "--model", str(model), *map(str, inputs), "--out", str(out),
            "--max-length", str(MAX_LENGTH), "--device", "cpu", "--threads", "1"]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT)
 

@@ -11,10 +11,11 @@ Triton Inference Server model repository for it.
 from tprna.export.onnx_export import (DEFAULT_EXPORT_DIR, INPUT_FEATURES, INPUT_MASK, OUTPUT_CONTACTS,
                                       ExportReport, default_export_path, export_model, export_onnx,
                                       onnx_io, read_model_metadata)
+from tprna.export.ensemble import export_ensemble
 from tprna.export.triton import export_triton, triton_config
 
 __all__ = [
-    "ExportReport", "export_onnx", "export_model", "read_model_metadata", "onnx_io",
+    "ExportReport", "export_onnx", "export_ensemble", "export_model", "read_model_metadata", "onnx_io",
     "default_export_path", "export_triton", "triton_config",
     "INPUT_FEATURES", "INPUT_MASK", "OUTPUT_CONTACTS", "DEFAULT_EXPORT_DIR",
 ]

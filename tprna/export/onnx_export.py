@@ -42,6 +42,7 @@ import numpy as np
 from tprna import __version__
 from tprna.errors import TprnaError
 from tprna.export.optimize import optimize_graph
+from tprna.features import FeatureSpec
 
 __all__ = [
     "INPUT_FEATURES", "INPUT_MASK", "OUTPUT_CONTACTS", "METADATA_PREFIX", "DEFAULT_EXPORT_DIR",
@@ -111,7 +112,39 @@ def parse_metadata(props: Mapping[str, str], source: str | os.PathLike | None = 
     if "feature_spec" not in out or "model_config" not in out:
         raise TprnaError("not a tpRNA ONNX model (no feature spec / model config in its metadata); "
                          "export one with 'tprna export'", source)
+    _check_metadata(out, source)
     return out
+
+
+def _check_metadata(meta: Mapping[str, Any], source: str | os.PathLike | None) -> None:
+    """The feature spec and model config a model carries must be whole: features computed
+    from a half-read spec (defaults filled in) would be silently wrong."""
+    spec = meta["feature_spec"]
+    fields = set(FeatureSpec.__dataclass_fields__)
+    if not isinstance(spec, dict) or not {"molecule", "feature_set"} <= set(spec):
+        raise TprnaError("model metadata 'feature_spec' is malformed (a mapping with at least 'molecule' and "
+                         "'feature_set' expected); re-export the model with 'tprna export'", source)
+    unknown = sorted(str(k) for k in spec if k not in fields)
+    if unknown:
+        raise TprnaError(f"model metadata 'feature_spec' has fields this tpRNA does not know "
+                         f"({', '.join(unknown)}): the model was exported by another version; "
+                         "upgrade tpRNA or re-export the model", source)
+    try:
+        parsed = FeatureSpec.from_dict(spec)
+    except TprnaError as e:
+        raise TprnaError(f"model metadata 'feature_spec' is invalid ({e}); re-export the model", source) from None
+    except (TypeError, ValueError):
+        raise TprnaError("model metadata 'feature_spec' has fields of the wrong type; re-export the model",
+                         source) from None
+    key = meta.get("feature_spec_key")
+    if key is not None and key != parsed.key:
+        raise TprnaError(f"model metadata 'feature_spec_key' {key!r} does not match its feature spec "
+                         f"({parsed.key}); re-export the model", source)
+    config = meta["model_config"]
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
+            or not isinstance(config.get("kwargs", {}), dict):
+        raise TprnaError("model metadata 'model_config' is malformed ({'name': str, 'kwargs': dict} "
+                         "expected); re-export the model", source)
 
 
 def read_model_metadata(onnx_path: str | os.PathLike) -> dict[str, Any]:
@@ -183,7 +216,7 @@ def export_onnx(checkpoint: str | os.PathLike | Mapping[str, Any], out_path: str
         ckpt_path = Path(checkpoint)
         ckpt = load_checkpoint(ckpt_path)
     try:
-        net = model_from_checkpoint(ckpt)
+        net = model_from_checkpoint(ckpt, ckpt_path)
     except TprnaError:
         raise
     except Exception as e:  # state-dict mismatch and the like
@@ -229,7 +262,6 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
     import onnx
     import torch
 
-    from tprna.features import FeatureSpec
     from tprna.models import ContactProbability, model_config
 
     t0 = time.perf_counter()
@@ -303,6 +335,7 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
         model.doc_string = (f"tpRNA {config.name} contact probabilities; inputs features (B,{spec.channels},L,L) "
                             f"float32 and mask (B,L) bool, output contacts (B,L,L) float32")
         onnx.save(model, os.fspath(tmp))
+        default_permissions(tmp)  # mkstemp made it owner-only
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -311,6 +344,27 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
                         tolerance=tol, providers=providers, size_bytes=out.stat().st_size,
                         seconds=round(time.perf_counter() - t0, 3), warnings=caught,
                         graph_rewrites=rewrites)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode an ordinary ``open``/``mkdir`` would: 0666 (files) or 0777
+    (folders) less the umask — tempfile's mkstemp/mkdtemp make them owner-only, and an
+    exported model must be readable by whoever serves it."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
 def _check(model: Any, out: Path) -> None:

@@ -3,13 +3,13 @@ learning between input feature sets, and the complexity count against the paper.
 from .blocks import (BasicBlock, ContactHead, ConvBNAct, InvertedResidual, MaskedBatchNorm2d,
                      MFFBlock, SqueezeExcitation, outer_mask)
 from .complexity import PAPER_TABLE, complexity_table, count_macs, count_parameters
-from .contactnet import (MODELS, ContactNet, ContactProbability, ModelConfig, build_model,
+from .contactnet import (MODELS, ContactEnsemble, ContactNet, ContactProbability, ModelConfig, build_model,
                          load_trunk, mffnet30, mffnet36, mffnet42, mobilenet33, mobilenet33_96,
                          model_config, resnet34, resnet36, resnet38, resnet40, resnet42,
                          symmetric_probability, transfer_state)
 
 __all__ = [
-    "ContactNet", "ContactProbability", "ModelConfig", "MODELS", "build_model", "model_config",
+    "ContactNet", "ContactProbability", "ContactEnsemble", "ModelConfig", "MODELS", "build_model", "model_config",
     "load_trunk", "transfer_state", "symmetric_probability",
     "mffnet30", "mffnet36", "mffnet42",
     "resnet34", "resnet36", "resnet38", "resnet40", "resnet42",

@@ -47,6 +47,7 @@ from .blocks import (BasicBlock, ContactHead, ConvBNAct, InvertedResidual, Maske
 __all__ = [
     "ContactNet",
     "ContactProbability",
+    "ContactEnsemble",
     "ModelConfig",
     "MODELS",
     "build_model",
@@ -188,6 +189,28 @@ class ContactProbability(nn.Module):
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         return symmetric_probability(self.net(features, mask, aux=False)["logits"], mask)
+
+
+class ContactEnsemble(nn.Module):
+    """K trained networks of one architecture and input, averaged: its ``logits`` are
+    logit(mean σ(zₖ)), so :class:`ContactProbability` over it gives exactly the mean of the
+    members' symmetrized probabilities (one ONNX graph for a seed ensemble)."""
+
+    def __init__(self, members: Sequence[ContactNet]) -> None:
+        super().__init__()
+        if not members:
+            raise TprnaError("an ensemble needs at least one network")
+        configs = {repr(model_config(m).to_dict()) for m in members}
+        if len(configs) > 1:
+            raise TprnaError("the networks of an ensemble must share one architecture and input")
+        self.members = nn.ModuleList(members)
+        self.config = model_config(members[0])
+        self.in_channels = members[0].in_channels
+
+    def forward(self, features: Tensor, mask: Tensor | None = None, aux: bool = False) -> dict[str, Tensor]:
+        p = torch.stack([torch.sigmoid(m(features, mask, aux=False)["logits"]) for m in self.members]).mean(0)
+        p = p.clamp(1e-7, 1 - 1e-7)  # keeps the logit finite; σ(logit(p)) returns p
+        return {"logits": torch.log(p) - torch.log1p(-p)}
 
 
 # ----------------------------------------------------------------------------- config

@@ -14,6 +14,10 @@
   runs the current one (numba, BLAS and onnxruntime release the GIL).
 * **Bad inputs are skipped.**  An unreadable / empty / wrong-alphabet MSA, or one longer than
   ``max_length``, becomes a :class:`Failure` (file, reason); the rest finish.
+* **Inputs** are MSA files or folders, :class:`~tprna.msa.MSA` objects, ``(id, sequence)``
+  or ``(id, MSA)`` pairs, :class:`~tprna.serve.inputs.NamedInput` records, and plain strings:
+  an existing path, else a sequence (letters only) or alignment text
+  (:func:`tprna.serve.inputs.string_input`).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from tprna.errors import TprnaError
+from tprna.serve.inputs import BadInput, NamedInput, file_stem, path_id, string_input
 
 __all__ = ["Predictor", "Prediction", "Failure", "InferReport", "RunStats", "infer", "serving_input",
            "DEFAULT_BATCH_PIXELS", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_LENGTH",
@@ -43,12 +48,14 @@ DEFAULT_MAX_LENGTH = 1000
 DEFAULT_MAX_PADDING = 0.25  # a batch pads at most 25 % more pixels than its RNAs have
 _CHUNK = 256  # inputs resolved (MSAs held in memory) and bucketed at a time
 
-InputLike = Any  # str | os.PathLike | MSA | tuple[str, str]
+InputLike = Any  # str | os.PathLike | MSA | NamedInput | tuple[str, str | MSA]
 
 
 @dataclass
 class Prediction:
-    """One RNA's contact probabilities ``(L, L)`` float32 (symmetric, |i−j| < 6 included)."""
+    """One RNA's contact probabilities ``(L, L)`` float32 (symmetric, |i−j| < 6 included).
+
+    ``sequence`` is the query as written (an N or X stays an N or X), one letter a row."""
 
     id: str
     sequence: str
@@ -56,10 +63,64 @@ class Prediction:
     source: str = ""
     neff: float | None = None
     index: int = -1  # position among the inputs
+    method: str = ""  # the RR file's METHOD line: tpRNA version and model
 
     @property
     def length(self) -> int:
         return len(self.sequence)
+
+    def top(self, k: int | None = None, min_separation: int = 6) -> list[tuple[int, int, float]]:
+        """The ``k`` (default L) most probable pairs with ``j − i ≥ min_separation`` as 1-based
+        ``(i, j, p)``, most probable first."""
+        from tprna.serve.writers import top_contacts
+
+        return top_contacts(self.probabilities, self.length if k is None else k, min_separation)
+
+    def write(self, path: str | os.PathLike, format: str | Sequence[str] | None = None,
+              top: int | None = None, min_separation: int = 6) -> list[Path]:
+        """Write the prediction to the file ``path`` (its format from the suffix: ``.npz``,
+        ``.rr``, ``.png``, ``.txt``), or into the folder ``path`` as ``<id>.<format>`` for each
+        ``format`` (default npz and rr).  ``top``: RR contacts (default 2·L)."""
+        from tprna.serve.writers import OUTPUT_FORMATS, parse_formats
+
+        target = Path(path)
+        suffix = target.suffix.lower().lstrip(".")
+        if format is None and suffix in OUTPUT_FORMATS and not target.is_dir():
+            return [self._write_one(target, suffix, top, min_separation)]
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TprnaError(f"cannot create the output folder ({e.strerror})", target) from None
+        stem = file_stem(self.id)
+        return [self._write_one(target / f"{stem}.{fmt}", fmt, top, min_separation)
+                for fmt in parse_formats(format)]
+
+    def write_npz(self, path: str | os.PathLike) -> Path:
+        return self._write_one(Path(path), "npz")
+
+    def write_rr(self, path: str | os.PathLike, top: int | None = None, min_separation: int = 6) -> Path:
+        return self._write_one(Path(path), "rr", top, min_separation)
+
+    def write_png(self, path: str | os.PathLike) -> Path:
+        return self._write_one(Path(path), "png")
+
+    def write_txt(self, path: str | os.PathLike) -> Path:
+        return self._write_one(Path(path), "txt")
+
+    def _write_one(self, path: Path, fmt: str, top: int | None = None, min_separation: int = 6) -> Path:
+        from tprna.serve import writers
+
+        if fmt == "npz":
+            return writers.write_npz(path, self.id, self.sequence, self.probabilities,
+                                     neff=self.neff, source=self.source)
+        if fmt == "rr":
+            return writers.write_rr(path, self.id, self.sequence, self.probabilities, top,
+                                    min_separation, self.method or None)
+        if fmt == "png":
+            return writers.write_png(path, self.id, self.probabilities)
+        if fmt == "txt":
+            return writers.write_txt(path, self.probabilities)
+        raise TprnaError(f"unknown output format {fmt!r}; use {', '.join(writers.OUTPUT_FORMATS)}")
 
 
 @dataclass
@@ -100,6 +161,7 @@ class _Item:
     length: int
     sequence: str
     load: Callable[[], tuple[np.ndarray, float | None]]  # → ((C, L, L) float32, neff)
+    aligned: bool = False  # features from several distinct rows: numba's compiled loops run
 
 
 def _in_order(results: Iterable[Prediction | Failure], skip_errors: bool) -> list[Prediction]:
@@ -134,6 +196,7 @@ class Predictor:
                  max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
                  workers: int | None = None, feature_device: str = "cpu",
                  io_binding: bool | None = None, max_padding: float = DEFAULT_MAX_PADDING) -> None:
+        from tprna import __version__
         from tprna.features import FEATURE_CODE_VERSION, FeatureSpec
         from tprna.serve.session import SessionRunner, _device_id, make_session, physical_cores, session_metadata
 
@@ -162,6 +225,8 @@ class Predictor:
         self.max_padding = float(max_padding)
         self.workers = max(1, int(workers) if workers else physical_cores() // 2)
         self.feature_device = feature_device
+        self.method = f"tpRNA {__version__} {self.model_name} (ONNX)"
+        self.card: Any = None  # the model card (tprna.serve.shipped.ModelCard), set by tprna.load
         self._store_lock = threading.Lock()  # one store handle, read from several threads
 
     # ------------------------------------------------------------------ public API
@@ -170,10 +235,11 @@ class Predictor:
     def model_name(self) -> str:
         return str(self.metadata.get("model_name", self.metadata["model_config"].get("name")))
 
-    def predict(self, inputs: Iterable[InputLike], skip_errors: bool = False) -> list[Prediction]:
-        """Contact maps for MSA paths (files or folders), :class:`~tprna.msa.MSA` objects or
-        ``(id, sequence)`` pairs, in input order.  A bad input raises :class:`TprnaError`
-        unless ``skip_errors`` (then it is left out)."""
+    def predict(self, inputs: InputLike | Iterable[InputLike], skip_errors: bool = False) -> list[Prediction]:
+        """Contact maps for MSA paths (files or folders), sequences (a plain string of letters),
+        :class:`~tprna.msa.MSA` objects or ``(id, sequence)`` pairs — one input or a list —
+        in input order.  A bad input raises :class:`TprnaError` unless ``skip_errors`` (then
+        it is left out)."""
         return _in_order(self.iter_predict(inputs), skip_errors)
 
     def predict_store(self, store_path: str | os.PathLike, split: str | None = None,
@@ -258,26 +324,30 @@ class Predictor:
         return out
 
     def _input_item(self, index: int, value: InputLike, store: Any) -> _Item | Failure:
-        from tprna.msa import MSA, parse_msa, read_msa
+        from tprna.msa import MSA, read_msa
 
         source = _describe(value)
         try:
-            if isinstance(value, _BadInput):
+            if isinstance(value, BadInput):
                 return Failure(value.source, value.reason, None, index)
+            if isinstance(value, str) and not os.path.exists(value):
+                value = string_input(value, index)
+                source = value.source
+            if isinstance(value, NamedInput):
+                return self._msa_item(index, value.id, value.source, value.to_msa(self.spec.molecule))
             if isinstance(value, MSA):
-                entry_id = _entry_id(Path(value.source)) if value.source else value.ids[0]
+                entry_id = path_id(Path(value.source)) if value.source else value.ids[0]
                 return self._msa_item(index, entry_id, source, value)
             if isinstance(value, tuple):
-                if len(value) != 2 or not all(isinstance(v, str) for v in value):
-                    raise TprnaError(f"expected (id, sequence), got {value!r:.60}")
-                entry_id, sequence = value
-                if not sequence.strip():
-                    raise TprnaError("empty sequence", entry_id)
-                msa = parse_msa(f">{entry_id}\n{sequence.strip()}\n", "fasta", self.spec.molecule,
-                                source=entry_id)
-                return self._msa_item(index, entry_id, source, msa)
+                if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], (str, MSA)):
+                    raise TprnaError(f"expected (id, sequence) or (id, MSA), got {value!r:.60}")
+                entry_id, content = value
+                if isinstance(content, MSA):
+                    return self._msa_item(index, entry_id, source, content)
+                named = NamedInput(entry_id, content, entry_id)
+                return self._msa_item(index, entry_id, source, named.to_msa(self.spec.molecule))
             path = Path(value)
-            entry_id = _entry_id(path)
+            entry_id = path_id(path)
             if store is not None:
                 reused = self._store_copy(store, entry_id, path, index)
                 if reused is not None:
@@ -290,8 +360,9 @@ class Predictor:
 
     def _msa_item(self, index: int, entry_id: str, source: str, msa: Any) -> _Item:
         spec, device = self.spec, self.feature_device
-        return _Item(index, entry_id, source, msa.length, msa.query,
-                     lambda: serving_input(msa, spec, device))
+        aligned = msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
+        return _Item(index, entry_id, source, msa.length, msa.query_text or msa.query,
+                     lambda: serving_input(msa, spec, device), aligned)
 
     def _store_copy(self, store: Any, entry_id: str, path: Path, index: int) -> _Item | None:
         """The store's entry for this MSA file when it was built from the same bytes."""
@@ -336,11 +407,11 @@ class Predictor:
     # ------------------------------------------------------------------ the loop
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped by length (:func:`tprna.data.length_batches` under the pixel
+        """Indices grouped by length (:func:`tprna.contract.length_batches` under the pixel
         budget), then cut so that a batch has at most ``max_batch`` members and pads at most
         ``max_padding`` (padded pixels / real pixels − 1) — a few RNAs of very different
         lengths are better run apart than padded."""
-        from tprna.data import length_batches
+        from tprna.contract import length_batches
 
         out: list[list[int]] = []
         for batch in length_batches(list(lengths), self.batch_pixels):
@@ -362,8 +433,11 @@ class Predictor:
         if not items:
             return
         batches = [[items[i] for i in b] for b in self.batches([it.length for it in items])]
+        # numba (and its thread start) only where an alignment needs its compiled loops
+        share = any(it.aligned for it in items)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="tprna-features",
-                                initializer=_share_cores, initargs=(self.workers,)) as pool:
+                                initializer=_share_cores if share else None,
+                                initargs=(self.workers,) if share else ()) as pool:
             queue: deque[tuple[list[_Item], list[Future]]] = deque()
             upcoming = iter(batches)
 
@@ -424,7 +498,7 @@ class Predictor:
         for b, (item, _, neff) in enumerate(ready):
             n = item.length
             yield Prediction(item.id, item.sequence, np.ascontiguousarray(out[b, :n, :n]),
-                             item.source, neff, item.index)
+                             item.source, neff, item.index, self.method)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -447,12 +521,6 @@ def serving_input(msa: Any, spec: Any, device: str = "cpu") -> tuple[np.ndarray,
     return model_input(feats, spec), float(feats["neff"])
 
 
-@dataclass
-class _BadInput:
-    source: str
-    reason: str
-
-
 def _share_cores(workers: int) -> None:
     """Give each feature thread its share of numba's threads (the setting is per thread),
     so that several workers do not each start a full team on every core."""
@@ -463,17 +531,19 @@ def _share_cores(workers: int) -> None:
 
 def _flatten(inputs: Iterable[InputLike]) -> Iterator[tuple[int, InputLike]]:
     """Number the inputs, expanding folders into their alignment files (sorted)."""
-    from tprna.store.inputs import items_from_paths
+    from tprna.msa import MSA
 
-    if isinstance(inputs, (str, os.PathLike, tuple)):
+    if isinstance(inputs, (str, os.PathLike, tuple, MSA, NamedInput)):
         inputs = [inputs]
     index = 0
     for value in inputs:
         if isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
+            from tprna.store.inputs import items_from_paths
+
             try:
                 expanded: list[Any] = [item.msa for item in items_from_paths([value])]
             except TprnaError as e:
-                expanded = [_BadInput(os.fspath(value), _reason(e))]
+                expanded = [BadInput(os.fspath(value), _reason(e))]
         else:
             expanded = [value]
         for v in expanded:
@@ -481,16 +551,10 @@ def _flatten(inputs: Iterable[InputLike]) -> Iterator[tuple[int, InputLike]]:
             index += 1
 
 
-def _entry_id(path: Path) -> str:
-    """File name without ``.gz`` and the last suffix (the store's ids): x.fasta.gz → x."""
-    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-
-
 def _describe(value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
-    if isinstance(value, _BadInput):
+    if isinstance(value, (BadInput, NamedInput)):
         return value.source
     if isinstance(value, tuple) and value:
         return f"sequence {value[0]}"
@@ -500,9 +564,7 @@ def _describe(value: Any) -> str:
 
 def _reason(err: TprnaError) -> str:
     """The message without the leading '<path>: ' (the path is reported beside it)."""
-    text = str(err)
-    prefix = f"{err.path}: " if getattr(err, "path", None) else ""
-    return text[len(prefix):] if prefix and text.startswith(prefix) else text
+    return err.reason
 
 
 # --------------------------------------------------------------------------- the job
@@ -525,10 +587,26 @@ class InferReport:
     batches: int = 0
     model_seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    neff: dict[str, float | None] = field(default_factory=dict)  # id → Neff of each done RNA
+    # the model card's {"single_sequence" | "alignment": {"long|L": precision, …}}, if any
+    expected_precision: dict[str, dict[str, float]] | None = None
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    def low_information_notices(self, many: int = 5) -> list[str]:
+        """One line per done RNA whose Neff < 1 (one line for all when more than ``many``),
+        with the model card's long-range top-L precision for single sequences, if known."""
+        low = [(entry, n) for entry, n in self.neff.items() if n is not None and n < 1]
+        if not low:
+            return []
+        figure = (self.expected_precision or {}).get("single_sequence", {}).get("long|L")
+        tail = f": expected long-range top-L precision ≈ {figure:.2f} (model card)" if figure is not None else ""
+        if len(low) <= many:
+            return [f"{entry}: single-sequence mode (Neff {n:.2f} < 1){tail}" for entry, n in low]
+        lowest = min(n for _, n in low)
+        return [f"{len(low)} RNAs in single-sequence mode (Neff < 1, lowest {lowest:.2f}){tail}"]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -541,40 +619,48 @@ class InferReport:
                 f"{self.batches} batches on {', '.join(self.providers)} → {self.out_dir}")
 
 
-def infer(model_path: str | os.PathLike, inputs: Sequence[str | os.PathLike] | None, out_dir: str | os.PathLike,
+def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | None, out_dir: str | os.PathLike,
           batch_pixels: int = DEFAULT_BATCH_PIXELS, max_batch: int = DEFAULT_MAX_BATCH,
           store: str | os.PathLike | None = None, split: str | None = None, png: bool = False,
           top: int | None = None, min_separation: int = 6, device: str = "auto",
           max_length: int | None = DEFAULT_MAX_LENGTH, max_padding: float = DEFAULT_MAX_PADDING,
-          threads: int | None = None, workers: int | None = None, progress: bool = True) -> InferReport:
-    """Predict every input and write ``<id>.npz``, ``<id>.rr`` (and ``<id>.png``) under
-    ``out_dir``, plus ``summary.json``.
+          threads: int | None = None, workers: int | None = None, progress: bool = True,
+          formats: Sequence[str] | str | None = None, single: bool = False) -> InferReport:
+    """Predict every input and write ``<id>.<format>`` under ``out_dir`` for each of
+    ``formats`` (npz, rr, png, txt; default npz + rr, ``png=True`` adds png), plus
+    ``summary.json``.
 
-    ``inputs``: MSA files or folders of them.  ``store``: a feature store — alone, its
+    ``model_path``: an exported ONNX model, or None for the shipped one.  ``inputs``: MSA
+    files or folders of them, ``-`` (standard input) and anything :meth:`Predictor.predict`
+    takes; with ``single``, each record of a file (or of standard input) is its own RNA
+    (:func:`tprna.serve.inputs.expand_inputs`).  ``store``: a feature store — alone, its
     entries (``split`` or all) are predicted from their stored features; with ``inputs``,
     an MSA whose entry is in the store (same file content, the model's spec) is read from
     the store rather than recomputed.  Bad inputs are reported in the summary and skipped."""
-    from tprna import __version__
-    from tprna.serve.writers import write_npz, write_png, write_rr
+    from tprna.serve.inputs import expand_inputs
+    from tprna.serve.shipped import load
+    from tprna.serve.writers import parse_formats
 
     t0 = time.perf_counter()
-    inputs = list(inputs or [])
+    chosen = parse_formats(formats, png)
+    inputs = list(expand_inputs(inputs or [], single))
     if not inputs and store is None:
-        raise TprnaError("give MSA files / folders, or a feature store")
+        raise TprnaError("give sequences, MSA files / folders, or a feature store")
     if split is not None and store is None:
         raise TprnaError("a split names entries of a store: give the store too")
-    predictor = Predictor(model_path, device=device, batch_pixels=batch_pixels, max_length=max_length,
-                          max_batch=max_batch, threads=threads, workers=workers, max_padding=max_padding)
+    predictor = load(model_path, device=device, batch_pixels=batch_pixels, max_length=max_length,
+                     max_batch=max_batch, threads=threads, workers=workers, max_padding=max_padding)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TprnaError(f"cannot create the output folder ({e.strerror})", out) from None
-    report = InferReport(model=str(model_path), model_name=predictor.model_name,
+    card = predictor.card
+    report = InferReport(model=str(predictor.model_path), model_name=predictor.model_name,
                          feature_spec_key=predictor.spec.key, out_dir=str(out),
-                         providers=predictor.providers)
-    report.outputs = ["npz", "rr"] + (["png"] if png else [])
-    method = f"tpRNA {__version__} {predictor.model_name} (ONNX)"
+                         providers=predictor.providers, outputs=list(chosen),
+                         expected_precision={k: dict(v) for k, v in card.expected_precision.items()}
+                         if card is not None else None)
     stats = RunStats()
 
     opened = None
@@ -591,12 +677,7 @@ def infer(model_path: str | os.PathLike, inputs: Sequence[str | os.PathLike] | N
 
     def write(pred: Prediction) -> Failure | None:
         try:
-            write_npz(out / f"{pred.id}.npz", pred.id, pred.sequence, pred.probabilities,
-                      neff=pred.neff, source=pred.source)
-            write_rr(out / f"{pred.id}.rr", pred.id, pred.sequence, pred.probabilities, top,
-                     min_separation, method)
-            if png:
-                write_png(out / f"{pred.id}.png", pred.id, pred.probabilities)
+            pred.write(out, chosen, top, min_separation)
         except Exception as e:
             why = _reason(e) if isinstance(e, TprnaError) else e
             return Failure(pred.source, f"writing the outputs failed ({why})", pred.id, pred.index)
@@ -638,6 +719,7 @@ def _collect(entry: tuple[Prediction, Future], report: InferReport) -> None:
     failure = future.result()
     if failure is None:
         report.done.append(pred.id)
+        report.neff[pred.id] = None if pred.neff is None else round(float(pred.neff), 4)
     else:
         report.failed.append(failure.to_dict())
 

@@ -1,6 +1,6 @@
 """A small client for a Triton Inference Server (or any server speaking the KServe v2
 inference protocol over HTTP) that runs an exported tpRNA model — an alternative backend
-to in-process onnxruntime.  Standard library only (``urllib`` + ``json``)::
+to in-process onnxruntime.  Standard library only (``http.client`` + ``json``)::
 
     from tprna.serve import TritonClient, triton_predictor
 
@@ -18,15 +18,23 @@ after the JSON header), which is smaller and faster to parse for long RNAs.
 Every failure — the server unreachable, no answer within ``timeout``, an HTTP error, a
 response that is not the tensor asked for — is a :class:`~tprna.errors.TprnaError` whose
 one-line message starts with the URL it was talking to.
+
+``timeout`` is a deadline for the whole request — connecting, sending, and reading the
+full answer — not a limit per socket read: a server that trickles its answer still fails
+the call at the deadline.  Answers are read up to a size limit derived from what was
+asked (``B·L²`` values: 8 bytes each in binary, 32 as JSON text, plus 1 MiB for headers
+and JSON; 1 MiB for the health and metadata calls); a larger answer is refused before it
+fills the memory.  The client talks to the server directly (no HTTP proxy).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -36,6 +44,8 @@ from tprna.errors import TprnaError
 __all__ = ["TritonClient", "triton_predictor", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds per request; a long RNA on a busy CPU server takes a while
+SMALL_REPLY = 1 << 20  # bytes: the most a health or metadata answer may take
+_SLACK = 1 << 20  # bytes beyond the tensor's own for the JSON header and framing
 _HEADER_LENGTH = "Inference-Header-Content-Length"
 _NUMPY_OF = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
@@ -46,7 +56,7 @@ class TritonClient:
     Args:
         url: ``http://host:port`` (``host:port`` alone means ``http://``).
         model_name: the model's name in the server's repository.
-        timeout: seconds to wait for each request (connect and answer).
+        timeout: seconds each request may take in all (connect, send, read the answer).
         model_version: a version number, or ``None`` for the server's choice.
         max_batch_size: split larger batches into several requests of at most this many
             RNAs (Triton refuses a request over the model's ``max_batch_size``).
@@ -154,35 +164,91 @@ class TritonClient:
             {"name": "mask", "shape": list(mask.shape), "datatype": "BOOL", "data": mask.ravel().tolist()}],
             "outputs": [output]}
         body = json.dumps(request, separators=(",", ":")).encode()
-        _, headers, answer = self._request(url, body)
         b, _, length, _ = features.shape
+        _, headers, answer = self._request(url, body, limit=reply_limit(b * length * length, self.binary_output))
         return _contacts(answer, headers, url, (b, length, length))
 
-    def _request(self, url: str, body: bytes | None = None,
-                 raise_status: bool = True) -> tuple[int, dict[str, str], bytes]:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(url, data=body, headers=headers,
-                                     method="POST" if body is not None else "GET")
+    def _request(self, url: str, body: bytes | None = None, raise_status: bool = True,
+                 limit: int = SMALL_REPLY) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP exchange within ``self.timeout`` in all: a watchdog shuts the socket at
+        the deadline, whatever the server is doing.  Answers over ``limit`` bytes are refused."""
+        parts = urllib.parse.urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        deadline = time.monotonic() + self.timeout
+        conn = kind(parts.hostname, parts.port, timeout=self.timeout)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(self.timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        stage = "connect"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-        except urllib.error.HTTPError as e:
-            if not raise_status:
-                return e.code, {}, b""
-            raise TprnaError(f"HTTP {e.code} {e.reason}{_error_detail(e)}", url) from None
-        except urllib.error.URLError as e:
-            why = e.reason
-            if isinstance(why, (socket.timeout, TimeoutError)):
+            conn.connect()
+            if expired.is_set():
+                raise TimeoutError
+            conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            stage = "exchange"
+            headers = {"Accept": "application/json", "Connection": "close"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            conn.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            got = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.status >= 400:
+                if not raise_status:
+                    return resp.status, {}, b""
+                raise TprnaError(f"HTTP {resp.status} {resp.reason}{_error_detail(_read(resp, 4096))}", url)
+            declared = got.get("content-length", "").strip()
+            if declared.isdigit() and int(declared) > limit:
+                raise TprnaError(f"the answer would be {int(declared)} bytes, more than the {limit} bytes "
+                                 "this request can return", url)
+            data = _read(resp, limit + 1)
+            if expired.is_set():
+                raise TimeoutError
+            if len(data) > limit:
+                raise TprnaError(f"the answer is more than the {limit} bytes this request can return", url)
+            return resp.status, got, data
+        except TprnaError:
+            raise
+        except Exception as e:
+            if expired.is_set() or time.monotonic() >= deadline or isinstance(e, (socket.timeout, TimeoutError)):
                 raise TprnaError(f"no answer within {self.timeout:g} s", url) from None
-            raise TprnaError(f"cannot reach the server ({_text(why)})", url) from None
-        except (socket.timeout, TimeoutError):
-            raise TprnaError(f"no answer within {self.timeout:g} s", url) from None
-        except (OSError, ValueError) as e:  # connection reset mid-answer, bad status line, ...
-            raise TprnaError(f"the connection failed ({type(e).__name__}: {_text(e)})", url) from None
-        except Exception as e:  # http.client.HTTPException and friends
+            if stage == "connect":
+                raise TprnaError(f"cannot reach the server ({_text(e) or type(e).__name__})", url) from None
+            if isinstance(e, (OSError, ValueError)):  # connection reset mid-answer, bad status line, ...
+                raise TprnaError(f"the connection failed ({type(e).__name__}: {_text(e)})", url) from None
             raise TprnaError(f"the request failed ({type(e).__name__}: {_text(e)})", url) from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+
+def reply_limit(values: int, binary: bool) -> int:
+    """The most bytes an infer answer holding ``values`` numbers may take: 8 bytes a value
+    in binary (FP64 at most), 32 as JSON text, plus :data:`_SLACK`."""
+    return int(values) * (8 if binary else 32) + _SLACK
+
+
+def _read(resp: http.client.HTTPResponse, most: int) -> bytes:
+    """Up to ``most`` bytes of the body (fewer at its end)."""
+    chunks, total = [], 0
+    while total < most:
+        chunk = resp.read(min(1 << 16, most - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def triton_predictor(model_path: str | os.PathLike, client: TritonClient, check: bool = True,
@@ -210,12 +276,8 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split())[:200]
 
 
-def _error_detail(err: urllib.error.HTTPError) -> str:
+def _error_detail(raw: bytes) -> str:
     """': <the server's message>' from a KServe error body ``{"error": "..."}``, if any."""
-    try:
-        raw = err.read(4096)
-    except Exception:
-        return ""
     try:
         msg = json.loads(raw).get("error")
     except Exception:
@@ -227,7 +289,7 @@ def _error_detail(err: urllib.error.HTTPError) -> str:
 def _json(body: bytes, url: str) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: "[[[[…" nested too deep
         raise TprnaError(f"the answer is not JSON ({_text(e)})", url) from None
 
 

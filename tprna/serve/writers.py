@@ -1,5 +1,9 @@
 """Output files of a prediction: the probability map (``.npz``), the CASP RR contact list
-(``.rr``) and a picture (``.png``), plus a reader for RR files.
+(``.rr``), a picture (``.png``) and the plain-text matrix (``.txt``), plus a reader for RR
+files.
+
+TXT: the L×L probability matrix, one row per line, values space-separated with a fixed
+number of decimals (the layout SPOT-RNA-2D's users read: ``numpy.loadtxt`` reads it back).
 
 RR (CASP format)::
 
@@ -24,11 +28,30 @@ import numpy as np
 
 from tprna.errors import TprnaError
 
-__all__ = ["top_contacts", "write_npz", "write_rr", "read_rr", "write_png", "RRFile",
-           "MIN_SEPARATION"]
+__all__ = ["top_contacts", "write_npz", "write_rr", "read_rr", "write_png", "write_txt", "RRFile",
+           "contact_map_figure", "parse_formats", "MIN_SEPARATION", "OUTPUT_FORMATS", "DEFAULT_FORMATS"]
 
 MIN_SEPARATION = 6  # pairs closer in sequence are never scored (DESIGN: ranges)
+OUTPUT_FORMATS = ("npz", "rr", "png", "txt")
+DEFAULT_FORMATS = ("npz", "rr")
+TXT_DECIMALS = 5  # as the RR file's probabilities
 _SEQ_WRAP = 50
+
+
+def parse_formats(values: Iterable[str] | str | None, png: bool = False) -> tuple[str, ...]:
+    """Output formats from repeated and/or comma-separated names (default npz + rr), plus
+    png when ``png``; an unknown name is an error."""
+    if isinstance(values, str):
+        values = [values]
+    names = [n.strip().lower().lstrip(".") for v in (values or []) for n in v.split(",") if n.strip()]
+    bad = [n for n in names if n not in OUTPUT_FORMATS]
+    if bad:
+        raise TprnaError(f"unknown output format {bad[0]!r}; use {', '.join(OUTPUT_FORMATS)} "
+                         "(repeat --format or separate them with commas)")
+    chosen = names or list(DEFAULT_FORMATS)
+    if png:
+        chosen.append("png")
+    return tuple(dict.fromkeys(chosen))  # in order, once each
 
 
 def top_contacts(probabilities: np.ndarray, top: int | None = None,
@@ -146,29 +169,59 @@ def read_rr(path: str | os.PathLike) -> RRFile:
     return RRFile(target, "".join(seq_parts), contacts, methods)
 
 
-def write_png(path: str | os.PathLike, entry_id: str, probabilities: np.ndarray,
-              contacts: Iterable[tuple[int, int]] | None = None, dpi: int = 110) -> Path:
-    """A picture of the map (upper and lower triangle both), optionally with known
-    contacts ``(i, j)`` (0-based) marked; matplotlib's Agg canvas, no global pyplot state."""
+def write_txt(path: str | os.PathLike, probabilities: np.ndarray, decimals: int = TXT_DECIMALS) -> Path:
+    """The L×L matrix as text: one row per line, space-separated, ``decimals`` decimals."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise TprnaError(f"a contact map must be square, got shape {p.shape}")
+    buf = io.BytesIO()
+    np.savetxt(buf, p, fmt=f"%.{int(decimals)}f", delimiter=" ")
+    return _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def contact_map_figure(entry_id: str, probabilities: np.ndarray,
+                       contacts: Iterable[tuple[int, int]] | None = None, top: int | None = None,
+                       min_separation: int = MIN_SEPARATION) -> Any:
+    """A matplotlib Figure (Agg canvas, no pyplot state) of the probability map as a heat
+    map; the ``top`` most probable pairs (default L, |i − j| ≥ ``min_separation``) circled in
+    the lower triangle, and known ``contacts`` (i, j) 0-based marked in red."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     p = np.asarray(probabilities, dtype=np.float32)
+    length = p.shape[0]
     fig = Figure(figsize=(5.2, 4.4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     im = ax.imshow(p, cmap="Blues", vmin=0.0, vmax=1.0, origin="upper", interpolation="nearest")
+    pairs = top_contacts(p, length if top is None else top, min_separation)
+    if pairs:
+        ij = np.array([(i - 1, j - 1) for i, j, _ in pairs])
+        # lower triangle (row j, column i): the map itself stays visible above the diagonal
+        ax.scatter(ij[:, 0], ij[:, 1], s=10, facecolors="none", edgecolors="tab:orange",
+                   linewidths=0.6, label=f"top {len(pairs)} (|i−j| ≥ {min_separation})")
     if contacts is not None:
-        pairs = np.array(list(contacts))
-        if pairs.size:
-            ax.scatter(pairs[:, 1], pairs[:, 0], s=4, c="tab:red", marker="s", linewidths=0,
+        known = np.array(list(contacts))
+        if known.size:
+            ax.scatter(known[:, 1], known[:, 0], s=4, c="tab:red", marker="s", linewidths=0,
                        label="true contacts")
-            ax.legend(loc="lower left", fontsize=7, frameon=False)
-    ax.set_title(f"{entry_id}  (L={p.shape[0]})", fontsize=10)
+    if pairs or contacts is not None:
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
+    ax.set_xlim(-0.5, length - 0.5)
+    ax.set_ylim(length - 0.5, -0.5)
+    ax.set_title(f"{entry_id}  (L={length})", fontsize=10)
     ax.set_xlabel("j")
     ax.set_ylabel("i")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="contact probability")
     fig.tight_layout()
+    return fig
+
+
+def write_png(path: str | os.PathLike, entry_id: str, probabilities: np.ndarray,
+              contacts: Iterable[tuple[int, int]] | None = None, dpi: int = 110,
+              top: int | None = None) -> Path:
+    """A picture of the map (:func:`contact_map_figure`) as PNG."""
+    fig = contact_map_figure(entry_id, probabilities, contacts, top)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return _atomic_write_bytes(Path(path), buf.getvalue())

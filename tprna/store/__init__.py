@@ -7,15 +7,23 @@
 
 A path ending in ``.h5``/``.hdf5`` is an HDF5 file, anything else a Zarr v3 directory;
 the logical schema is the same (``store/README.md``).
+
+Before training on one split and scoring on another, refuse a leak::
+
+    with open_store("store/coconet.zarr") as store:
+        check_disjoint_splits(store, "train", "test")  # TprnaError naming the shared ids
 """
+from tprna.store.atomic import DiskFull
 from tprna.store.build import BuildReport, build_store
 from tprna.store.inputs import BuildItem, items_from_manifest, items_from_paths
 from tprna.store.schema import NEFF_SPLITS, FeatureStore, open_store
+from tprna.store.splits import check_disjoint_splits, overlapping_splits
 from tprna.store.verify import Problem
 
 __all__ = [
-    "BuildItem", "BuildReport", "FeatureStore", "NEFF_SPLITS", "Problem", "build_store",
-    "items_from_manifest", "items_from_paths", "open_store", "verify",
+    "BuildItem", "BuildReport", "DiskFull", "FeatureStore", "NEFF_SPLITS", "Problem", "build_store",
+    "check_disjoint_splits", "items_from_manifest", "items_from_paths", "open_store",
+    "overlapping_splits", "verify",
 ]
 
 

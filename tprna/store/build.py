@@ -13,6 +13,13 @@ For Zarr the worker also writes the entry (staging folder + rename, see
 :func:`tprna.store.backends.zarr_write_group`), so the write can run wherever the
 computation runs; for HDF5 the payload comes back and the one writer appends it to
 ``<file>.partial`` (so HDF5 builds are local only).
+
+An input whose features would not fit (L above ``max_length``, or the estimate of
+:func:`tprna.features.feature_memory_bytes` above ``memory_limit``, by default half the
+memory available) is refused before anything is computed.  A full disk stops the build
+with a :class:`~tprna.store.atomic.DiskFull` error: nothing half-written is left, every
+entry published before stays whole, and the next build (with space) finishes the job.
+The manifest decides the split of every id it lists (:mod:`tprna.store.splits`).
 """
 from __future__ import annotations
 
@@ -22,24 +29,70 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from tprna.errors import TprnaError
-from tprna.features import PROFILE_COMPONENTS, FeatureSpec, make_features
+from tprna.features import PROFILE_COMPONENTS, FeatureSpec, feature_memory_bytes, make_features
 from tprna.msa import MSA, read_msa
+from tprna.store.atomic import DiskFull, disk_full, disk_full_error
 from tprna.store.backends import (STAGING, GroupPayload, Hdf5Backend, Hdf5Session, ZarrBackend,
                                   is_hdf5_path, store_location, zarr_clean_stale, zarr_init_store,
                                   zarr_require_entries, zarr_set_root_attrs, zarr_write_group, _decode_attrs)
+from tprna.store.splits import assign_manifest_splits
 from tprna.store.inputs import BuildItem
 from tprna.store.schema import (ENTRIES, FORMAT, PAIR_ARRAYS, check_entry_id, checksum,
                                 entry_group, features_group, file_sha256, finalize, input_key,
                                 pack_symmetric, root_attrs, store_lock)
 
-__all__ = ["BuildReport", "build_store", "entry_payload", "feature_payload", "repair_partial"]
+__all__ = ["BuildReport", "FeatureLimits", "build_store", "entry_payload", "feature_payload",
+           "repair_partial", "available_memory"]
 
 STORAGE_DTYPES = ("float16", "float32")
+MAX_LENGTH = 2000  # default refusal above this query length (an L×L map of 100·L² bytes and more)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class FeatureLimits:
+    """What a build refuses to compute: a query longer than ``max_length`` residues, or an
+    input whose features need (by estimate) more than ``memory_limit`` bytes — by default
+    half the memory available when the input is reached."""
+
+    max_length: int = MAX_LENGTH
+    memory_limit: int | None = None
+
+    def check(self, msa: MSA, spec: FeatureSpec) -> None:
+        need = feature_memory_bytes(spec, msa.length, msa.depth)
+        gib = need / 2 ** 30
+        if msa.length > self.max_length:
+            raise TprnaError(f"query length {msa.length} is above the limit of {self.max_length} "
+                             f"(its {spec.feature_set} features need ~{gib:.1f} GiB of memory); "
+                             "raise it with --max-length if this machine has the memory", msa.source or None)
+        limit = self.memory_limit
+        if limit is None:
+            free = available_memory()
+            limit = None if free is None else free // 2
+        if limit is not None and need > limit:
+            raise TprnaError(f"L={msa.length}, N={msa.depth}: its {spec.feature_set} features need "
+                             f"~{gib:.1f} GiB of memory, above the limit of {limit / 2 ** 30:.1f} GiB "
+                             "(default: half the memory available); raise it with --memory-limit "
+                             "or build on a larger machine", msa.source or None)
 
 
 @dataclass
@@ -84,8 +137,12 @@ def _read_labels(item: BuildItem, msa: MSA) -> tuple[np.ndarray, np.ndarray] | N
     return contacts.astype(np.uint8), observed.astype(bool)
 
 
-def feature_payload(msa: MSA, spec: FeatureSpec) -> tuple[GroupPayload, float]:
-    """The group ``features/<spec.key>`` of an entry, and its Neff."""
+def feature_payload(msa: MSA, spec: FeatureSpec,
+                    limits: FeatureLimits | None = None) -> tuple[GroupPayload, float]:
+    """The group ``features/<spec.key>`` of an entry, and its Neff (refused by ``limits``
+    before anything is computed when given)."""
+    if limits is not None:
+        limits.check(msa, spec)
     feats = make_features(msa, spec)
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
@@ -107,9 +164,12 @@ def feature_payload(msa: MSA, spec: FeatureSpec) -> tuple[GroupPayload, float]:
     return GroupPayload(attrs, arrays), neff
 
 
-def entry_payload(item: BuildItem, spec: FeatureSpec, key: str, provenance: dict) -> tuple[GroupPayload, float]:
+def entry_payload(item: BuildItem, spec: FeatureSpec, key: str, provenance: dict,
+                  limits: FeatureLimits | None = None) -> tuple[GroupPayload, float]:
     """A whole entry: alignment, labels (when given) and the features of ``spec``."""
     msa = read_msa(item.msa, item.molecule)
+    if limits is not None:
+        limits.check(msa, spec)  # before the labels: a structure of a huge RNA is work too
     labels = _read_labels(item, msa)
     features, neff = feature_payload(msa, spec)
     arrays: dict[str, np.ndarray] = {"msa": np.ascontiguousarray(msa.codes, dtype=np.uint8)}
@@ -136,6 +196,7 @@ class _Task:
     spec: FeatureSpec
     store: str
     backend: str  # "zarr" | "hdf5"
+    limits: FeatureLimits = FeatureLimits()
 
 
 @dataclass
@@ -146,6 +207,7 @@ class _Outcome:
     error: str | None = None
     target: str | None = None
     payload: GroupPayload | None = None  # HDF5 only: the coordinator writes it
+    disk_full: bool = False  # the write failed for space: the build stops
 
 
 def _reason(err: TprnaError) -> str:
@@ -160,22 +222,31 @@ def _run_task(task: _Task) -> _Outcome:
     try:
         if task.kind == "spec":
             msa = read_msa(item.msa, item.molecule)
-            payload, neff = feature_payload(msa, task.spec)
+            payload, neff = feature_payload(msa, task.spec, task.limits)
             target = features_group(item.id, task.spec.key)
         else:
-            payload, neff = entry_payload(item, task.spec, task.key, task.provenance)
+            payload, neff = entry_payload(item, task.spec, task.key, task.provenance, task.limits)
             target = entry_group(item.id)
         if task.backend == "zarr":
             zarr_write_group(task.store, target, payload)
             return _Outcome(task, neff=neff, target=target)
         return _Outcome(task, neff=neff, target=target, payload=payload)
-    except TprnaError as e:
-        return _Outcome(task, source=e.path or str(item.msa), error=_reason(e))
-    except MemoryError:
-        return _Outcome(task, source=str(item.msa), error="out of memory computing features")
-    except Exception as e:  # noqa: BLE001 - one broken input must not stop the batch
-        return _Outcome(task, source=str(item.msa),
-                        error=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:300]})")
+    except Exception as e:
+        if not disk_full(e):
+            return _failure(task, e)
+        full = e if isinstance(e, DiskFull) else disk_full_error(task.store, e)
+        return _Outcome(task, source=task.store, error=_reason(full), disk_full=True)
+
+
+def _failure(task: _Task, e: Exception) -> _Outcome:
+    """One bad input: reported, and the batch goes on."""
+    source = str(task.item.msa)
+    if isinstance(e, TprnaError):
+        return _Outcome(task, source=e.path or source, error=_reason(e))
+    if isinstance(e, MemoryError):
+        return _Outcome(task, source=source, error="out of memory computing features")
+    return _Outcome(task, source=source,
+                    error=f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:300]})")
 
 
 def _init_worker() -> None:
@@ -215,7 +286,7 @@ def _provenance(item: BuildItem) -> tuple[str, dict]:
 
 
 def _plan(items: Sequence[BuildItem], spec: FeatureSpec, existing: dict, store: str, backend: str,
-          report: BuildReport) -> list[_Task]:
+          report: BuildReport, limits: FeatureLimits = FeatureLimits()) -> list[_Task]:
     tasks: list[_Task] = []
     seen: dict[str, str] = {}
     for item in items:
@@ -245,7 +316,7 @@ def _plan(items: Sequence[BuildItem], spec: FeatureSpec, existing: dict, store: 
         else:
             report.skipped_unchanged.append(item.id)
             continue
-        tasks.append(_Task(item, kind, key, prov, spec, store, backend))
+        tasks.append(_Task(item, kind, key, prov, spec, store, backend, limits))
     return tasks
 
 
@@ -353,16 +424,6 @@ def _execute(tasks: list[_Task], jobs: int, progress: bool, on_done, client: Any
             bar.stop()
 
 
-def _merge_splits(current: dict, items: Iterable[BuildItem], present: set[str]) -> dict:
-    splits = {k: list(v) for k, v in current.items()}
-    for item in items:
-        if item.split and item.id in present:
-            members = splits.setdefault(item.split, [])
-            if item.id not in members:
-                members.append(item.id)
-    return splits
-
-
 def build_store(
     path: str | os.PathLike,
     items: Sequence[BuildItem],
@@ -373,6 +434,8 @@ def build_store(
     checkpoint_every: int | None = None,
     checkpoint_seconds: float = 300.0,
     scheduler: Any = None,
+    max_length: int = MAX_LENGTH,
+    memory_limit: int | None = None,
 ) -> BuildReport:
     """Build (or bring up to date) the store at ``path`` for ``items`` under ``spec``.
 
@@ -383,34 +446,51 @@ def build_store(
 
     ``scheduler`` (a Dask scheduler address such as ``tcp://host:8786``, a cluster object or
     a ``distributed.Client``) runs the per-entry work on that cluster instead of ``jobs``
-    local processes; Zarr stores only, on a filesystem every worker mounts."""
+    local processes; Zarr stores only, on a filesystem every worker mounts.
+
+    An input whose query is longer than ``max_length``, or whose features need (by
+    estimate) more than ``memory_limit`` bytes (default: half the memory available), is
+    refused and reported in :attr:`BuildReport.failed`.  A full disk raises
+    :class:`~tprna.store.atomic.DiskFull`, leaving no half-written entry (nor an HDF5
+    partial) behind."""
     t0 = time.perf_counter()
     path = store_location(path)
     if spec.dtype not in STORAGE_DTYPES:
         raise TprnaError(f"storage dtype {spec.dtype!r} is not supported; use float16 or float32")
     if jobs < 1:
         raise TprnaError(f"jobs must be at least 1, not {jobs}")
+    if max_length < 1:
+        raise TprnaError(f"max_length must be at least 1, not {max_length}")
+    limits = FeatureLimits(max_length, memory_limit)
     report = BuildReport(store=str(path), spec_key=spec.key)
     items = list(items)
-    if is_hdf5_path(path):
-        if scheduler is not None:
-            raise TprnaError("an HDF5 store has one writer, so it cannot be built on a Dask cluster; "
-                             "build a Zarr store (a folder path) with --scheduler, or drop --scheduler",
-                             path)
-        _build_hdf5(path, items, spec, jobs, progress, report, checkpoint_every, checkpoint_seconds)
-    elif scheduler is not None:
-        from tprna.store.cluster import connect
+    try:
+        if is_hdf5_path(path):
+            if scheduler is not None:
+                raise TprnaError("an HDF5 store has one writer, so it cannot be built on a Dask cluster; "
+                                 "build a Zarr store (a folder path) with --scheduler, or drop --scheduler",
+                                 path)
+            _build_hdf5(path, items, spec, jobs, progress, report, checkpoint_every, checkpoint_seconds,
+                        limits)
+        elif scheduler is not None:
+            from tprna.store.cluster import connect
 
-        client, owned = connect(scheduler)
-        try:
-            # Workers may run elsewhere: give them absolute paths (same bytes, same keys).
-            _build_zarr(path.absolute(), [_absolute(i) for i in items], spec, jobs, progress,
-                        report, client)
-        finally:
-            if owned:
-                client.close()
-    else:
-        _build_zarr(path, items, spec, jobs, progress, report)
+            client, owned = connect(scheduler)
+            try:
+                # Workers may run elsewhere: give them absolute paths (same bytes, same keys).
+                _build_zarr(path.absolute(), [_absolute(i) for i in items], spec, jobs, progress,
+                            report, limits, client)
+            finally:
+                if owned:
+                    client.close()
+        else:
+            _build_zarr(path, items, spec, jobs, progress, report, limits)
+    except DiskFull:
+        raise
+    except Exception as e:  # a full disk met outside an entry write (metadata, the lock, a copy)
+        if disk_full(e):
+            raise disk_full_error(path, e) from None
+        raise
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -435,7 +515,7 @@ def _check_is_store(attrs: dict | None, path: Path) -> None:
 
 
 def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int, progress: bool,
-                report: BuildReport, client: Any = None) -> None:
+                report: BuildReport, limits: FeatureLimits, client: Any = None) -> None:
     if path.exists() and not path.is_dir():
         raise TprnaError("exists and is not a folder (HDF5 stores need a .h5 suffix)", path)
     if path.is_dir() and not (path / "zarr.json").exists() and any(
@@ -452,7 +532,8 @@ def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int
         if spec.key not in attrs.get("specs", {}):
             attrs = _with_spec(attrs, spec)
             zarr_set_root_attrs(path, attrs)
-        tasks = _plan(items, spec, _existing(reader), str(path), "zarr", report)
+        existing = _existing(reader)
+        tasks = _plan(items, spec, existing, str(path), "zarr", report, limits)
         if client is not None and tasks:
             from tprna.store.cluster import check_workers
 
@@ -462,14 +543,15 @@ def _build_zarr(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int
             _record(outcome, report)
 
         _execute(tasks, jobs, progress, done, client)
-        present = set(report.built) | set(report.skipped_unchanged)
-        splits = _merge_splits(attrs.get("splits", {}), items, present)
-        if splits != attrs.get("splits", {}):
-            zarr_set_root_attrs(path, {**attrs, "splits": splits})
+        assigned = assign_manifest_splits(attrs, items, set(existing) | set(report.built))
+        if assigned != attrs:
+            zarr_set_root_attrs(path, assigned)
 
 
 def _record(outcome: _Outcome, report: BuildReport) -> bool:
     task = outcome.task
+    if outcome.disk_full:  # not this input's fault, and every next write would fail too
+        raise DiskFull(outcome.error, task.store)
     if outcome.error is not None:
         report.failed.append((outcome.source or str(task.item.msa), outcome.error))
         report.failed_ids.append(task.item.id)
@@ -481,11 +563,13 @@ def _record(outcome: _Outcome, report: BuildReport) -> bool:
 
 
 def _build_hdf5(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int, progress: bool,
-                report: BuildReport, checkpoint_every: int | None, checkpoint_seconds: float) -> None:
+                report: BuildReport, checkpoint_every: int | None, checkpoint_seconds: float,
+                limits: FeatureLimits) -> None:
     if path.exists() and not path.is_file():
         raise TprnaError("exists and is not a file", path)
     with store_lock(path):
         session = Hdf5Session(path, root_attrs(), repair=repair_partial)
+        session.clean_stale()
         live_reader = None
         try:
             if session.partial.exists() or not path.exists():
@@ -497,10 +581,11 @@ def _build_hdf5(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int
                 reader = live_reader
             attrs = reader.read_attrs("")
             _check_is_store(attrs, path)
-            tasks = _plan(items, spec, _existing(reader), str(path), "hdf5", report)
-            present = set(report.skipped_unchanged) | {t.item.id for t in tasks}
+            existing = _existing(reader)
+            tasks = _plan(items, spec, existing, str(path), "hdf5", report, limits)
+            present = set(existing) | {t.item.id for t in tasks}
             needs_meta = (spec.key not in attrs.get("specs", {})
-                          or _merge_splits(attrs.get("splits", {}), items, present) != attrs.get("splits", {}))
+                          or assign_manifest_splits(attrs, items, present) != attrs)
         except BaseException:
             session.abandon()
             raise
@@ -529,10 +614,9 @@ def _build_hdf5(path: Path, items: list[BuildItem], spec: FeatureSpec, jobs: int
                         last = time.monotonic()
 
             _execute(tasks, jobs, progress, done)
-            present = set(report.built) | set(report.skipped_unchanged)
-            splits = _merge_splits(attrs.get("splits", {}), items, present)
-            if splits != attrs.get("splits", {}):
-                session.set_root_attrs({**attrs, "splits": splits})
+            assigned = assign_manifest_splits(attrs, items, set(existing) | set(report.built))
+            if assigned != attrs:
+                session.set_root_attrs(assigned)
         except BaseException:
             session.abandon()  # the partial stays, to be resumed by the next build
             raise

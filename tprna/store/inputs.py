@@ -56,7 +56,7 @@ def items_from_manifest(csv_path: str | os.PathLike, molecule: str | None = None
     (``rna`` when neither is given)."""
     path = Path(csv_path)
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark is no column name
             rows = list(csv.DictReader(f))
             header = rows[0].keys() if rows else []
     except FileNotFoundError:

@@ -17,7 +17,15 @@ Layout (identical in Zarr and HDF5; ``store/README.md`` is the full description)
             bpp        (P,) spec.dtype
 
 An entry (or a spec group) exists for readers only when its attrs carry ``complete: true``
-and checksums; the writers make it appear in one atomic step.
+and checksums; the writers make it appear in one atomic step, and replace it in one.
+
+Every read checks what it read, and anything wrong is a :class:`TprnaError` naming the
+entry — never zeros or other numbers passed on to training or inference: a missing,
+truncated or undecodable chunk always; a chunk whose bytes changed by its own checksum
+(CRC32C in Zarr, Fletcher-32 in HDF5, a few per cent of a read); and, for arrays written
+before chunk checksums, the array's sha256 against the one recorded when it was written
+(10–25 % of a read, measured by ``scripts/bench_store.py``; ``verify_reads=False`` skips
+it).
 """
 from __future__ import annotations
 
@@ -165,9 +173,10 @@ class FeatureStore:
     Only complete entries are visible.  An HDF5 store is re-opened transparently when a
     build has replaced the file since the last call."""
 
-    def __init__(self, backend: Backend, mode: str = "r"):
+    def __init__(self, backend: Backend, mode: str = "r", verify_reads: bool = True):
         self.backend = backend
         self.mode = mode
+        self.verify_reads = verify_reads
         self.path = backend.path
         backend.refresh()
         root = backend.read_attrs("")
@@ -298,17 +307,17 @@ class FeatureStore:
 
     def _read_msa(self, entry_id: str) -> np.ndarray:
         self.backend.refresh()
-        self._require(entry_id)
-        return self._array(entry_id, f"{entry_group(entry_id)}/msa")
+        attrs = self._require(entry_id)
+        return self._array(entry_id, entry_group(entry_id), "msa", attrs["checksums"])
 
     def _read_labels(self, entry_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         self.backend.refresh()
         attrs = self._require(entry_id)
         if not attrs.get("has_labels"):
             return None
-        group = entry_group(entry_id)
-        return (self._array(entry_id, f"{group}/contacts").astype(np.uint8, copy=False),
-                self._array(entry_id, f"{group}/observed").astype(bool, copy=False))
+        group, sums = entry_group(entry_id), attrs["checksums"]
+        return (self._array(entry_id, group, "contacts", sums).astype(np.uint8, copy=False),
+                self._array(entry_id, group, "observed", sums).astype(bool, copy=False))
 
     def resolve_spec(self, spec: FeatureSpec | str | None, entry_id: str | None = None) -> str:
         """A spec key from a FeatureSpec, a key, a feature-set name, or None (the store's
@@ -341,19 +350,22 @@ class FeatureStore:
     def _read_features(self, entry_id: str, spec: FeatureSpec | str | None) -> dict[str, np.ndarray]:
         self.backend.refresh()
         key = spec.key if isinstance(spec, FeatureSpec) else self.resolve_spec(spec, entry_id)
-        fattrs = self._feature_attrs(entry_id, key, ("neff", "components"))  # implies a complete entry
+        fattrs = self._feature_attrs(entry_id, key, ("neff", "components"))  # with checksums; implies a complete entry
         if fattrs is None:
             self._require(entry_id)
             raise TprnaError(f"entry {entry_id!r} has no features for spec {key}; "
                              "build them with 'tprna store build' and that spec", self.path)
         group = features_group(entry_id, key)
+        names = ["weights", *fattrs["components"]]
         try:
-            arrays = self.backend.read_arrays(group, ["weights", *fattrs["components"]])
+            arrays = self.backend.read_arrays(group, names)
         except TprnaError:
             raise
         except Exception as e:  # noqa: BLE001 - a corrupt chunk: name the entry and the fix
             raise TprnaError(f"entry {entry_id!r}: cannot read its features ({type(e).__name__}: {e}); "
-                             "run 'tprna store verify'", self.path) from None
+                             "run 'tprna store verify', then rebuild the entry", self.path) from None
+        for name in names:
+            self._check(entry_id, f"{group}/{name}", arrays[name], fattrs["checksums"].get(name))
         out: dict[str, np.ndarray] = {"weights": arrays.pop("weights").astype(np.float32, copy=False),
                                       "neff": np.float32(fattrs["neff"])}
         for name, packed in arrays.items():
@@ -364,14 +376,30 @@ class FeatureStore:
             out[name] = unpack_symmetric(packed, length)
         return out
 
-    def _array(self, entry_id: str, path: str) -> np.ndarray:
+    def _array(self, entry_id: str, group: str, name: str, checksums: Mapping[str, str]) -> np.ndarray:
         try:
-            return self.backend.read_array(path)
+            arr = self.backend.read_array(f"{group}/{name}")
         except TprnaError:
             raise
         except Exception as e:  # noqa: BLE001 - a corrupt chunk: name the entry and the fix
-            raise TprnaError(f"entry {entry_id!r}: cannot read {path.rsplit('/', 1)[-1]} "
-                             f"({type(e).__name__}: {e}); run 'tprna store verify'", self.path) from None
+            raise TprnaError(f"entry {entry_id!r}: cannot read {name} ({type(e).__name__}: {e}); "
+                             "run 'tprna store verify', then rebuild the entry", self.path) from None
+        self._check(entry_id, f"{group}/{name}", arr, checksums.get(name))
+        return arr
+
+    def _check(self, entry_id: str, path: str, arr: np.ndarray, expected: str | None) -> None:
+        """The array read is the one written: its sha256 is the recorded checksum — unless
+        each of its chunks was already checked against its own checksum while being read."""
+        if not self.verify_reads or self.backend.chunk_checksums(path):
+            return
+        where = path.split("/", 2)[-1]  # entries/<id>/...
+        if expected is None:
+            raise TprnaError(f"entry {entry_id!r}: {where} has no recorded checksum; "
+                             "run 'tprna store verify', then rebuild the entry", self.path)
+        if checksum(arr) != expected:
+            raise TprnaError(f"entry {entry_id!r}: {where} differs from what was written (checksum "
+                             "mismatch: the data changed on disk); run 'tprna store verify', then "
+                             "rebuild the entry", self.path)
 
     def alphabet(self, entry_id: str):
         return get_alphabet(self._require(entry_id)["molecule"])
@@ -399,16 +427,32 @@ class FeatureStore:
         return self.backend.stored_bytes(features_group(entry_id, key))
 
     def verify(self, ids: Iterable[str] | None = None) -> list:
-        """Re-read every array of every entry (or of ``ids``) and compare checksums."""
-        from tprna.store.verify import verify_store
+        """Re-read every array of every entry (or of ``ids``) and compare checksums.  An
+        entry a concurrent build replaced while it was being checked is checked again
+        (its old metadata against its new arrays is no finding)."""
+        from tprna.store.verify import verify_entry, verify_root
 
         self.backend.refresh()
-        return verify_store(self.backend, ids)
+        problems = verify_root(self.backend) if ids is None else []
+        for entry_id in (list(ids) if ids is not None else self.backend.list_children(ENTRIES)):
+            for attempt in range(5):
+                before = self._version(entry_id)
+                found = verify_entry(self.backend, entry_id)
+                if not found or not getattr(self.backend, "swaps_entries", True) \
+                        or self._version(entry_id) == before:
+                    break
+                time.sleep(0.01 * (attempt + 1))
+            problems += found
+        return problems
 
     # -- splits
     def set_split(self, name: str, ids: Iterable[str]) -> list[str]:
-        """Name a subset of the entries (replacing a split of that name)."""
+        """Name a subset of the entries (replacing a split of that name).  An empty list is
+        refused: it would silently empty the split."""
         ids = list(dict.fromkeys(ids))
+        if not ids:
+            raise TprnaError(f"split {name!r}: no ids given (an empty list would empty the split)",
+                             self.path)
         present = set(self.ids())
         missing = [e for e in ids if e not in present]
         if missing:
@@ -455,15 +499,17 @@ def update_root(path: Path, change) -> None:
             session.commit()
         else:
             backend = open_backend(path)
-            zarr_set_root_attrs(path, change(backend.read_attrs("") or {}))
+            zarr_set_root_attrs(Path(path), change(backend.read_attrs("") or {}))
 
 
-def open_store(path: str | os.PathLike, mode: str = "r") -> FeatureStore:
+def open_store(path: str | os.PathLike, mode: str = "r", *, verify_reads: bool = True) -> FeatureStore:
     """Open a store: a ``.h5``/``.hdf5`` file, otherwise a Zarr directory.  ``mode`` is
-    ``"r"`` (read) or ``"a"`` (read, and edit splits)."""
+    ``"r"`` (read) or ``"a"`` (read, and edit splits).  ``verify_reads`` checks every
+    array read against its recorded sha256 (a few per cent of a read; see
+    ``scripts/bench_store.py``); missing and truncated chunks are errors either way."""
     if mode not in ("r", "a"):
         raise TprnaError(f"open_store mode must be 'r' or 'a', not {mode!r}")
     backend = open_backend(path)
     if not backend.exists():
         raise TprnaError("no feature store here; create one with 'tprna store build'", path)
-    return FeatureStore(backend, mode)
+    return FeatureStore(backend, mode, verify_reads=verify_reads)

@@ -9,7 +9,7 @@ from typing import Iterable
 from tprna.store.backends import Backend
 from tprna.store.schema import ENTRIES, checksum, entry_group
 
-__all__ = ["Problem", "verify_store", "verify_entry"]
+__all__ = ["Problem", "verify_store", "verify_entry", "verify_root"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,15 @@ def _check_group(backend: Backend, entry_id: str, group: str, label: str,
         problems.append(Problem(entry_id, f"{label}/{name}", "array has no recorded checksum"))
     for name, expected in sorted(sums.items()):
         try:
+            gone = backend.missing_chunks(f"{group}/{name}")
+        except Exception:  # noqa: BLE001 - judged by the read below
+            gone = []
+        if gone:
+            more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+            problems.append(Problem(entry_id, f"{label}/{name}",
+                                    f"chunk {', '.join(gone[:3])}{more} missing (deleted on disk)"))
+            continue
+        try:
             actual = checksum(backend.read_array_reference(f"{group}/{name}"))
         except Exception as e:  # noqa: BLE001 - decode errors of corrupt chunks land here
             problems.append(Problem(entry_id, f"{label}/{name}",
@@ -82,16 +91,20 @@ def verify_entry(backend: Backend, entry_id: str) -> list[Problem]:
     return problems
 
 
-def verify_store(backend: Backend, ids: Iterable[str] | None = None) -> list[Problem]:
-    """Problems found in the store's root metadata and its entries (all, or ``ids``)."""
-    problems: list[Problem] = []
+def verify_root(backend: Backend) -> list[Problem]:
+    """Problems of the store's root metadata."""
     try:
         root = backend.read_attrs("")
     except Exception as e:  # noqa: BLE001
-        root = None
-        problems.append(Problem(None, "root", f"metadata unreadable ({e})"))
+        return [Problem(None, "root", f"metadata unreadable ({e})")]
     if root is not None and not isinstance(root.get("specs"), dict):
-        problems.append(Problem(None, "root", "no 'specs' in the root metadata"))
+        return [Problem(None, "root", "no 'specs' in the root metadata")]
+    return []
+
+
+def verify_store(backend: Backend, ids: Iterable[str] | None = None) -> list[Problem]:
+    """Problems found in the store's root metadata and its entries (all, or ``ids``)."""
+    problems = verify_root(backend)
     names = list(ids) if ids is not None else backend.list_children(ENTRIES)
     for entry_id in names:
         problems += verify_entry(backend, entry_id)

@@ -1,0 +1,176 @@
+"""What a user hands the predictor besides alignment files: bare sequences (``--seq``, a
+Python string), text on standard input, and files of unrelated sequences (``--single``),
+each record its own RNA.
+
+* A Python string that is an existing path is a file; one of letters only (whitespace
+  ignored) is a sequence; FASTA / Stockholm text (a ``>`` or ``# STOCKHOLM`` first line) is
+  an alignment; anything else (a ``/``, a ``.``, a digit …) was meant as a file that does not
+  exist, and is reported as such — never folded as an RNA.
+* Ids come from the FASTA header (its first word, made safe as a file name), else
+  ``seq1``, ``seq2`` … in input order.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TextIO
+
+from tprna.errors import TprnaError
+
+__all__ = ["NamedInput", "BadInput", "read_sequences", "sequence_records", "text_input",
+           "string_input", "sequence_argument", "expand_inputs", "safe_id", "file_stem", "path_id",
+           "STDIN"]
+
+STDIN = "-"  # the input that means standard input
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class NamedInput:
+    """An RNA without a file of its own: its id, and either one sequence or the text of an
+    alignment (first record the query), with where it came from for messages."""
+
+    id: str
+    text: str
+    source: str
+    aligned: bool = False  # ``text`` is an alignment (FASTA / A3M / Stockholm / .aln)
+
+    def to_msa(self, molecule: str = "rna") -> Any:
+        from tprna.msa import detect_format, parse_msa
+
+        if self.aligned:
+            return parse_msa(self.text, detect_format(self.text), molecule, source=self.source)
+        sequence = "".join(self.text.split())
+        if not sequence:
+            raise TprnaError("empty sequence", self.source)
+        return parse_msa(f">{self.id}\n{sequence}\n", "fasta", molecule, source=self.source)
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An input that could not even be read into an RNA (reported, the rest go on)."""
+
+    source: str
+    reason: str
+
+
+def safe_id(header: str, fallback: str) -> str:
+    """A header's first word as an id that is safe as a file name: letters, digits, '.', '_'
+    and '-' (any other run → '_'), no leading dot, at most 100 characters."""
+    words = header.split()
+    name = _UNSAFE.sub("_", words[0]).lstrip(".")[:100] if words else ""
+    return name if name.strip("_") else fallback
+
+
+def file_stem(entry_id: str) -> str:
+    """An id as a file name: runs of characters other than letters, digits, '.', '_' and '-'
+    become '_' (an id from a file name or a safe header is unchanged)."""
+    stem = _UNSAFE.sub("_", entry_id).lstrip(".")[:200]
+    return stem or "rna"
+
+
+def sequence_records(text: str, source: str, prefix: str = "seq") -> list[NamedInput]:
+    """Each FASTA record of ``text`` (or, without headers, each non-empty line) as its own
+    RNA; ids from the headers, else ``<prefix>1``, ``<prefix>2`` …"""
+    from tprna.msa import fasta_records
+
+    lines = [ln.strip() for ln in text.splitlines()]
+    if any(ln.startswith(">") for ln in lines):
+        records = fasta_records(text, source)
+    else:
+        records = [("", ln) for ln in lines if ln and not ln.startswith(("#", ";"))]
+    if not records:
+        raise TprnaError("no sequences found", source)
+    out = []
+    for n, (name, sequence) in enumerate(records, 1):
+        entry_id = safe_id(name, f"{prefix}{n}")
+        out.append(NamedInput(entry_id, sequence, f"{source}#{entry_id}"))
+    return out
+
+
+def read_sequences(path: str | os.PathLike) -> list[NamedInput]:
+    """A file of unrelated sequences (multi-FASTA, or one sequence a line; gzip or not),
+    each record its own RNA: the inputs of ``tprna infer --single``."""
+    from tprna.msa import read_text
+
+    p = Path(path)
+    return sequence_records(read_text(p), os.fspath(p), prefix=f"{safe_id(path_id(p), 'seq')}_")
+
+
+def path_id(path: Path) -> str:
+    """File name without ``.gz`` and the last suffix (the store's ids): x.fasta.gz → x."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def text_input(text: str, source: str = "<stdin>", fallback_id: str = "stdin") -> NamedInput:
+    """Alignment text (FASTA / A3M / Stockholm, or one aligned sequence a line) as one input,
+    its id from the first FASTA header."""
+    header = next((ln.strip()[1:] for ln in text.splitlines() if ln.strip().startswith(">")), "")
+    return NamedInput(safe_id(header, fallback_id), text, source, aligned=True)
+
+
+def string_input(value: str, index: int) -> NamedInput:
+    """A Python string that is not an existing file: an alignment's text, a sequence
+    (``seq<index + 1>``), or else a missing file (:class:`TprnaError`)."""
+    head = value.lstrip()
+    if "\n" in head and (head.startswith(">") or head.startswith("# STOCKHOLM")):
+        return text_input(value, "<text>", f"seq{index + 1}")
+    letters = "".join(value.split())
+    if _LETTERS.fullmatch(letters):
+        entry_id = f"seq{index + 1}"
+        shown = letters if len(letters) <= 20 else letters[:20] + "…"
+        return NamedInput(entry_id, letters, f"{entry_id} ({shown}, not a file: read as a sequence)")
+    raise TprnaError("file not found (a sequence is letters only, e.g. 'GGGAAACCC')", value)
+
+
+def sequence_argument(value: str, n: int) -> NamedInput:
+    """``--seq ACGU…`` (id ``seq<n>``) or ``--seq NAME=ACGU…``."""
+    name, sep, sequence = value.partition("=")
+    if not sep:
+        name, sequence = f"seq{n}", value
+    elif not name.strip():
+        raise TprnaError(f"--seq {value[:30]!r}: the name before '=' is empty")
+    entry_id = safe_id(name, f"seq{n}")
+    return NamedInput(entry_id, sequence, f"--seq {entry_id}")
+
+
+def expand_inputs(inputs: Iterable[Any], single: bool = False,
+                  stdin: TextIO | None = None) -> Iterator[Any]:
+    """The CLI's inputs as predictor inputs: ``-`` reads standard input (an alignment, or
+    with ``single`` one RNA per record); with ``single`` a file (or a folder's alignment
+    files) holds unrelated sequences, each its own RNA.  A file that cannot be read becomes
+    a :class:`BadInput` (reported, the rest go on); other inputs pass through."""
+    for value in inputs:
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value) == STDIN:
+            text = (stdin or sys.stdin).read()
+            try:
+                yield from (sequence_records(text, "<stdin>") if single else [text_input(text)])
+            except TprnaError as e:
+                yield BadInput("<stdin>", e.reason)
+        elif single and isinstance(value, (str, os.PathLike)):
+            try:
+                paths = _files(Path(value))
+            except TprnaError as e:
+                yield BadInput(os.fspath(value), e.reason)
+                continue
+            for path in paths:
+                try:
+                    yield from read_sequences(path)
+                except TprnaError as e:
+                    yield BadInput(os.fspath(path), e.reason)
+        else:
+            yield value
+
+
+def _files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    from tprna.store.inputs import items_from_paths
+
+    return [item.msa for item in items_from_paths([path])]
+
