@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from build_harness import BuildHarness
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -113,6 +114,14 @@ def ledger(request) -> Ledger:
     if _KEY not in config.stash:
         config.stash[_KEY] = Ledger()
     return config.stash[_KEY]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """A warm build server (build_harness.py) for one test module's kill and disk faults."""
+    h = BuildHarness(tmp_path_factory.mktemp("harness"))
+    yield h
+    h.close()
 
 
 @pytest.fixture(scope="session")

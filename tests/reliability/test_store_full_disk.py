@@ -32,7 +32,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from build_harness import BuildHarness
 from tprna.cli import app
 from tprna.features import FeatureSpec
 from tprna.simulate import write_example_dataset
@@ -74,13 +73,6 @@ def inputs(tmp_path_factory):
                            progress=False).ok
         refs[version] = _entry_sums(ref)
     return root, refs
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    h = BuildHarness(tmp_path_factory.mktemp("harness-disk"))
-    yield h
-    h.close()
 
 
 def _entry_sums(store: Path) -> dict:

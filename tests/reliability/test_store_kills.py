@@ -33,7 +33,6 @@ from pathlib import Path
 
 import pytest
 
-from build_harness import BuildHarness
 from tprna.features import FeatureSpec
 from tprna.simulate import write_example_dataset
 from tprna.store import build_store, items_from_manifest, open_store
@@ -115,13 +114,6 @@ def world(tmp_path_factory) -> World:
             for e, sums in w.refs[(version, s)].items():
                 w.keys[(e, version)] = sums["key"]
     return w
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    h = BuildHarness(tmp_path_factory.mktemp("harness"))
-    yield h
-    h.close()
 
 
 def _fast_root(tmp_path: Path) -> Path:
