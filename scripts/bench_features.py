@@ -6,7 +6,7 @@ Prints, as ratios (machines here are noisy, so only ratios mean anything):
      (target ≥ 0.5× where the work is ≥ 1 GFLOP), counting the flops a dense one-hot Gram
      of the merged rows needs;
   2. the whole feature computation (weights + Neff + covariance) against the plain
-     reference implementation in ``tprna.reference``, whose numbers it also checks
+     reference implementation in ``tprna.testing``, whose numbers it also checks
      (target ≥ 10×);
   3. T0900 (16,243 × 106) and 16pkA (706 × 256) against DeepCov's ``cov21stats``, whose
      times on this machine (16.4 s and 1.4 s) come from the issue: its source cannot be
@@ -18,7 +18,6 @@ Exits non-zero when a target is missed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 from tprna.features import covariance, neff, sequence_weights
 from tprna.msa import MSA, read_msa
-from tprna.reference import reference_covariance, reference_weights
+from tprna.testing import reference_covariance, reference_weights
 
 COV21STATS_SECONDS = {"T0900": 16.4, "16pkA": 1.4}
 

@@ -11,7 +11,7 @@ from tprna.errors import TprnaError
 from tprna.features import (FeatureSpec, base_pair_probabilities, covariance, make_features,
                             model_input, neff, precision, sequence_weights)
 from tprna.msa import MSA, parse_msa, read_msa
-from tprna.reference import reference_covariance, reference_weights
+from tprna.testing import reference_covariance, reference_weights
 
 
 def rna(*rows: str) -> MSA:

@@ -6,6 +6,7 @@ Other verbs join the root ``app`` as they are written; the store's live under ``
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -120,12 +121,16 @@ def _size(n: int) -> str:
 
 
 @store_app.command("info")
-def store_info(store: Path = typer.Argument(..., help="Store path.")) -> None:
+def store_info(store: Path = typer.Argument(..., help="Store path."),
+               as_json: bool = typer.Option(False, "--json", help="Print the information as JSON.")) -> None:
     """Entries, feature specs, bytes on disk, Neff histogram and splits."""
     from tprna.store import open_store
 
     with user_errors(), open_store(store) as st:
         info = st.info()
+    if as_json:
+        print(json.dumps(info, default=str))
+        return
     lengths, depths = info["lengths"], info["depths"]
     console.print(f"[bold]{escape(info['path'])}[/] ({info['backend']}, format v{info['format_version']}): "
                   f"{info['entries']} entries, {info['with_labels']} with labels, "
@@ -149,17 +154,24 @@ def store_info(store: Path = typer.Argument(..., help="Store path.")) -> None:
 
 @store_app.command("ls")
 def store_ls(store: Path = typer.Argument(..., help="Store path."),
-             split: Optional[str] = typer.Option(None, "--split", help="Only this split's entries.")) -> None:
+             split: Optional[str] = typer.Option(None, "--split", help="Only this split's entries."),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per entry, one a line.")) -> None:
     """One row per entry: id, L, N, Neff, specs, labels."""
     from tprna.store import open_store
 
     with user_errors(), open_store(store) as st:
-        table = Table("id", "L", "N", "Neff", "specs", "labels")
-        for entry_id in st.ids(split):
-            meta = st.entry_meta(entry_id)
-            neff = " ".join(f"{v:.2f}" for v in meta["neff"].values())
-            table.add_row(escape(entry_id), str(meta["length"]), str(meta["depth"]), neff,
-                          " ".join(meta["specs"]), "yes" if meta["has_labels"] else "no")
+        rows = [(entry_id, st.entry_meta(entry_id)) for entry_id in st.ids(split)]
+    if as_json:
+        for entry_id, meta in rows:
+            print(json.dumps({"id": entry_id, "length": meta["length"], "depth": meta["depth"],
+                              "neff": meta["neff"], "specs": list(meta["specs"]),
+                              "has_labels": bool(meta["has_labels"])}))
+        return
+    table = Table("id", "L", "N", "Neff", "specs", "labels")
+    for entry_id, meta in rows:
+        neff = " ".join(f"{v:.2f}" for v in meta["neff"].values())
+        table.add_row(escape(entry_id), str(meta["length"]), str(meta["depth"]), neff,
+                      " ".join(meta["specs"]), "yes" if meta["has_labels"] else "no")
     console.print(table)
 
 
@@ -433,6 +445,7 @@ def infer_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job's summary (summary.json) as JSON."),
 ) -> None:
     """Contact maps of sequences and alignments (onnxruntime): <id>.npz and <id>.rr by default, summary.json.
 
@@ -447,9 +460,13 @@ def infer_cmd(
         report = infer(model, given, out, batch_pixels=batch_pixels, max_batch=batch, store=store, split=split,
                        png=png, formats=formats, single=single, top=top, device=device, max_length=max_length,
                        threads=threads, progress=console.is_terminal)
-        console.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
-        for line in report.low_information_notices():
-            console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
+        if as_json:
+            print(json.dumps(report.to_dict()))
+        else:
+            console.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
+        for line in report.low_information_notices():  # stderr under --json: stdout stays JSON
+            (err_console if as_json else console).print(line, style="yellow", highlight=False, markup=False,
+                                                        soft_wrap=True)
         for failure in report.failed:
             err_console.print(f"skipped {failure['file']}: {failure['reason']}", style="yellow",
                               markup=False, highlight=False, soft_wrap=True)

@@ -20,7 +20,7 @@ import torch
 from tprna.data import StoreDataset, collate, length_batches
 from tprna.errors import TprnaError
 from tprna.features import apc_frobenius, base_pair_probabilities, precision
-from tprna.metrics import contact_precisions, summarize
+from tprna.metrics import NEFF_SUBSETS, contact_precisions, summarize
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
            "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
@@ -273,7 +273,7 @@ def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, o
     results = {method: score_maps(m, labels) for method, m in maps.items()}
     neff = {i: lab.neff for i, lab in labels.items()}
 
-    subsets = [s for s in ("all", "neff<1", "1<=neff<10", "neff>=10")
+    subsets = [s for s in ("all", *NEFF_SUBSETS)
                if any(s in r["summary"] for r in results.values())]
     text = "".join(f"\n### {subset} ({split or 'all entries'})\n\n{markdown_table(results, subset)}"
                    for subset in subsets)

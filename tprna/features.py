@@ -189,7 +189,7 @@ def covariance(msa: MSA, weights: np.ndarray, pseudocount: float = 0.0, device: 
         raise TprnaError(f"{len(weights)} weights for an alignment of {msa.depth} sequences", msa.source or None)
     rows, w = _merge_duplicates(msa, weights)
     w = (w / w.sum()).astype(np.float32)
-    q, length = msa.alphabet.q, msa.length
+    q = msa.alphabet.q
     fi = single_frequencies(rows, w, q)
     if _use_cuda(device):
         cov = _centred_gram_torch(rows, w, fi, q)

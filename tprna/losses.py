@@ -24,11 +24,11 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .errors import TprnaError
+from .metrics import MIN_SEPARATION
 
 __all__ = ["pair_mask", "ce_loss", "wce_loss", "tp_loss", "LOSSES", "build_loss",
            "MIN_SEPARATION"]
 
-MIN_SEPARATION = 6
 
 LossOutput = Tensor | Mapping[str, Tensor]
 

@@ -22,8 +22,10 @@ import numpy as np
 from .errors import TprnaError
 
 __all__ = [
+    "MIN_SEPARATION",
     "RANGES",
     "TOP_K",
+    "NEFF_BINS",
     "NEFF_SUBSETS",
     "top_k",
     "top_k_precision",
@@ -32,9 +34,12 @@ __all__ = [
     "apc",
 ]
 
-RANGES: dict[str, tuple[int, float]] = {"short": (6, 12), "mid": (12, 24), "long": (24, math.inf)}
+MIN_SEPARATION = 6  # pairs closer in sequence are never scored
+RANGES: dict[str, tuple[int, float]] = {"short": (MIN_SEPARATION, 12), "mid": (12, 24), "long": (24, math.inf)}
 TOP_K: dict[str, int] = {"L": 1, "L/2": 2, "L/5": 5, "L/10": 10}
 # The same subsets, names and boundaries as the store's named Neff splits.
+NEFF_BINS: tuple[tuple[str, float, float], ...] = (
+    ("neff<1", 0.0, 1.0), ("1<=neff<10", 1.0, 10.0), ("neff>=10", 10.0, math.inf))
 NEFF_SUBSETS: dict[str, Callable[[float], bool]] = {
     "neff<1": lambda v: v < 1,
     "1<=neff<10": lambda v: 1 <= v < 10,

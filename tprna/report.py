@@ -66,15 +66,14 @@ def plot_contact_map(prob: np.ndarray, contacts: np.ndarray, observed: np.ndarra
                      path: Path, top: int | None = None) -> None:
     """Upper triangle: the top-L predicted pairs (|i−j| ≥ 6) coloured by hit/miss;
     lower triangle: the true contacts; unobserved pairs grey."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     length = prob.shape[0]
     top = top or length
     i, j = np.triu_indices(length, k=6)
     order = np.argsort(-prob[i, j], kind="stable")[:top]
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    fig = Figure(figsize=(5, 5), dpi=110)
+    ax = fig.subplots()
     ti, tj = np.nonzero(np.tril(contacts, -6))
     ax.scatter(tj, ti, s=4, c="0.25", marker="s", label="true contact")
     ui, uj = np.nonzero(np.tril(~observed.astype(bool), -1))
@@ -90,20 +89,19 @@ def plot_contact_map(prob: np.ndarray, contacts: np.ndarray, observed: np.ndarra
     ax.legend(loc="lower left", fontsize=6, markerscale=2)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_precision_vs_neff(results: Mapping[str, dict], neff: Mapping[str, float], path: Path,
                            column: tuple[str, str] = ("long", "L/5")) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     # One point per RNA and method: a distinct colour and marker per method (up to 20), the
     # methods of one RNA dodged side by side along Neff so that ties stay visible, and the
     # legend outside the axes so it never hides points.
-    fig, ax = plt.subplots(figsize=(8.5, 4), dpi=110)
-    colours, markers = plt.get_cmap("tab20").colors, "osD^v<>ph*"
+    fig = Figure(figsize=(8.5, 4), dpi=110)
+    ax = fig.subplots()
+    colours, markers = colormaps["tab20"].colors, "osD^v<>ph*"
     for k, (method, result) in enumerate(results.items()):
         dodge = 10 ** (0.015 * (k - (len(results) - 1) / 2))
         x = [neff[i] * dodge for i in result["ids"]]
@@ -118,4 +116,3 @@ def plot_precision_vs_neff(results: Mapping[str, dict], neff: Mapping[str, float
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

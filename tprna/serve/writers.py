@@ -27,11 +27,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from tprna.errors import TprnaError
+from tprna.metrics import MIN_SEPARATION
 
 __all__ = ["top_contacts", "write_npz", "write_rr", "read_rr", "write_png", "write_txt", "RRFile",
            "contact_map_figure", "parse_formats", "MIN_SEPARATION", "OUTPUT_FORMATS", "DEFAULT_FORMATS"]
 
-MIN_SEPARATION = 6  # pairs closer in sequence are never scored (DESIGN: ranges)
 OUTPUT_FORMATS = ("npz", "rr", "png", "txt")
 DEFAULT_FORMATS = ("npz", "rr")
 TXT_DECIMALS = 5  # as the RR file's probabilities

@@ -37,7 +37,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -714,7 +714,6 @@ class Hdf5Session:
         self._root_attrs = root_attrs
         self._repair = repair
         self._file = None
-        self.resumed = False
         self.dirty = False
 
     def clean_stale(self) -> None:
@@ -780,7 +779,7 @@ class Hdf5Session:
             except Exception:  # noqa: BLE001 - any failure to open or walk it: discard
                 ok = False
             if ok:
-                self._file, self.resumed, self.dirty = f, True, True
+                self._file, self.dirty = f, True
                 return self
             try:
                 if f is not None:
@@ -911,15 +910,6 @@ class Hdf5Session:
         self.partial.unlink(missing_ok=True)
         self.partial.with_name(self.partial.name + ".copy").unlink(missing_ok=True)
         self.ballast.unlink(missing_ok=True)
-
-
-def iter_h5_groups(f: Any, group: str) -> Iterator[str]:
-    node = f[group]
-    import h5py
-
-    for name in list(node.keys()):
-        if node.get(name, getclass=True) is h5py.Group:
-            yield name
 
 
 def now_iso() -> str:

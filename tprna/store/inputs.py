@@ -39,10 +39,6 @@ class BuildItem:
     label: Path | None = None
     split: str | None = None
 
-    @property
-    def sources(self) -> list[Path]:
-        return [p for p in (self.msa, self.structure, self.label) if p is not None]
-
 
 def _cell(row: dict, name: str) -> str | None:
     value = (row.get(name) or "").strip()

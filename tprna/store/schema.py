@@ -39,14 +39,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from tprna.alphabet import get_alphabet
 from tprna.errors import TprnaError
+from tprna.metrics import NEFF_BINS
 from tprna.features import PROFILE_COMPONENTS, FeatureSpec
 from tprna.store.backends import (Backend, Hdf5Session, StoreLock, is_hdf5_path,
                                   open_backend, zarr_set_root_attrs, LOCK)
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "PAIR_ARRAYS", "MAP_ARRAYS", "NEFF_SPLITS", "FeatureStore",
+    "FORMAT", "FORMAT_VERSION", "PAIR_ARRAYS", "NEFF_SPLITS", "FeatureStore",
     "open_store", "pack_symmetric", "unpack_symmetric", "checksum", "file_sha256", "input_key",
     "entry_group", "features_group", "check_entry_id", "finalize", "root_attrs", "store_lock",
 ]
@@ -55,9 +55,9 @@ FORMAT = "tprna-feature-store"
 FORMAT_VERSION = 1
 ENTRIES = "entries"
 PAIR_ARRAYS = ("cov", "precision")  # (L, L, q, q), C[i, j, a, b] = C[j, i, b, a]
-MAP_ARRAYS = ("bpp",)  # (L, L) symmetric
-# and PROFILE_COMPONENTS ("profile", (L, q)), stored as they are
-NEFF_SPLITS = (("neff<1", 0.0, 1.0), ("1<=neff<10", 1.0, 10.0), ("neff>=10", 10.0, float("inf")))
+# every other component is an (L, L) symmetric map (bpp, apc, dca, alifold), packed the same
+# way; PROFILE_COMPONENTS ("profile", (L, q)) are stored as they are
+NEFF_SPLITS = NEFF_BINS  # the store's named Neff splits are the metrics' subsets
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -128,11 +128,9 @@ def finalize(attrs: dict, arrays: Mapping[str, np.ndarray]) -> dict:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+            h = hashlib.file_digest(f, "sha256")
     except FileNotFoundError:
         raise TprnaError("file not found", path) from None
     except IsADirectoryError:
@@ -400,9 +398,6 @@ class FeatureStore:
             raise TprnaError(f"entry {entry_id!r}: {where} differs from what was written (checksum "
                              "mismatch: the data changed on disk); run 'tprna store verify', then "
                              "rebuild the entry", self.path)
-
-    def alphabet(self, entry_id: str):
-        return get_alphabet(self._require(entry_id)["molecule"])
 
     # -- whole store
     def info(self) -> dict[str, Any]:
