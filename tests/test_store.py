@@ -17,6 +17,7 @@ import pytest
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, make_features
 from tprna.msa import read_msa
+from tprna.simulate import write_example_dataset
 from tprna.store import (BuildItem, build_store, check_disjoint_splits, items_from_manifest,
                          items_from_paths, open_store, overlapping_splits)
 from tprna.store import atomic, backends
@@ -768,3 +769,36 @@ def test_a_manifest_with_a_byte_order_mark(tmp_path, tiny):
     (tmp_path / "plain.csv").write_text(text)
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert items_from_manifest(tmp_path / "bom.csv") == items_from_manifest(tmp_path / "plain.csv")
+
+
+def test_stores_other_tools_can_read(tmp_path):
+    """Zarr arrays name their axes for plain zarr / xarray; HDF5 datasets use deflate, which
+    h5dump (any HDF5 build) decodes to the same numbers."""
+    import shutil
+    import subprocess
+
+    import h5py
+    import zarr
+
+    manifest = write_example_dataset(tmp_path / "data", n_families=2, seed=4, lengths=(20, 24), depths=(4, 6))
+    items = items_from_manifest(manifest)
+    spec = FeatureSpec(feature_set="cov")
+    assert build_store(tmp_path / "s.zarr", items, spec, progress=False).ok
+    assert build_store(tmp_path / "s.h5", items, spec, progress=False).ok
+    with open_store(tmp_path / "s.zarr") as st:
+        entry = st.ids()[0]
+    root = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    assert root[f"entries/{entry}/msa"].metadata.dimension_names == ("sequence", "position")
+    assert root[f"entries/{entry}/features/{spec.key}/cov"].metadata.dimension_names == ("pair", "state_i", "state_j")
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        dataset = f[f"entries/{entry}/msa"]
+        assert dataset.compression == "gzip"
+        expected = dataset[...]
+    h5dump = shutil.which("h5dump")
+    if h5dump is None:
+        pytest.skip("h5dump not installed (apt-get install hdf5-tools)")
+    out = subprocess.run([h5dump, "-d", f"/entries/{entry}/msa", "-y", "-w", "0", str(tmp_path / "s.h5")],
+                         capture_output=True, text=True, check=True).stdout
+    body = out.split("DATA {", 1)[1].split("}", 1)[0]
+    numbers = [int(t) for t in body.replace(",", " ").split()]
+    assert numbers == expected.ravel().tolist()

@@ -586,12 +586,28 @@ def zarr_set_root_attrs(path: Path, attrs: dict) -> None:
         raise
 
 
+# What each axis of a stored array is, so that xarray / plain zarr users read the schema.
+_DIMENSIONS = {
+    "msa": ("sequence", "position"), "weights": ("sequence",),
+    "contacts": ("position_i", "position_j"), "observed": ("position_i", "position_j"),
+    "cov": ("pair", "state_i", "state_j"), "precision": ("pair", "state_i", "state_j"),
+    "profile": ("position", "state"),
+}
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """Axis names of a stored array: packed maps (bpp, apc, …) are one axis of i ≤ j pairs."""
+    known = _DIMENSIONS.get(name, ("pair",))
+    return known if len(known) == ndim else tuple(f"{name}_{k}" for k in range(ndim))
+
+
 def _zarr_write_tree(group: Any, payload: GroupPayload) -> None:
     for name, arr in payload.arrays.items():
         arr = np.ascontiguousarray(arr)
         za = group.create_array(name, shape=arr.shape, dtype=arr.dtype,
                                 chunks=chunk_shape(arr.shape, arr.dtype.itemsize),
                                 compressors=_compressors(), fill_value=0,
+                                dimension_names=dimension_names(name, arr.ndim),
                                 attributes={ALL_CHUNKS: True}, config={"write_empty_chunks": True})
         za[...] = arr
     for name, child in payload.children.items():
@@ -668,7 +684,8 @@ def _h5_write_tree(group: Any, payload: GroupPayload) -> None:
         kwargs: dict[str, Any] = {}
         if arr.size:
             kwargs = dict(chunks=chunk_shape(arr.shape, arr.dtype.itemsize),
-                          compression="lzf", shuffle=arr.dtype.itemsize > 1,
+                          # deflate: every HDF5 build (h5dump, HDFView, R, MATLAB) reads it; LZF only h5py
+                          compression="gzip", compression_opts=1, shuffle=arr.dtype.itemsize > 1,
                           fletcher32=CHUNK_CHECKSUMS)
         group.create_dataset(name, data=arr, **kwargs)
     for name, child in payload.children.items():
@@ -774,6 +791,10 @@ class Hdf5Session:
                 reserve(self.partial, _GROUP_SLACK)  # for what the repair rewrites
                 f = h5py.File(self.partial, "r+")
                 ok = self._repair(f) if self._repair else True
+                if ok:  # a killed writer can leave metadata that reads but cannot be rewritten
+                    for key, value in list(f.attrs.items()):
+                        f.attrs[key] = value
+                    f.flush()
             except DiskFull:
                 ok = False  # discarded: it was what filled the disk
             except Exception:  # noqa: BLE001 - any failure to open or walk it: discard
