@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from release_benchmarks import (OURS, coconet_benchmark, puzzles_benchmark,  # noqa: E402
-                                training_sequences)
+from release_benchmarks import (OURS, benchmark_arguments, coconet_benchmark,  # noqa: E402
+                                puzzles_benchmark, training_sequences)
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 
@@ -31,11 +31,7 @@ def renamed(results: dict, old: str, new: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="NAME=path.onnx")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=REPO / "results" / "release")
-    parser.add_argument("--store", type=Path, default=REPO / "store" / "release.zarr")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "ALIGNMENT.md")
-    args = parser.parse_args()
+    args = benchmark_arguments(parser, REPO / "results" / "ALIGNMENT.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
     trained = training_sequences(args.data, leakage)
     coconet: dict = {}

@@ -38,6 +38,7 @@ from tprna.features import FEATURE_SETS, base_pair_probabilities  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
+from train_release import coconet_rows, read_fasta_sequence, spot_rows  # noqa: E402  (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -114,11 +115,9 @@ def coconet_benchmark(data: Path, predictor: Predictor, store: Path) -> tuple[di
 
 def training_sequences(data: Path, leakage: dict) -> dict[str, str]:
     """Every RNA the shipped model trained on: coconet train queries and SPOT-RNA-2D TR chains."""
-    coconet = {r["id"]: r for r in csv.DictReader(open(data / "coconet" / "manifest.csv"))}
-    spot = {r["id"]: r["sequence"] for r in csv.DictReader(open(data / "spot_rna_2d" / "manifest.csv"))}
-    out = {i: "".join(line.strip() for line in (data / "coconet" / coconet[i]["sequence"]).read_text().splitlines()
-                      if not line.startswith(">")) for i in leakage["coconet_train_families"]}
-    return out | {i: spot[i] for i in leakage["spot_tr"]}
+    families = {r["id"]: r["query"] for r in coconet_rows(data)}
+    spot = {r["id"]: r["sequence"] for r in spot_rows(data)}
+    return {i: families[i] for i in leakage["coconet_train_families"]} | {i: spot[i] for i in leakage["spot_tr"]}
 
 
 def puzzles_benchmark(data: Path, predictor: Predictor, trained: dict[str, str]) -> tuple[dict, dict]:
@@ -149,13 +148,8 @@ def puzzles_benchmark(data: Path, predictor: Predictor, trained: dict[str, str])
             {"clean": sorted(labels), "left_out": {k: list(v) for k, v in dirty.items()}})
 
 
-def read_fasta_sequence(path: Path) -> str:
-    return "".join(line.strip() for line in path.read_text().splitlines() if not line.startswith(">"))
-
-
 def figure(results: dict, method: str, key: str = "long|L") -> float:
-    prec = results[method]["summary"]["all"]["precision"]
-    return float(prec[tuple(key.split("|"))] if tuple(key.split("|")) in prec else prec[key])
+    return float(results[method]["summary"]["all"]["precision"][tuple(key.split("|"))])
 
 
 def candidate_table(choice: dict) -> list[str]:
@@ -174,15 +168,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def benchmark_arguments(parser: argparse.ArgumentParser, out: Path) -> argparse.ArgumentParser:
+    """The data, the release run's work folder (leakage.json, choice.json), its store and the
+    report a benchmark script writes."""
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=REPO / "results" / "release")
+    parser.add_argument("--store", type=Path, default=REPO / "store" / "release.zarr")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=PACKAGE_MODEL / MODEL_FILE)
     parser.add_argument("--ship", action="store_true", help="Copy the model into the package with its card")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--work", type=Path, default=REPO / "results" / "release")
-    parser.add_argument("--store", type=Path, default=REPO / "store" / "release.zarr")
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "RELEASE.md")
-    args = parser.parse_args()
+    args = benchmark_arguments(parser, REPO / "results" / "RELEASE.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
     choice = json.loads((args.work / "choice.json").read_text())
     predictor = Predictor(args.model, device="cpu")

@@ -354,7 +354,7 @@ class Predictor:
                     return reused
             return self._msa_item(index, entry_id, source, read_msa(path, self.spec.molecule))
         except TprnaError as e:
-            return Failure(source, _reason(e), None, index)
+            return Failure(source, e.reason, None, index)
         except Exception as e:  # a parser bug must not stop the batch
             return Failure(source, f"{type(e).__name__}: {e}", None, index)
 
@@ -385,7 +385,7 @@ class Predictor:
             with self._store_lock:
                 meta = store.entry_meta(entry_id)
         except TprnaError as e:
-            return Failure(source, _reason(e), entry_id, index)
+            return Failure(source, e.reason, entry_id, index)
         if self.spec.key not in meta.get("specs", []):
             return Failure(source, f"entry has no features for the model's spec {self.spec.key}; "
                            "build them with 'tprna store build'", entry_id, index)
@@ -457,7 +457,7 @@ class Predictor:
                         x, neff = future.result()
                         ready.append((item, x, neff))
                     except TprnaError as e:
-                        yield Failure(item.source, _reason(e), item.id, item.index)
+                        yield Failure(item.source, e.reason, item.id, item.index)
                     except Exception as e:
                         yield Failure(item.source, f"features failed ({type(e).__name__}: {e})",
                                       item.id, item.index)
@@ -509,15 +509,12 @@ def serving_input(msa: Any, spec: Any, device: str = "cpu") -> tuple[np.ndarray,
     model saw it in training: :func:`tprna.features.make_features`, then the store's packing
     (upper triangle mirrored, rounded to ``spec.dtype``), then
     :func:`tprna.features.model_input`.  Clients of a Triton deployment call this too."""
-    from tprna.features import PROFILE_COMPONENTS, make_features, model_input
-    from tprna.store.schema import pack_symmetric, unpack_symmetric
+    from tprna.features import make_features, model_input
+    from tprna.store.schema import pack_component, unpack_component
 
     feats = dict(make_features(msa, spec, device))
     for name in spec.components:
-        if name in PROFILE_COMPONENTS:
-            feats[name] = np.asarray(feats[name]).astype(spec.dtype).astype(np.float32)
-        else:
-            feats[name] = unpack_symmetric(pack_symmetric(np.asarray(feats[name]), spec.dtype), msa.length)
+        feats[name] = unpack_component(name, pack_component(name, feats[name], spec.dtype))
     return model_input(feats, spec), float(feats["neff"])
 
 
@@ -543,7 +540,7 @@ def _flatten(inputs: Iterable[InputLike]) -> Iterator[tuple[int, InputLike]]:
             try:
                 expanded: list[Any] = [item.msa for item in items_from_paths([value])]
             except TprnaError as e:
-                expanded = [BadInput(os.fspath(value), _reason(e))]
+                expanded = [BadInput(os.fspath(value), e.reason)]
         else:
             expanded = [value]
         for v in expanded:
@@ -560,11 +557,6 @@ def _describe(value: Any) -> str:
         return f"sequence {value[0]}"
     source = getattr(value, "source", "")
     return source or f"<{type(value).__name__}>"
-
-
-def _reason(err: TprnaError) -> str:
-    """The message without the leading '<path>: ' (the path is reported beside it)."""
-    return err.reason
 
 
 # --------------------------------------------------------------------------- the job
@@ -679,7 +671,7 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
         try:
             pred.write(out, chosen, top, min_separation)
         except Exception as e:
-            why = _reason(e) if isinstance(e, TprnaError) else e
+            why = e.reason if isinstance(e, TprnaError) else e
             return Failure(pred.source, f"writing the outputs failed ({why})", pred.id, pred.index)
         return None
 

@@ -44,7 +44,7 @@ from tprna.store.splits import assign_manifest_splits
 from tprna.store.inputs import BuildItem
 from tprna.store.schema import (ENTRIES, FORMAT, PAIR_ARRAYS, check_entry_id, checksum,
                                 entry_group, features_group, file_sha256, finalize, input_key,
-                                pack_symmetric, root_attrs, store_lock)
+                                pack_component, root_attrs, store_lock)
 
 __all__ = ["BuildReport", "FeatureLimits", "build_store", "entry_payload", "feature_payload",
            "repair_partial", "available_memory"]
@@ -147,15 +147,12 @@ def feature_payload(msa: MSA, spec: FeatureSpec,
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
     for name in spec.components:
-        if name in PROFILE_COMPONENTS:  # per residue, nothing to fold
-            arrays[name] = np.ascontiguousarray(np.asarray(feats[name]).astype(spec.dtype))
-            packing[name] = "(L, q) as it is"
-            continue
         try:
-            arrays[name] = pack_symmetric(np.asarray(feats[name]), spec.dtype)
+            arrays[name] = pack_component(name, feats[name], spec.dtype)
         except TprnaError as e:
             raise TprnaError(f"{name}: {e}", msa.source or None) from None
-        packing[name] = ("upper triangle i<=j of (L, L, q, q) as (L(L+1)/2, q, q)" if name in PAIR_ARRAYS
+        packing[name] = ("(L, q) as it is" if name in PROFILE_COMPONENTS
+                         else "upper triangle i<=j of (L, L, q, q) as (L(L+1)/2, q, q)" if name in PAIR_ARRAYS
                          else "upper triangle i<=j of (L, L) as (L(L+1)/2,)")
     neff = float(feats["neff"])
     attrs = finalize({"spec": spec.to_dict(), "spec_key": spec.key, "neff": neff,

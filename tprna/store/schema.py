@@ -47,7 +47,7 @@ from tprna.store.backends import (Backend, Hdf5Session, StoreLock, is_hdf5_path,
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "PAIR_ARRAYS", "NEFF_SPLITS", "FeatureStore",
-    "open_store", "pack_symmetric", "unpack_symmetric", "checksum", "file_sha256", "input_key",
+    "open_store", "pack_symmetric", "unpack_symmetric", "pack_component", "unpack_component", "checksum", "file_sha256", "input_key",
     "entry_group", "features_group", "check_entry_id", "finalize", "root_attrs", "store_lock",
 ]
 
@@ -109,6 +109,22 @@ def unpack_symmetric(packed: np.ndarray, length: int) -> np.ndarray:
     for i in range(1, length):
         full[i, :i] = mirrored[i, :i]
     return full
+
+
+def pack_component(name: str, full: np.ndarray, dtype: str) -> np.ndarray:
+    """A feature component as stored: per-residue ones (``profile``, (L, q)) as they are, the
+    symmetric ones as their upper triangle (:func:`pack_symmetric`), in ``dtype``."""
+    if name in PROFILE_COMPONENTS:
+        return np.ascontiguousarray(np.asarray(full).astype(dtype))
+    return pack_symmetric(np.asarray(full), dtype)
+
+
+def unpack_component(name: str, packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_component`, float32."""
+    if name in PROFILE_COMPONENTS:
+        return np.asarray(packed).astype(np.float32, copy=False)
+    length = (math.isqrt(8 * packed.shape[0] + 1) - 1) // 2  # P = L(L+1)/2
+    return unpack_symmetric(packed, length)
 
 
 def checksum(arr: np.ndarray) -> str:
@@ -367,11 +383,7 @@ class FeatureStore:
         out: dict[str, np.ndarray] = {"weights": arrays.pop("weights").astype(np.float32, copy=False),
                                       "neff": np.float32(fattrs["neff"])}
         for name, packed in arrays.items():
-            if name in PROFILE_COMPONENTS:
-                out[name] = packed.astype(np.float32, copy=False)
-                continue
-            length = (math.isqrt(8 * packed.shape[0] + 1) - 1) // 2  # P = L(L+1)/2
-            out[name] = unpack_symmetric(packed, length)
+            out[name] = unpack_component(name, packed)
         return out
 
     def _array(self, entry_id: str, group: str, name: str, checksums: Mapping[str, str]) -> np.ndarray:
