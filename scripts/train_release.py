@@ -23,7 +23,7 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
 
-    python scripts/train_release.py [--epochs 14] [--seeds 0] [--features cov+ss,cov+ss+profile]
+    python scripts/train_release.py [--epochs 14] [--candidates 'cov+ss:0,1 cov+ss/depth:0']
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default).
@@ -43,8 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 TPRNA = [sys.executable, "-m", "tprna"]
 SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
 # What this release measured: two seeds of the issue's recipe, the query's profile as extra
-# channels, and the coupling maps (apc, dca, RNAalifold) on top.
-DEFAULT_CANDIDATES = "cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0"
+# channels, the coupling maps (apc, dca, RNAalifold) on top, and both first two trained with
+# depth sampling (two seeds each).
+DEFAULT_CANDIDATES = ("cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0 "
+                      "cov+ss/depth:0 cov+ss+profile/depth:0 cov+ss/depth:1 cov+ss+profile/depth:1")
 
 
 def log(message: str) -> None:
@@ -146,8 +148,19 @@ def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- training
 
 
-def slug(features: str, seed: int) -> str:
-    return f"mffnet36_{features.replace('+', '_')}_seed{seed}"
+DEPTH_SAMPLING = 0.5  # the "/depth" recipes: half the alignment examples cut to a random depth per epoch
+
+
+def slug(recipe: str, seed: int) -> str:
+    return f"mffnet36_{recipe.replace('+', '_').replace('/', '_')}_seed{seed}"
+
+
+def recipe_options(recipe: str) -> tuple[str, list]:
+    """``"cov+ss/depth"`` → the feature set and the training options the recipe adds."""
+    features, _, option = recipe.partition("/")
+    if option not in ("", "depth"):
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: depth)")
+    return features, (["--depth-sampling", DEPTH_SAMPLING] if option == "depth" else [])
 
 
 def finished(run: Path, epochs: int) -> bool:
@@ -160,7 +173,8 @@ def finished(run: Path, epochs: int) -> bool:
 
 
 def parse_candidates(text: str) -> list[tuple[str, int]]:
-    """``"cov+ss:0,1 cov+ss+profile:0"`` → [(feature set, seed), …]."""
+    """``"cov+ss:0,1 cov+ss/depth:0"`` → [(recipe, seed), …]; a recipe is a feature set,
+    optionally with ``/depth`` (trained with depth sampling)."""
     out = []
     for token in text.split():
         features, _, seeds = token.partition(":")
@@ -184,17 +198,17 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]]) -> di
     rows: dict[str, dict] = {}
     for split in ("spot_vl", "test"):
         maps: dict[str, dict] = {}
-        for features, seed in jobs:
-            checkpoint = runs / slug(features, seed) / "last.ckpt"
+        for recipe, seed in jobs:
+            checkpoint = runs / slug(recipe, seed) / "last.ckpt"
             # scored on the store it trained from (the same entries under its feature set)
             trained_on = load_checkpoint(checkpoint).get("train_store") or str(store)
-            evaluation = load_evaluation_set(trained_on, split, features)
-            maps[slug(features, seed)] = predict_with_checkpoint(checkpoint, evaluation, device="cpu")
+            evaluation = load_evaluation_set(trained_on, split, recipe_options(recipe)[0])
+            maps[slug(recipe, seed)] = predict_with_checkpoint(checkpoint, evaluation, device="cpu")
         labels = evaluation.labels
-        for features in dict.fromkeys(f for f, _ in jobs):
-            members = [slug(f, s) for f, s in jobs if f == features]
+        for recipe in dict.fromkeys(r for r, _ in jobs):
+            members = [slug(r, s) for r, s in jobs if r == recipe]
             if len(members) > 1:
-                maps[f"{features} average of seeds {','.join(str(s) for f, s in jobs if f == features)}"] = {
+                maps[f"{recipe} average of seeds {','.join(str(s) for r, s in jobs if r == recipe)}"] = {
                     i: np.mean([maps[m][i] for m in members], axis=0) for i in labels}
         for name, predicted in maps.items():
             rows.setdefault(name, {})
@@ -203,8 +217,8 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]]) -> di
         if name.startswith("mffnet36_"):
             row["members"] = [name]
         else:
-            features = name.split(" average")[0]
-            row["members"] = [slug(f, s) for f, s in jobs if f == features]
+            recipe = name.split(" average")[0]
+            row["members"] = [slug(r, s) for r, s in jobs if r == recipe]
     return rows
 
 
@@ -234,7 +248,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     logfile = args.work / "release.log"
     jobs = parse_candidates(args.candidates)
-    feature_sets = list(dict.fromkeys(f for f, _ in jobs))
+    feature_sets = list(dict.fromkeys(recipe_options(r)[0] for r, _ in jobs))
 
     plan = leakage_plan(args.data, args.drop_families)
     (args.work / "leakage.json").write_text(json.dumps(plan, indent=1) + "\n")
@@ -255,15 +269,16 @@ def main() -> int:
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
     running: list[tuple[subprocess.Popen, str]] = []
-    for features, seed in jobs:
-        name = slug(features, seed)
+    for recipe, seed in jobs:
+        name = slug(recipe, seed)
+        features, options = recipe_options(recipe)
         if finished(args.runs / name, args.epochs):
             log(f"{name}: trained ({args.epochs} epochs), kept")
             continue
         cmd = TPRNA + ["train", args.store, "--out", args.runs / name, "--split", "train,spot_tr",
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", args.epochs,
                        "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
-                       "--init-from", pre / "last.ckpt"] + common
+                       "--init-from", pre / "last.ckpt"] + options + common
         running.append((start(cmd, args.work / f"{name}.log", env), name))
         while len([p for p, _ in running if p.poll() is None]) >= args.parallel:
             time.sleep(10)

@@ -311,6 +311,7 @@ def train_cmd(
     pixel_budget: int = typer.Option(30000, "--pixel-budget", help="Padded L² pixels per batch."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip entries longer than this."),
     crop: int = typer.Option(160, "--crop", help="Train longer RNAs on random windows of this length (0 = never crop)."),
+    depth_sampling: float = typer.Option(0.0, "--depth-sampling", help="Fraction of alignment examples trained each epoch on a random subset of their rows (the query alone a third of the time): teaches when to trust covariance."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -332,7 +333,7 @@ def train_cmd(
             alpha=alpha, beta=beta, epochs=epochs, lr=lr,
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, crop=crop or None, seed=seed,
-            device=device, workers=workers, init_from=str(init_from) if init_from else None,
+            depth_sampling=depth_sampling, device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))
         if is_main_process():

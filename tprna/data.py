@@ -6,6 +6,13 @@ A batch is padded to its longest member; ``mask`` (B, L) marks real residues and
 The paper batched 3 RNAs below L=100, 2 up to 150 and 1 above; a budget of
 3·100² = 30,000 padded pixels gives 3 below 100, 2 up to 122 and 1 above, and generalises
 to any length mix.
+
+**Depth sampling** (``depth_sampling`` > 0) teaches the network when to trust covariance:
+each epoch, that fraction of the alignment entries is trained on a random subset of its
+rows (the query always kept; a third of them on the query alone, the rest on a
+log-uniform depth), with weights, covariance and profile recomputed from the store's
+encoded alignment for the training window — the thermodynamic channel is the query's and
+stays as stored.  The draws are a function of (seed, epoch), so a resumed run sees the same.
 """
 from __future__ import annotations
 
@@ -18,11 +25,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from tprna.alphabet import get_alphabet
 from tprna.contract import PAPER_PIXEL_BUDGET, length_batches
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec, model_input
+from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, model_input, neff,
+                             precision, sequence_weights)
+from tprna.msa import MSA
+from tprna.store.schema import pack_component, unpack_component
 
-__all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches"]
+__all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
+           "subsampled_features", "draw_depth", "DEPTH_SAMPLING_MAX"]
+
+DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
+# components recomputed from a row subset; "bpp" is the query's alone and stays as stored
+_RESAMPLED = {"cov", "precision", "profile", "apc", "dca"}
 
 
 class StoreDataset(Dataset):
@@ -51,15 +67,32 @@ class StoreDataset(Dataset):
             raise TprnaError(f"no labelled entries with feature spec {self.spec.key} "
                              f"in split {split or '(all)'}", self.store_path)
         self.lengths = [int(metas[i]["length"]) for i in self.ids]
+        self.depths = [int(metas[i]["depth"]) for i in self.ids]
         self._store = None
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """Keep only these entries (in this order)."""
+        self.ids = [self.ids[i] for i in indices]
+        self.lengths = [self.lengths[i] for i in indices]
+        self.depths = [self.depths[i] for i in indices]
+
+    def check_depth_sampling(self) -> None:
+        """Refuse a feature set whose channels cannot be recomputed from a row subset."""
+        fixed = set(self.spec.components) - _RESAMPLED - {"bpp"}
+        if fixed:
+            raise TprnaError(f"depth sampling cannot recompute {', '.join(sorted(fixed))} from a subset of rows; "
+                             f"train feature set {self.spec.feature_set!r} without --depth-sampling",
+                             self.store_path)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
-        """``key`` is an index, or (index, start, size) for the window
-        ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler)."""
-        index, start, size = key if isinstance(key, tuple) else (key, 0, self.lengths[key])
+    def __getitem__(self, key: int | tuple) -> dict:
+        """``key`` is an index, or (index, start, size[, depth, row_seed]) for the window
+        ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler), on
+        ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows)."""
+        index, start, size, depth, row_seed = (tuple(key) + (0, 0))[:5] if isinstance(key, tuple) else (
+            key, 0, self.lengths[key], 0, 0)
         if self._store is None:
             from tprna.store import open_store
             self._store = open_store(self.store_path)
@@ -70,7 +103,12 @@ class StoreDataset(Dataset):
         contacts, observed = labels if labels is not None else (
             np.zeros((length, length), np.uint8), np.zeros((length, length), bool))
         window = slice(start, start + size)
-        x = model_input(features, self.spec)[:, window, window]
+        if depth:
+            features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
+                                           row_seed, window)
+            x = model_input(features, self.spec)
+        else:
+            x = model_input(features, self.spec)[:, window, window]
         return {"id": entry_id, "features": torch.from_numpy(np.ascontiguousarray(x)),
                 "contacts": torch.from_numpy(np.asarray(contacts[window, window], dtype=np.float32)),
                 "observed": torch.from_numpy(np.asarray(observed[window, window], dtype=bool)),
@@ -80,6 +118,56 @@ class StoreDataset(Dataset):
         state = dict(self.__dict__)
         state["_store"] = None
         return state
+
+
+def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, depth: int, row_seed: int,
+                        window: slice) -> dict:
+    """An entry's features on ``window`` as if its alignment held only ``depth`` rows: the
+    query and ``depth − 1`` others drawn with ``row_seed``.  Weights come from the whole
+    length of the subset (the identity rule is over the full query); covariance and profile
+    need only the window's columns, the precision and the coupling maps (global) are
+    computed on the full length and cut.  Rounded to the store's dtype, as stored ones are."""
+    rng = np.random.default_rng(row_seed)
+    rows = np.concatenate([[0], 1 + np.sort(rng.choice(len(codes) - 1, depth - 1, replace=False))])
+    alphabet = get_alphabet(spec.molecule)
+    sub = MSA(ids=tuple(map(str, rows)), codes=np.ascontiguousarray(codes[rows]), alphabet=alphabet)
+    weights = sequence_weights(sub, spec.identity)
+    parts = set(spec.components)
+    glob = bool(parts & {"precision", "apc", "dca"})
+    cols = slice(None) if glob else window
+    part = MSA(ids=sub.ids, codes=np.ascontiguousarray(sub.codes[:, cols]), alphabet=alphabet)
+    out: dict = {"weights": weights, "neff": np.float32(neff(sub, weights))}
+    if parts & {"cov", "precision", "apc", "dca"}:
+        cov = covariance(part, weights, spec.pseudocount)
+        prec = precision(cov, spec.shrinkage) if parts & {"precision", "dca"} else None
+        full = {"cov": cov, "precision": prec}
+        if "apc" in parts:
+            full["apc"] = coupling_map(cov)
+        if "dca" in parts:
+            full["dca"] = coupling_map(prec)
+        cut = window if glob else slice(None)
+        for name in parts & {"cov", "precision", "apc", "dca"}:
+            out[name] = full[name][cut, cut]
+    if "profile" in parts:
+        out["profile"] = column_profile(part, weights)[window if glob else slice(None)]
+    for name in list(out):
+        if name in spec.components:
+            out[name] = unpack_component(name, pack_component(name, out[name], spec.dtype))
+    if "bpp" in parts:
+        out["bpp"] = np.asarray(stored["bpp"])[window, window]
+    return out
+
+
+def draw_depth(rng: random.Random, depth: int, fraction: float) -> int:
+    """0 (all rows) or the depth of one subsample: with probability ``fraction`` an alignment
+    of ``depth`` > 1 rows is cut, to the query alone a third of the time, otherwise to a
+    log-uniform depth in [2, min(depth − 1, DEPTH_SAMPLING_MAX)]."""
+    if depth <= 1 or rng.random() >= fraction:
+        return 0
+    top = min(depth - 1, DEPTH_SAMPLING_MAX)
+    if top < 2 or rng.random() < 1 / 3:
+        return 1
+    return min(top, max(2, round(math.exp(rng.uniform(math.log(2), math.log(top))))))
 
 
 def _split_ids(store, split: str | None) -> list[str]:
@@ -145,7 +233,7 @@ class LengthBatchSampler(Sampler[list]):
     def __init__(self, lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGET,
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
                  num_replicas: int = 1, rank: int = 0, crop: int | None = None,
-                 accumulate: int = 1):
+                 accumulate: int = 1, depths: Sequence[int] | None = None, depth_sampling: float = 0.0):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise TprnaError(f"rank {rank} of {num_replicas} replicas is not a valid shard")
         if accumulate < 1:
@@ -156,6 +244,11 @@ class LengthBatchSampler(Sampler[list]):
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
+        if depth_sampling and (depths is None or len(depths) != len(self.full_lengths)):
+            raise TprnaError("depth sampling needs every entry's alignment depth")
+        if not 0 <= depth_sampling <= 1:
+            raise TprnaError(f"depth sampling is a fraction in [0, 1], got {depth_sampling}")
+        self.depths, self.depth_sampling = depths, depth_sampling
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,6 +280,11 @@ class LengthBatchSampler(Sampler[list]):
             rng = random.Random(self.seed * 7_919 + self.epoch)
             starts = [rng.randrange(n - self.crop + 1) if n > self.crop else 0 for n in self.full_lengths]
             mine = [[(i, starts[i], self.lengths[i]) for i in batch] for batch in mine]
+        if self.depth_sampling:
+            rng = random.Random(self.seed * 104_729 + self.epoch)
+            draws = [(draw_depth(rng, n, self.depth_sampling), rng.randrange(2 ** 32)) for n in self.depths]
+            mine = [[(*(k if isinstance(k, tuple) else (k, 0, self.lengths[k])), *draws[k if isinstance(k, int)
+                      else k[0]]) for k in batch] for batch in mine]
         return iter(mine)
 
     def __len__(self) -> int:

@@ -105,6 +105,7 @@ class TrainConfig:
     pixel_budget: int = PAPER_PIXEL_BUDGET
     max_length: int | None = None
     crop: int | None = 160  # train on random windows of at most this length (memory, speed)
+    depth_sampling: float = 0.0  # fraction of alignment examples cut to a random depth each epoch
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -318,9 +319,10 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         keep = [i for i, entry in enumerate(dataset.ids) if entry not in excluded]
         if not keep:
             raise TprnaError("--exclude leaves no entry to train on", config.store)
-        dataset.ids = [dataset.ids[i] for i in keep]
-        dataset.lengths = [dataset.lengths[i] for i in keep]
+        dataset.keep(keep)
     spec: FeatureSpec = dataset.spec
+    if config.depth_sampling:
+        dataset.check_depth_sampling()
     store_key = store_key_of(config.store)
     _refuse_test_entries(config.store, dataset.ids)
 
@@ -352,7 +354,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     net = _wrap_ddp(model, device, needs_aux) if ranks.world > 1 else model
 
     sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed, crop=config.crop,
-                                 num_replicas=ranks.world, rank=ranks.rank, accumulate=config.accumulate)
+                                 num_replicas=ranks.world, rank=ranks.rank, accumulate=config.accumulate,
+                                 depths=dataset.depths, depth_sampling=config.depth_sampling)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),
