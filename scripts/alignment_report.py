@@ -1,59 +1,240 @@
 #!/usr/bin/env python
-"""What the alignment adds: exported models side by side on the coconet test families (with
-their alignments and as the query alone, per Neff subset) and on the clean RNA-Puzzles
-targets (both modes), scored by tpRNA's own metrics through the serving path.  Writes
-``results/ALIGNMENT.md``.
+"""What the alignment adds: exported models side by side, each with its input's alignment and
+with the query alone (an MSA of one), scored by tpRNA's own metrics through the serving path:
 
-    python scripts/alignment_report.py NAME=model.onnx [NAME=model.onnx …]
+1. the 14 coconet test families, per Neff subset, beside the peers and thermodynamics;
+2. the RNA-Puzzles targets < 70 % identical to every training RNA (both modes);
+3. the same coconet families with their alignments cut to fixed depths (the query plus
+   random rows): precision against Neff on the *same* families, which the Neff subsets of
+   (1) cannot show (they hold different families);
+4. per recipe, the mean and spread over its seeds of the long-range figures above.
+
+Writes ``results/ALIGNMENT.md`` and ``results/alignment_depth.png``, and puts the summary in
+``results/REPORT.md`` as its section "What the alignment adds" (between markers that
+``scripts/reproduce.py`` keeps when it rewrites the report).
+
+    python scripts/alignment_report.py RECIPE=seed0.onnx[,seed1.onnx…] [RECIPE=… …]
+
+The first model of each recipe fills the full tables; every seed enters the summary.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
+import math
+import pickle
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 from release_benchmarks import (OURS, benchmark_arguments, coconet_benchmark,  # noqa: E402
                                 puzzles_benchmark, training_sequences)
+from tprna.evaluate import load_evaluation_set, score_maps  # noqa: E402
+from tprna.msa import MSA, read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 
 SUBSETS = ("all", "neff<1", "1<=neff<10", "neff>=10")
+DEPTHS = (1, 4, 16, 64, 256)  # rows kept (the query included); the full alignment is the last point
+DRAWS = 2  # random subsets per family and depth
+KEY = "long|L"
+SECTION_BEGIN = "<!-- alignment_report.py: begin -->"
+SECTION_END = "<!-- alignment_report.py: end -->"
 
 
 def renamed(results: dict, old: str, new: str) -> dict:
     return {m.replace(old, new): r for m, r in results.items()}
 
 
+def long_l(result: dict, subset: str = "all") -> float:
+    summary = result["summary"].get(subset)
+    return float(summary["precision"][("long", "L")]) if summary else math.nan
+
+
+def subsample(msa: MSA, depth: int, rng: np.random.Generator) -> MSA:
+    rows = np.concatenate([[0], 1 + np.sort(rng.choice(msa.depth - 1, depth - 1, replace=False))])
+    return MSA(ids=tuple(msa.ids[r] for r in rows), codes=msa.codes[rows], alphabet=msa.alphabet,
+               source=msa.source, query_text=msa.query_text)
+
+
+def depth_inputs(data: Path, labels: dict) -> list[tuple[str, int, MSA]]:
+    """(family, depth, alignment) for every family deeper than each depth, DRAWS subsets each,
+    the full alignment last (depth 0 stands for "all rows")."""
+    manifest = {r["id"]: r for r in csv.DictReader(open(data / "coconet" / "manifest.csv"))}
+    out = []
+    for family in labels:
+        msa = read_msa(data / "coconet" / manifest[family]["msa"])
+        rng = np.random.default_rng(sum(map(ord, family)))  # the same subsets for every model
+        for depth in DEPTHS:
+            if depth < msa.depth:
+                out += [(family, depth, subsample(msa, depth, rng)) for _ in range(DRAWS if depth > 1 else 1)]
+        out.append((family, 0, msa))
+    return out
+
+
+def depth_curve(predictor: Predictor, inputs: list, labels: dict) -> dict[int, tuple[float, float, int]]:
+    """depth → (mean Neff, mean long top-L precision, n predictions) over the families."""
+    named = [(f"{family}~{depth}~{k}", msa) for k, (family, depth, msa) in enumerate(inputs)]
+    predictions = {p.id: p for p in predictor.predict(named)}
+    by_depth: dict[int, list[tuple[float, float]]] = {}
+    for (name, _), (family, depth, _) in zip(named, inputs):
+        p = predictions[name]
+        result = score_maps({family: p.probabilities}, {family: labels[family]})
+        by_depth.setdefault(depth, []).append((float(p.neff), long_l(result)))
+    return {d: (float(np.mean([n for n, _ in v])), float(np.mean([q for _, q in v])), len(v))
+            for d, v in sorted(by_depth.items(), key=lambda kv: kv[0] or 10 ** 9)}
+
+
+def spread(values: list[float]) -> str:
+    """mean ± half the range over seeds (one seed: the value)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {(max(values) - min(values)) / 2:.3f}"
+
+
+def summary_table(rows: dict[str, list[dict]]) -> list[str]:
+    cols = [("alignment", "coconet test (14)"), ("alone", "query alone"), ("gain", "gain"),
+            ("neff<1", "alignment, neff<1"), ("1<=neff<10", "1≤neff<10"), ("neff>=10", "neff≥10"),
+            ("puzzles", "RNA-Puzzles, alignment"), ("puzzles_alone", "RNA-Puzzles, alone")]
+    lines = ["| recipe | seeds | " + " | ".join(t for _, t in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    for recipe, seeds in rows.items():
+        cells = [spread([s[k] for s in seeds]) for k, _ in cols]
+        lines.append(f"| {recipe} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def depth_table(curves: dict[str, dict]) -> list[str]:
+    depths = list(next(iter(curves.values())))
+    head = ["depth"] + [("all" if d == 0 else str(d)) for d in depths]
+    lines = ["| recipe | " + " | ".join(head[1:]) + " |", "|---|" + "---:|" * len(depths)]
+    first = next(iter(curves.values()))
+    lines.append("| mean Neff | " + " | ".join(f"{first[d][0]:.2f}" for d in depths) + " |")
+    for recipe, curve in curves.items():
+        lines.append(f"| {recipe} | " + " | ".join(f"{curve[d][1]:.3f}" for d in depths) + " |")
+    return lines
+
+
+def plot_depth(curves: dict[str, dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for recipe, curve in curves.items():
+        ax.plot([max(v[0], 0.05) for v in curve.values()], [v[1] for v in curve.values()], marker="o",
+                label=recipe)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean Neff of the cut alignments (log)")
+    ax.set_ylabel("long-range top-L precision")
+    ax.set_title("coconet test families, alignments cut to fixed depths")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def put_section(report: Path, text: str) -> None:
+    """Replace (or append) the marked section of ``report``."""
+    old = report.read_text() if report.is_file() else ""
+    block = f"{SECTION_BEGIN}\n{text.rstrip()}\n{SECTION_END}\n"
+    if SECTION_BEGIN in old and SECTION_END in old:
+        head, rest = old.split(SECTION_BEGIN, 1)
+        new = head + block + rest.split(SECTION_END, 1)[1].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    report.write_text(new)
+
+
+def scored(path: str, data: Path, store: Path, trained: dict, inputs: list, labels: dict,
+           cache: Path) -> tuple[dict, dict, dict, dict]:
+    """(coconet with alignment, coconet both modes, RNA-Puzzles, depth curve) of one model,
+    cached by the model's sha256 under ``cache`` (the scores are a function of the model
+    and the data)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    cached = cache / f"{digest}.pkl"
+    if cached.is_file():
+        return pickle.loads(cached.read_bytes())
+    predictor = Predictor(path, device="cpu")
+    alignment, single = coconet_benchmark(data, predictor, store)
+    found, info = puzzles_benchmark(data, predictor, trained)
+    out = (alignment, single, (found, info), depth_curve(predictor, inputs, labels))
+    cache.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(pickle.dumps(out))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", help="NAME=path.onnx")
+    parser.add_argument("models", nargs="+", help="RECIPE=seed0.onnx[,seed1.onnx…]")
+    parser.add_argument("--report", type=Path, default=REPO / "results" / "REPORT.md",
+                        help="Report that gets the summary section")
     args = benchmark_arguments(parser, REPO / "results" / "ALIGNMENT.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
     trained = training_sequences(args.data, leakage)
+    labels = load_evaluation_set(str(args.store), "test", "cov+ss").labels
+    inputs = depth_inputs(args.data, labels)
     coconet: dict = {}
     puzzles: dict = {}
+    summary: dict[str, list[dict]] = {}
+    curves: dict[str, dict] = {}
     for spec in args.models:
-        name, _, path = spec.partition("=")
-        predictor = Predictor(path, device="cpu")
-        alignment, single = coconet_benchmark(args.data, predictor, args.store)
-        if not coconet:  # the peers and baselines once
-            coconet.update({m: r for m, r in alignment.items() if m != OURS})
-        coconet.update(renamed({k: v for k, v in single.items() if k.startswith(OURS)}, OURS, name))
-        found, info = puzzles_benchmark(args.data, predictor, trained)
-        puzzles.update(renamed(found, OURS, name))
-    lines = ["# What the alignment adds", "",
-             "Each model with its family's alignment and with the query alone (an MSA of one), on the 14 "
-             "coconet test families by Neff subset, and on the RNA-Puzzles targets < 70 % identical to every "
-             f"training RNA ({', '.join(info['clean'])}). Written by `scripts/alignment_report.py`.", ""]
+        recipe, _, paths = spec.partition("=")
+        for seed, path in enumerate(paths.split(",")):
+            print(f"{recipe}: {path}", file=sys.stderr)
+            alignment, single, (found, info), curve = scored(path, args.data, args.store, trained, inputs,
+                                                             labels, args.work / "alignment_scores")
+            with_msa, alone = single[OURS + ", alignment"], single[OURS + ", query alone"]
+            row = {"alignment": long_l(with_msa), "alone": long_l(alone),
+                   "puzzles": long_l(found[OURS + ", alignment"]),
+                   "puzzles_alone": long_l(found[OURS + ", query alone"])}
+            row["gain"] = row["alignment"] - row["alone"]
+            row.update({s: long_l(with_msa, s) for s in SUBSETS[1:]})
+            summary.setdefault(recipe, []).append(row)
+            if seed == 0:
+                if not coconet:  # the peers and baselines once
+                    coconet.update({m: r for m, r in alignment.items() if m != OURS})
+                coconet.update(renamed({k: v for k, v in single.items() if k.startswith(OURS)}, OURS, recipe))
+                puzzles.update(renamed({k: v for k, v in found.items() if k.startswith(OURS)}, OURS, recipe))
+                puzzles.setdefault("Thermodynamics (bpp)", found["Thermodynamics (bpp)"])
+                curves[recipe] = curve
+            else:  # the depth curve of a recipe: the mean over its seeds
+                n = seed + 1
+                curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
+                                  for d, v in curve.items()}
+    plot = args.out.parent / "alignment_depth.png"
+    plot_depth(curves, plot)
+    thermo = {"alignment": long_l(coconet["Thermodynamics (bpp)"]),
+              "puzzles": long_l(puzzles["Thermodynamics (bpp)"])}
+    section = [
+        "## What the alignment adds", "",
+        "Long-range top-L precision of each training recipe (MFFnet36, tpLoss, protein transfer, 14 epochs, "
+        "`scripts/train_release.py`; seed mean ± half the range), given the family's alignment and the query "
+        "alone, on the 14 coconet "
+        f"test families (by Neff subset: 5 / 5 / 4 families) and the clean RNA-Puzzles targets "
+        f"({', '.join(info['clean'])}). Thermodynamics (ViennaRNA bpp): coconet {thermo['alignment']:.3f}, "
+        f"RNA-Puzzles {thermo['puzzles']:.3f}. `/more`: the recipe's run continued 3 epochs at lr 0.001; "
+        "`/more+depth`: the same 3 epochs with depth sampling (half the alignment examples cut to a random "
+        "depth each epoch), so `/more` is its control. Written by `scripts/alignment_report.py`; full tables "
+        "in `results/ALIGNMENT.md`.", "",
+        *summary_table(summary), "",
+        "The Neff subsets hold different families, so they do not show what depth does to one family. "
+        f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "
+        f"{DRAWS} draws per depth; families shallower than a depth drop out of that column), long top-L "
+        "(seed mean):", "",
+        *depth_table(curves), "",
+        f"![precision against depth]({plot.name})", ""]
+    lines = ["# What the alignment adds", "", *section[2:], ""]
     for subset in SUBSETS:
-        lines += [f"## coconet test, {subset}", "", markdown_table(coconet, subset)]
-    lines += ["## RNA-Puzzles, clean targets", "", markdown_table(puzzles)]
+        lines += [f"## coconet test, {subset} (seed 0 of each recipe)", "", markdown_table(coconet, subset)]
+    lines += ["## RNA-Puzzles, clean targets (seed 0 of each recipe)", "", markdown_table(puzzles)]
     args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    put_section(args.report, "\n".join(section))
+    print("\n".join(section))
     return 0
 
 

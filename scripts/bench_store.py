@@ -28,7 +28,7 @@ import numpy as np
 
 from tprna.features import FeatureSpec, default_feature_set, make_features
 from tprna.msa import read_msa
-from tprna.store import backends, build_store, items_from_manifest, open_store
+from tprna.store import base, build_store, items_from_manifest, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "coconet"
@@ -96,11 +96,11 @@ def main() -> int:
         stores = {"zarr": Path(tmp) / "bench.zarr", "hdf5": Path(tmp) / "bench.h5"}
         legacy = {"zarr": Path(tmp) / "legacy.zarr", "hdf5": Path(tmp) / "legacy.h5"}
         for backend, path in list(stores.items()) + list(legacy.items()):
-            backends.CHUNK_CHECKSUMS = path not in legacy.values()
+            base.CHUNK_CHECKSUMS = path not in legacy.values()
             try:
                 report = build_store(path, items, spec, progress=False)
             finally:
-                backends.CHUNK_CHECKSUMS = True
+                base.CHUNK_CHECKSUMS = True
             if report.failed:
                 print(f"{backend}: build failed for {report.failed}", file=sys.stderr)
                 return 2

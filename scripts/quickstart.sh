@@ -27,7 +27,7 @@ echo "== 4. ONNX export (dynamic batch and length, checked against PyTorch)"
 $tprna export onnx "$out/run/last.ckpt" -o "$out/model.onnx"
 
 echo "== 5. batched inference on onnxruntime"
-$tprna infer --model "$out/model.onnx" examples/sim/msa --batch 8 --out "$out/predictions" --png
+$tprna infer --model "$out/model.onnx" examples/sim/msa --max-batch 8 --out "$out/predictions" --png
 
 echo "== 6. evaluation on the test split (network vs coevolution and thermodynamics)"
 $tprna evaluate "$out/run/last.ckpt" store/example.zarr --split test --out "$out/evaluation"

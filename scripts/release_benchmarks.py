@@ -218,8 +218,10 @@ def main() -> int:
               + ", ".join(f"{k} ({v[0]}, {v[1]:.2f})" for k, v in puzzle_info["left_out"].items()) + ". Never "
               "trained on, never used to choose.", "", markdown_table(puzzles),
               "## How the shipped model was chosen", "",
-              f"Chosen by {choice['selection']}, never by a test table; {choice['epochs']} epochs from a "
+              f"Chosen by {choice['selection']}, never by a test table; candidates trained {choice['epochs']} "
+              f"epochs (the `more` ones {choice['epochs']} + 3, continuing their base run) from a "
               f"protein-pretrained trunk ({choice['pretrain_epochs']} epochs), crop {choice['crop']}, "
+              f"the shipped one {choice.get('schedule', '')}, "
               f"training split `{choice['train_split']}`; shipped: {' + '.join(choice['members'])}. Training "
               f"took {choice['hours']:.1f} h of CPU time in all (summed epoch times; the runs trained two at a "
               "time on this 2-core machine). Every candidate:", ""]
@@ -264,7 +266,7 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "
         "apart (see RELEASE.md).", "",
-        f"**Budget.** {choice['epochs']} epochs (lr 0.01, ×0.1 at 70 %), crops of {choice['crop']}; "
+        f"**Budget.** {choice.get('schedule', str(choice['epochs']) + ' epochs')}, crops of {choice['crop']}; "
         f"{choice['hours']:.1f} h of training on a 2-core CPU for every candidate together. Shipped: "
         f"{' + '.join(choice['members'])}, chosen by {choice['selection']}: "
         + ", ".join(f"{k} {v['spot_vl']['long|L']:.3f}" for k, v in choice["candidates"].items()) + ".", "",

@@ -223,7 +223,17 @@ def write_report(args, evaluations: dict[str, Path], by_seed: dict[str, dict[int
                   "The tables above are seed 0; protein pretraining is shared by every seed.", ""] + spread
     lines += ["", "![precision against Neff](precision_vs_neff.png)", "",
               "Per-run tables, per-RNA CSVs and contact maps: the sub-folders of this directory."]
-    (args.out / "REPORT.md").write_text("\n".join(lines) + "\n")
+    report = args.out / "REPORT.md"
+    kept = _marked_sections(report.read_text()) if report.is_file() else ""
+    report.write_text("\n".join(lines) + "\n" + kept)
+
+
+def _marked_sections(text: str) -> str:
+    """Sections other scripts own (``scripts/alignment_report.py``), kept across rewrites."""
+    begin, end = "<!-- alignment_report.py: begin -->", "<!-- alignment_report.py: end -->"
+    if begin not in text or end not in text:
+        return ""
+    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 if __name__ == "__main__":

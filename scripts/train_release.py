@@ -26,7 +26,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
     python scripts/train_release.py [--epochs 14] [--candidates 'cov+ss:0,1 cov+ss/depth:0']
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
-~35 min at 14 epochs when two train side by side (``--parallel 2``, the default).
+~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
+default candidates take ~2 h (a ``more`` recipe ~10 min), the shipped recipe alone
+(``--candidates "cov+ss:0 cov+ss/more+depth:0"``) ~50 min, and scoring each candidate on
+the validation and test sets ~1 min.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -43,10 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 TPRNA = [sys.executable, "-m", "tprna"]
 SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
 # What this release measured: two seeds of the issue's recipe, the query's profile as extra
-# channels, the coupling maps (apc, dca, RNAalifold) on top, and both first two trained with
-# depth sampling (two seeds each).
+# channels, the coupling maps (apc, dca, RNAalifold) on top, and the first two continued for
+# EXTRA_EPOCHS with and without depth sampling (the same extra epochs, so depth sampling is
+# measured against its own control).
 DEFAULT_CANDIDATES = ("cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0 "
-                      "cov+ss/depth:0 cov+ss+profile/depth:0 cov+ss/depth:1 cov+ss+profile/depth:1")
+                      "cov+ss/more:0 cov+ss/more+depth:0 cov+ss+profile/more:0 cov+ss+profile/more+depth:0")
 
 
 def log(message: str) -> None:
@@ -148,19 +153,37 @@ def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- training
 
 
-DEPTH_SAMPLING = 0.5  # the "/depth" recipes: half the alignment examples cut to a random depth per epoch
+DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
+EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 
 
 def slug(recipe: str, seed: int) -> str:
     return f"mffnet36_{recipe.replace('+', '_').replace('/', '_')}_seed{seed}"
 
 
-def recipe_options(recipe: str) -> tuple[str, list]:
-    """``"cov+ss/depth"`` → the feature set and the training options the recipe adds."""
+def recipe_options(recipe: str) -> tuple[str, list, bool]:
+    """``"cov+ss/more+depth"`` → (the feature set, the training options the recipe adds,
+    whether it continues the feature set's own run).  Options: ``depth`` (depth sampling
+    from the first epoch), ``more`` (the base run continued for ``EXTRA_EPOCHS`` at its
+    final learning rate) and ``more+depth`` (continued with depth sampling)."""
     features, _, option = recipe.partition("/")
-    if option not in ("", "depth"):
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: depth)")
-    return features, (["--depth-sampling", DEPTH_SAMPLING] if option == "depth" else [])
+    depth = ["--depth-sampling", DEPTH_SAMPLING]
+    known = {"": ([], False), "depth": (depth, False), "more": ([], True), "more+depth": (depth, True)}
+    if option not in known:
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: {', '.join(k for k in known if k)})")
+    return features, *known[option]
+
+
+def recipe_text(recipe: str, epochs: int) -> str:
+    """The schedule of a recipe, in words (for the model card)."""
+    features, options, continues = recipe_options(recipe)
+    text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {int(epochs * 0.7) + 1})"
+    if continues:
+        text += f", then {EXTRA_EPOCHS} more at lr 0.001"
+    if options:
+        text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + \
+            f" with depth sampling ({DEPTH_SAMPLING:g} of the alignment examples cut to a random depth)"
+    return text
 
 
 def finished(run: Path, epochs: int) -> bool:
@@ -173,12 +196,17 @@ def finished(run: Path, epochs: int) -> bool:
 
 
 def parse_candidates(text: str) -> list[tuple[str, int]]:
-    """``"cov+ss:0,1 cov+ss/depth:0"`` → [(recipe, seed), …]; a recipe is a feature set,
-    optionally with ``/depth`` (trained with depth sampling)."""
+    """``"cov+ss:0,1 cov+ss/more+depth:0"`` → [(recipe, seed), …]; a recipe is a feature set,
+    optionally with an option (:func:`recipe_options`).  A recipe that continues a run needs
+    that run among the candidates."""
     out = []
     for token in text.split():
-        features, _, seeds = token.partition(":")
-        out += [(features, int(s)) for s in (seeds or "0").split(",")]
+        recipe, _, seeds = token.partition(":")
+        out += [(recipe, int(s)) for s in (seeds or "0").split(",")]
+    for recipe, seed in out:
+        features, _, continues = recipe_options(recipe)
+        if continues and (features, seed) not in out:
+            raise SystemExit(f"{recipe}:{seed} continues {features}:{seed}; add it to --candidates")
     return out
 
 
@@ -269,14 +297,26 @@ def main() -> int:
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
     running: list[tuple[subprocess.Popen, str]] = []
-    for recipe, seed in jobs:
+    # base runs first: a "more" recipe continues one
+    for recipe, seed in sorted(jobs, key=lambda job: recipe_options(job[0])[2]):
         name = slug(recipe, seed)
-        features, options = recipe_options(recipe)
-        if finished(args.runs / name, args.epochs):
-            log(f"{name}: trained ({args.epochs} epochs), kept")
+        features, options, continues = recipe_options(recipe)
+        epochs = args.epochs + (EXTRA_EPOCHS if continues else 0)
+        if finished(args.runs / name, epochs):
+            log(f"{name}: trained ({epochs} epochs), kept")
             continue
+        if continues and not (args.runs / name / "last.ckpt").is_file():
+            base = args.runs / slug(features, seed)
+            for proc, other in running:  # the base run may still be training
+                if other == base.name and proc.wait() != 0:
+                    raise SystemExit(f"training {other} failed: see {args.work / (other + '.log')}")
+            if not finished(base, args.epochs):
+                raise SystemExit(f"{name} continues {base.name}, which has not finished {args.epochs} epochs")
+            (args.runs / name).mkdir(parents=True, exist_ok=True)
+            for file in ("last.ckpt", "metrics.jsonl", "metrics.csv"):
+                shutil.copy2(base / file, args.runs / name / file)
         cmd = TPRNA + ["train", args.store, "--out", args.runs / name, "--split", "train,spot_tr",
-                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", args.epochs,
+                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
                        "--init-from", pre / "last.ckpt"] + options + common
         running.append((start(cmd, args.work / f"{name}.log", env), name))
@@ -292,11 +332,15 @@ def main() -> int:
         log(f"{name}: validation long top-L {row['spot_vl'][SELECTION_KEY]:.3f}, "
             f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
     winner = max(rows, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
+    recipe_of = {slug(r, seed): r for r, seed in jobs} | {
+        name: name.split(" average")[0] for name in rows if " average" in name}
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
     choice = {"selection": f"{SELECTION_KEY} precision on spot_vl (single sequences; ties: fewer networks)",
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
-              "train_split": "train,spot_tr", "hours": round(training_hours(args.runs), 2)}
+              "schedule": recipe_text(recipe_of[winner], args.epochs),
+              "train_split": "train,spot_tr",
+              "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0
@@ -310,12 +354,15 @@ def main() -> int:
     return 0
 
 
-def training_hours(runs: Path) -> float:
-    """Training time summed from every run's epoch log (resumed runs count once)."""
-    seconds = 0.0
-    for path in runs.glob("*/metrics.jsonl"):
-        seconds += sum(json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines() if line)
-    return seconds / 3600
+def training_hours(runs: list[Path]) -> float:
+    """Training time summed from the runs' epoch logs; an epoch logged in several (a resumed
+    run, a continued run's copied history) counts once."""
+    epochs = set()
+    for path in runs:
+        log_file = path / "metrics.jsonl"
+        if log_file.is_file():
+            epochs |= {line for line in log_file.read_text().splitlines() if line.strip()}
+    return sum(json.loads(line).get("seconds", 0.0) for line in epochs) / 3600
 
 
 if __name__ == "__main__":

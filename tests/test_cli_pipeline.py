@@ -41,7 +41,7 @@ def test_main_job_end_to_end(tmp_path):
     session, _ = make_session(model, device="cpu", threads=1)
     assert [i.name for i in session.get_inputs()] == ["features", "mask"]
     out = tmp_path / "pred"
-    invoke("infer", "--model", model, data / "msa", "--batch", 4, "--out", out)
+    invoke("infer", "--model", model, data / "msa", "--max-batch", 4, "--out", out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_done"] == 6 and summary["n_failed"] == 0
     for npz in sorted(out.glob("*.npz")):

@@ -71,7 +71,7 @@ def _train_args(store: Path, out: Path, *extra: str) -> list[str]:
     # 6 RNAs of length 41–48 in batches of 1 or 2 (4,000 pixels): 4 batches an epoch,
     # ranks with batches of different sizes and lengths at every step
     return [str(store), "--out", str(out), "--split", "train", "--model", "mffnet30",
-            "--workers", "0", "--crop", "0", "--pixel-budget", "4000", "--lr", "0.005",
+            "--workers", "0", "--crop", "0", "--batch-pixels", "4000", "--lr", "0.005",
             "--seed", "1", "--device", "cpu", *extra]
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from tprna.alphabet import PROTEIN, RNA
 from tprna.errors import TprnaError
-from tprna.features import (FeatureSpec, base_pair_probabilities, covariance, make_features,
-                            model_input, neff, precision, sequence_weights)
+from tprna.contract import model_input
+from tprna.features import (FeatureSpec, base_pair_probabilities, covariance, make_features, neff, precision,
+                            sequence_weights)
 from tprna.msa import MSA, parse_msa, read_msa
 from tprna.testing import reference_covariance, reference_weights
 

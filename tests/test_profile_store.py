@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tprna.features import FeatureSpec, make_features, model_input
+from tprna.contract import model_input
+from tprna.features import FeatureSpec, make_features
 from tprna.msa import read_msa
-from tprna.serve.predictor import serving_input
+from tprna.serve import serving_input
 from tprna.store import build_store, items_from_paths, open_store
 
 SPEC = FeatureSpec(feature_set="cov+ss+profile")

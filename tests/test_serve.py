@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec, make_features, model_input
+from tprna.contract import model_input
+from tprna.features import FeatureSpec, make_features
 from tprna.models import ContactProbability
 from tprna.msa import read_msa
 from tprna.serve import Predictor, infer, make_session, read_rr, top_contacts

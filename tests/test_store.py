@@ -3,6 +3,7 @@ builds, crash safety (SIGKILL mid-build, concurrent readers), checksums, bad inp
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from tprna.msa import read_msa
 from tprna.simulate import write_example_dataset
 from tprna.store import (BuildItem, build_store, check_disjoint_splits, items_from_manifest,
                          items_from_paths, open_store, overlapping_splits)
-from tprna.store import atomic, backends
-from tprna.store.backends import open_backend
+from tprna.store import atomic, base, zarr_format
+from tprna.store.formats import open_reader as open_backend
+from tprna.store.location import staging_dir
 from tprna.store.schema import pack_symmetric, unpack_symmetric
 from tprna.structure import read_labels
 
@@ -100,6 +102,8 @@ def tree(path: Path) -> dict:
     def walk(group: str) -> None:
         attrs = backend.read_attrs(group) or {}
         attrs.pop("written_at", None)
+        for record in attrs.get("tprna_index", {}).get("entries", {}).values():  # the index's copies
+            record.pop("written_at", None)
         if group == "":
             attrs["tprna_store"].pop("tprna_version", None)
         arrays = {}
@@ -318,7 +322,7 @@ def test_killed_build_leaves_no_partial_entry_and_resumes(tmp_path, name):
         for e in store.ids():
             assert store.entry_meta(e)["input_key"] == ref.entry_meta(e)["input_key"]
     if name.endswith(".zarr"):
-        assert list((path / ".staging").iterdir()) == []
+        assert not staging_dir(path).exists() or list(staging_dir(path).iterdir()) == []
     else:
         assert not partial.exists()
 
@@ -597,9 +601,9 @@ def _rewrite_chunk_with_other_numbers(chunk: Path, crc: bool) -> None:
 def test_other_numbers_in_a_chunk_are_an_error_on_read(tmp_path, tiny, monkeypatch, layout):
     path = tmp_path / "s.zarr"
     if layout == "before chunk checksums":  # a store written before them: the sha256 is checked
-        monkeypatch.setattr(backends, "CHUNK_CHECKSUMS", False)
+        monkeypatch.setattr(base, "CHUNK_CHECKSUMS", False)
     build_store(path, tiny, SPEC, progress=False)
-    monkeypatch.setattr(backends, "CHUNK_CHECKSUMS", True)
+    monkeypatch.setattr(base, "CHUNK_CHECKSUMS", True)
     _rewrite_chunk_with_other_numbers(_entry_chunks(path, "fam3", f"features/{SPEC.key}/cov")[0],
                                       crc=layout == "chunk checksums")
     with open_store(path) as store:
@@ -639,7 +643,7 @@ def _watch_publishing(monkeypatch, on_step) -> None:
         done = real_exchange(a, b)
         on_step(f"exchange({a}, {b}) -> {done}")
         return done
-    monkeypatch.setattr(backends, "exchange", exchange)
+    monkeypatch.setattr(zarr_format, "exchange", exchange)
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -673,12 +677,12 @@ def test_replace_without_exchange_falls_back_to_two_renames(tmp_path, tiny, monk
     path = tmp_path / "s.zarr"
     build_store(path, tiny[:3], SPEC, progress=False)
     write_family(tiny[1].msa, n=30, length=26, seed=99)
-    monkeypatch.setattr(backends, "exchange", lambda a, b: False)
+    monkeypatch.setattr(zarr_format, "exchange", lambda a, b: False)
     assert build_store(path, tiny[:3], SPEC, progress=False).replaced == ["fam1"]
     with open_store(path) as store:
         np.testing.assert_array_equal(store.read_msa("fam1"), read_msa(tiny[1].msa).codes)
         assert store.verify() == [] and store.ids() == ["fam0", "fam1", "fam2"]
-    assert list((path / ".trash").iterdir()) == [] and list((path / ".staging").iterdir()) == []
+    assert not staging_dir(path).exists() and not (path / ".trash").exists()
 
 
 # --------------------------------------------------------------------------- durable publishing
@@ -701,7 +705,7 @@ def test_data_is_fsynced_before_the_rename_that_publishes_it(tmp_path, tiny, mon
 
     def held(src) -> set[str] | None:
         src = Path(src)
-        if src.is_dir() and src.parent.name == ".staging":  # a Zarr group going in
+        if src.is_dir() and src.parent == staging_dir(path):  # a Zarr group going in
             return {os.path.realpath(p) for p in [src, *src.rglob("*")]}
         if src.is_file() and src.name.endswith((".partial", ".tmp")):  # an HDF5 file / metadata going in
             return {os.path.realpath(src)}
@@ -709,7 +713,7 @@ def test_data_is_fsynced_before_the_rename_that_publishes_it(tmp_path, tiny, mon
 
     def publishing(real):
         def call(a, b, *args, **kwargs):
-            files = None if ".staging" in Path(b).parts else held(a)  # zarr's own writes there
+            files = None if staging_dir(path) in Path(b).parents else held(a)  # zarr's own writes there
             out = real(a, b, *args, **kwargs)
             if files is not None:
                 log.append(("publish", files, os.path.realpath(b)))
@@ -719,7 +723,7 @@ def test_data_is_fsynced_before_the_rename_that_publishes_it(tmp_path, tiny, mon
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", publishing(real_rename))
     monkeypatch.setattr(os, "replace", publishing(real_replace))
-    monkeypatch.setattr(backends, "exchange", publishing(real_exchange))
+    monkeypatch.setattr(zarr_format, "exchange", publishing(real_exchange))
     build_store(path, tiny[:3], SPEC, progress=False)  # fam2 new, fam1 replaced, splits rewritten
     monkeypatch.undo()
     published = [(k, entry) for k, entry in enumerate(log) if entry[0] == "publish"]
@@ -735,7 +739,7 @@ def test_data_is_fsynced_before_the_rename_that_publishes_it(tmp_path, tiny, mon
 
 
 def test_an_input_too_long_is_refused_before_computing(tmp_path, tiny, monkeypatch):
-    import tprna.store.build as build
+    import tprna.store.tasks as build
 
     computed: list[int] = []
     real = build.make_features
@@ -802,3 +806,92 @@ def test_stores_other_tools_can_read(tmp_path):
     body = out.split("DATA {", 1)[1].split("}", 1)[0]
     numbers = [int(t) for t in body.replace(",", " ").split()]
     assert numbers == expected.ravel().tolist()
+
+
+def test_plain_zarr_walks_the_store_without_a_warning(tmp_path, tiny):
+    """Nothing but the Zarr hierarchy is inside the folder (the lock and the staging folder
+    are beside it), and the consolidated metadata is the tree as it is after every build
+    and every split edit: plain zarr (and xarray, where installed) read the schema."""
+    import warnings
+
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    build_store(path, tiny[:3], SPEC, progress=False)
+    build_store(path, tiny, FeatureSpec(feature_set="cov"), progress=False)  # 3 new entries, a 2nd spec
+    with open_store(path, mode="a") as store:
+        store.set_split("hard", ["fam1", "fam4"])
+    on_disk = {os.path.relpath(d, path).replace(os.sep, "/") for d, _, files in os.walk(path)
+               if "zarr.json" in files and d != str(path)}
+    assert sorted(os.listdir(path)) == ["entries", "index", "zarr.json"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for consolidated in (True, False):
+            root = zarr.open_group(path, mode="r", use_consolidated=consolidated)
+            assert (root.metadata.consolidated_metadata is not None) == consolidated
+            members = dict(root.members(max_depth=None))
+            assert set(members) == on_disk
+            for name, node in members.items():
+                node.attrs.asdict()
+                if isinstance(node, zarr.Array):
+                    node[...]  # every array decodes (its CRC32C checked by zarr)
+                    assert node.metadata.dimension_names is not None, name
+        root = zarr.open_group(path, mode="r")
+        assert root["entries/fam4"].attrs["length"] == 34
+        assert root.attrs["splits"]["hard"] == ["fam1", "fam4"]
+        assert root["index"].attrs["tprna_index"]["entries"]["fam4"]["splits"] == ["hard", "test"]
+        assert root[f"entries/fam0/features/{SPEC.key}/cov"].metadata.dimension_names == ("pair", "state_i", "state_j")
+    try:
+        import xarray
+    except ImportError:
+        return
+    ds = xarray.open_zarr(path, group="entries/fam0")
+    assert ds["msa"].dims == ("sequence", "position")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_the_entry_index_answers_listing_and_is_rebuilt_when_stale(tmp_path, tiny, name, monkeypatch):
+    path = tmp_path / name
+    build_store(path, tiny[:4], SPEC, progress=False)
+    build_store(path, tiny[:2], FeatureSpec(feature_set="cov"), progress=False)
+    with open_store(path) as store:
+        scanned = {e: store.entry_meta(e) for e in store.ids()}  # from the index
+    from tprna.store import index as entry_index
+
+    with open_store(path) as store:  # the same rows when every entry's metadata is read
+        monkeypatch.setattr(entry_index, "load", lambda reader: None)
+        assert {e: store.entry_meta(e) for e in store.ids()} == scanned
+        info = store.info()
+        monkeypatch.undo()
+        assert store.info() == info
+    assert set(scanned["fam0"]["neff"]) == {SPEC.key, FeatureSpec(feature_set="cov").key}
+    assert scanned["fam1"]["has_labels"] and not scanned["fam3"]["has_labels"]
+    # listing opens no entry's metadata once the index is there
+    with open_store(path) as store:
+        monkeypatch.setattr(entry_index, "scan", lambda *a, **k: pytest.fail("scanned the entries"))
+        real = store.backend.read_attrs
+        monkeypatch.setattr(store.backend, "read_attrs", lambda group, keys=None: pytest.fail(group)
+                            if group.startswith("entries/") else real(group, keys))
+        assert [store.entry_meta(e)["length"] for e in store.ids()] == [18, 22, 26, 30]
+        store.info()
+    monkeypatch.undo()
+    if name.endswith(".zarr"):  # a store written before the index (or a killed build): scanned, then rewritten
+        shutil.rmtree(path / "index")
+        with open_store(path) as store:
+            assert {e: store.entry_meta(e) for e in store.ids()} == scanned
+        before = snapshot(path)
+        build_store(path, tiny[:4], SPEC, progress=False)
+        assert (path / "index" / "zarr.json").is_file() and snapshot(path) != before
+        with open_store(path) as store:
+            assert store.backend.read_index()["complete"] is True
+
+
+def test_a_build_with_nothing_to_do_still_clears_a_killed_writers_staging(tmp_path, tiny):
+    path = tmp_path / "s.zarr"
+    build_store(path, tiny[:2], SPEC, progress=False)
+    leftover = staging_dir(path) / "0123abcd"  # a worker killed mid-write (its task re-run elsewhere)
+    leftover.mkdir(parents=True)
+    (leftover / "zarr.json").write_text("{}")
+    before = snapshot(path)
+    assert build_store(path, tiny[:2], SPEC, progress=False).built == []
+    assert snapshot(path) == before and not staging_dir(path).exists()

@@ -110,7 +110,7 @@ def test_second_spec_and_dump_by_feature_set(tmp_path, folder):
     run("store", "dump", store, "fam0", "--out", npz, "--features", "precision")
     assert set(np.load(npz).files) == {"msa", "weights", "neff", "precision"}
     key = FeatureSpec(feature_set="precision", identity=0.9, dtype="float32").key
-    run("store", "dump", store, "fam0", "--out", npz, "--spec", key)
+    run("store", "dump", store, "fam0", "--out", npz, "--features", key)
     assert "precision" in np.load(npz).files
     run("store", "dump", store, "fam0", "--out", npz, "--features", "nothing", code=1)
 

@@ -1,7 +1,8 @@
-"""The Triton client against a stand-in KServe v2 server on loopback: the stand-in runs
-the posted tensors through a real onnxruntime session of a tiny exported model, so the
-client's answers must equal in-process onnxruntime; every failure is a one-line
-TprnaError naming the URL."""
+"""The Triton client against a stand-in KServe v2 server on loopback: the stand-in decodes
+the binary tensor extension itself (JSON header of Inference-Header-Content-Length bytes,
+then the raw tensors) and runs the posted tensors through a real onnxruntime session of a
+tiny exported model, so the client's answers must equal in-process onnxruntime; every
+failure is a one-line TprnaError naming the URL."""
 from __future__ import annotations
 
 import json
@@ -18,9 +19,12 @@ from tprna.errors import TprnaError
 from tprna.features import FeatureSpec
 from tprna.serve import Predictor, TritonClient, make_session, triton_predictor
 from tprna.serve.session import SessionRunner
+from tprna.serve.triton_client import request_body
 from tprna.simulate import write_example_dataset
 
 from helpers import export_tiny_model
+
+pytest.importorskip("tritonclient.http", reason="the Triton client needs the [triton] extra")
 
 SPEC = FeatureSpec()
 NAME = "mff"
@@ -59,6 +63,7 @@ class StandIn:
         self.runner, self.channels = runner, channels
         self.mode = "ok"
         self.requests: list[tuple[str, str]] = []
+        self.binary_requests: list[bool] = []  # one per infer request: its inputs came as raw bytes
         self.lock = threading.Lock()
         stand_in = self
 
@@ -101,7 +106,9 @@ class StandIn:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return None
                 try:
-                    answer, binary = stand_in.infer(json.loads(body))
+                    request = kserve_request(body, self.headers.get("Inference-Header-Content-Length"))
+                    stand_in.binary_requests.append(bool(request["raw"]))
+                    answer, binary = stand_in.infer(request)
                 except (KeyError, ValueError, TypeError) as e:
                     return self.send_json(400, {"error": f"bad request: {e}"})
                 out = answer["outputs"][0]
@@ -142,8 +149,12 @@ class StandIn:
     def infer(self, request: dict) -> tuple[dict, bytes | None]:
         tensors = {}
         for t in request["inputs"]:
-            dtype = {"FP32": np.float32, "BOOL": bool}[t["datatype"]]
-            tensors[t["name"]] = np.asarray(t["data"], dtype=dtype).reshape(t["shape"])
+            dtype = {"FP32": np.dtype("<f4"), "BOOL": np.dtype(bool)}[t["datatype"]]
+            if t["name"] in request["raw"]:
+                values = np.frombuffer(request["raw"][t["name"]], dtype=dtype)
+            else:
+                values = np.asarray(t["data"], dtype=dtype)
+            tensors[t["name"]] = values.reshape(t["shape"])
         with self.lock:
             contacts = self.runner.run(tensors["features"], tensors["mask"])
         want = request.get("outputs") or [{"name": "contacts"}]
@@ -160,6 +171,24 @@ class StandIn:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+def kserve_request(body: bytes, header_length: str | None) -> dict:
+    """A KServe v2 infer request: all JSON, or (binary tensor extension) a JSON header of
+    ``header_length`` bytes followed by each binary input's ``binary_data_size`` raw bytes,
+    in the inputs' order; ``raw`` maps those inputs' names to their bytes."""
+    if header_length is None:
+        return {**json.loads(body), "raw": {}}
+    n = int(header_length)
+    request, offset, raw = json.loads(body[:n]), n, {}
+    for t in request["inputs"]:
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            raw[t["name"]] = body[offset:offset + size]
+            offset += size
+    if offset != len(body):
+        raise ValueError(f"{len(body) - offset} bytes beyond the declared tensors")
+    return {**request, "raw": raw}
 
 
 @pytest.fixture
@@ -211,6 +240,24 @@ def test_infer_equals_onnxruntime_in_process(server, runner, binary):
     split = TritonClient(server.url, NAME, timeout=TIMEOUT, max_batch_size=2, binary_output=binary)
     np.testing.assert_allclose(split.infer(x, mask), runner.run(x, mask), rtol=0, atol=1e-6)
     assert sum(1 for m, _ in server.requests if m == "POST") - before == 3
+    assert server.binary_requests and all(server.binary_requests)
+
+
+def test_requests_carry_binary_tensors():
+    """One L=300 RNA: the body is the JSON header plus the tensors' own bytes (4 per
+    feature value, 1 per mask value), not a JSON list of numbers."""
+    import tritonclient.http as kserve
+
+    length = 300
+    x = np.random.default_rng(0).standard_normal((1, SPEC.channels, length, length)).astype(np.float32)
+    mask = np.ones((1, length), bool)
+    body, header_length = request_body(kserve, x, mask, binary_output=False)
+    assert header_length is not None and header_length < 1024
+    assert len(body) == header_length + x.nbytes + mask.nbytes
+    request = kserve_request(body, str(header_length))
+    np.testing.assert_array_equal(np.frombuffer(request["raw"]["features"], "<f4").reshape(x.shape), x)
+    assert [t["name"] for t in request["inputs"]] == ["features", "mask"]
+    assert request["outputs"] == [{"name": "contacts", "parameters": {"binary_data": False}}]
 
 
 def test_predictor_with_the_triton_backend(server, model, tmp_path):

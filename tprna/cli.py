@@ -1,12 +1,21 @@
 """The ``tprna`` command line: a thin shell over the library (parse options, call, print).
 
 A :class:`~tprna.errors.TprnaError` becomes one red line on stderr and exit status 1.
-Other verbs join the root ``app`` as they are written; the store's live under ``store``.
+One idea has one option name in every command: ``--out/-o`` (what a command writes),
+``--features`` (a feature-set name or a spec key), ``--device``, ``--max-batch`` (most
+RNAs per batch), ``--batch-pixels`` (padded L² pixels per batch), ``--max-length``;
+``--jobs`` (store-build processes), ``--workers`` (DataLoader processes) and ``--threads``
+(onnxruntime intra-op threads) are three different kinds of parallelism.
+
+Each command imports the library it calls itself, and the choice lists below are spelled
+out rather than imported, so that ``tprna infer`` starts without importing torch
+(tests/test_cli_options.py keeps the lists equal to the library's registries).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,13 +27,52 @@ from rich.table import Table
 from tprna import __version__
 from tprna.errors import TprnaError
 
-app = typer.Typer(name="tprna", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="tprna", no_args_is_help=True, add_completion=True,
                   help="RNA contact-map prediction from MSAs: feature store, models, ONNX serving.")
 store_app = typer.Typer(no_args_is_help=True, help="Build, inspect and verify feature stores.")
 app.add_typer(store_app, name="store")
 
 console = Console()
 err_console = Console(stderr=True)
+
+# tprna.models.MODELS, tprna.features.FEATURE_SETS, tprna.losses.LOSSES
+MODEL_NAMES = ("mffnet30", "mffnet36", "mffnet42", "resnet34", "resnet36", "resnet38", "resnet40",
+               "resnet42", "mobilenet33", "mobilenet33_96")
+FEATURE_SET_NAMES = ("cov", "cov+ss", "precision", "precision+ss", "cov+ss+profile",
+                     "cov+ss+profile+coupling")
+LOSS_NAMES = ("ce", "wce", "tploss")
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+ModelName = _choices("ModelName", MODEL_NAMES)
+Loss = _choices("Loss", LOSS_NAMES)
+Molecule = _choices("Molecule", ("rna", "protein"))
+Dtype = _choices("Dtype", ("float16", "float32"))
+VersionPolicy = _choices("VersionPolicy", ("latest", "all"))
+
+
+def _complete(values: tuple[str, ...]):
+    return lambda incomplete: [v for v in values if v.startswith(incomplete)]
+
+
+# --features and --device stay strings: --features also takes a spec key (12 hex digits)
+# and --device cuda:N; the library checks them (an unknown one is a one-line TprnaError).
+FEATURES_HELP = f"Feature set ({', '.join(FEATURE_SET_NAMES)}) or spec key"
+
+
+def features_option(help: str) -> typer.models.OptionInfo:
+    return typer.Option(None, "--features", metavar="SET|KEY", help=help,
+                        autocompletion=_complete(FEATURE_SET_NAMES))
+
+
+def device_option() -> typer.models.OptionInfo:
+    return typer.Option("auto", "--device", metavar="[auto|cpu|cuda|cuda:N]",
+                        help="Where the model runs: auto (CUDA when there is one), cpu, cuda or cuda:N.",
+                        autocompletion=_complete(DEVICES))
 
 
 def _version(value: bool) -> None:
@@ -57,16 +105,16 @@ def store_build(
     store: Path = typer.Argument(..., help="Store path: a folder (Zarr) or a .h5 file (HDF5)."),
     inputs: Optional[list[Path]] = typer.Argument(None, help="Alignment files or folders of them."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV with id,msa[,structure,chain,label,split,molecule]."),
-    features: Optional[str] = typer.Option(None, "--features", help="Feature set: cov, cov+ss, precision, precision+ss, cov+ss+profile (default: cov+ss for RNA, cov for protein)."),
-    molecule: str = typer.Option("rna", "--molecule", help="rna or protein."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    features: Optional[str] = features_option(f"Feature set: {', '.join(FEATURE_SET_NAMES)} (default: cov+ss for RNA, cov for protein)."),
+    molecule: Molecule = typer.Option(Molecule("rna"), "--molecule", case_sensitive=False, help="Molecule type."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Processes computing entries."),
     structures: Optional[Path] = typer.Option(None, "--structures", help="Folder of PDB/mmCIF files matched by id."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Folder of label files (contact list / matrix) matched by id."),
     chain: Optional[str] = typer.Option(None, "--chain", help="Chain of the structures (default: the id's _X suffix, or the only chain)."),
     identity: float = typer.Option(0.8, "--identity", help="Sequence-identity threshold of the weights."),
     pseudocount: float = typer.Option(0.0, "--pseudocount", help="Pseudocount of the frequencies."),
     shrinkage: float = typer.Option(0.1, "--shrinkage", help="Ridge of the precision matrix (fraction of mean variance)."),
-    dtype: str = typer.Option("float16", "--dtype", help="Storage dtype of the 2-D features: float16 or float32."),
+    dtype: Dtype = typer.Option(Dtype("float16"), "--dtype", help="Storage dtype of the 2-D features."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786): run the per-entry work on that cluster instead of --jobs local processes. Zarr stores only, on a filesystem every worker mounts (a path or file:// URL); needs the 'dask' extra."),
     max_length: int = typer.Option(2000, "--max-length", min=1, help="Refuse inputs whose query is longer (their L×L features take 100·L² bytes and more)."),
@@ -79,9 +127,9 @@ def store_build(
     with user_errors():
         if not inputs and manifest is None:
             raise TprnaError("give alignment files / folders, or --manifest CSV")
-        molecule = molecule.lower()
+        molecule = molecule.value
         spec = FeatureSpec(molecule=molecule, feature_set=features or default_feature_set(molecule),
-                           identity=identity, pseudocount=pseudocount, shrinkage=shrinkage, dtype=dtype)
+                           identity=identity, pseudocount=pseudocount, shrinkage=shrinkage, dtype=dtype.value)
         items = items_from_manifest(manifest, molecule) if manifest is not None else []
         if inputs:
             items += items_from_paths(inputs, structures, labels, molecule, chain)
@@ -197,9 +245,8 @@ def store_verify(store: Path = typer.Argument(..., help="Store path.")) -> None:
 def store_dump(
     store: Path = typer.Argument(..., help="Store path."),
     entry_id: str = typer.Argument(..., metavar="ID", help="Entry id."),
-    out: Path = typer.Option(..., "--out", help="Output .npz file."),
-    spec: Optional[str] = typer.Option(None, "--spec", help="Spec key (default: the store's first spec)."),
-    features: Optional[str] = typer.Option(None, "--features", help="Pick the spec by feature-set name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npz file."),
+    features: Optional[str] = features_option(f"{FEATURES_HELP} of the features to write (default: the store's first spec)."),
 ) -> None:
     """Write one entry as plain arrays: msa, weights, neff, cov/precision/bpp, contacts, observed."""
     import numpy as np
@@ -207,9 +254,7 @@ def store_dump(
     from tprna.store import open_store
 
     with user_errors(), open_store(store) as st:
-        if spec and features:
-            raise TprnaError("give --spec or --features, not both")
-        arrays = {"msa": st.read_msa(entry_id), **st.read_features(entry_id, spec or features)}
+        arrays = {"msa": st.read_msa(entry_id), **st.read_features(entry_id, features)}
         labels = st.read_labels(entry_id)
         if labels is not None:
             arrays["contacts"], arrays["observed"] = labels
@@ -230,7 +275,7 @@ def store_split(
     ids_file: Optional[Path] = typer.Option(None, "--ids-file", help="File with one id per line."),
     ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated ids."),
     by_neff: bool = typer.Option(False, "--by-neff", help="Add neff<1, 1<=neff<10, neff>=10 subsets."),
-    spec: Optional[str] = typer.Option(None, "--spec", help="Spec (key or feature set) whose Neff --by-neff uses."),
+    features: Optional[str] = features_option(f"{FEATURES_HELP} whose Neff --by-neff uses."),
 ) -> None:
     """Name a subset of entries (--name with --ids/--ids-file) and/or add the Neff subsets."""
     from tprna.store import open_store
@@ -251,7 +296,7 @@ def store_split(
                 st.set_split(name, members)
                 console.print(f"split {escape(name)}: {len(members)} entries", highlight=False)
             if by_neff:
-                subsets = st.neff_splits(spec)
+                subsets = st.neff_splits(features)
                 st.update_splits(subsets)
                 console.print("  ".join(f"{k}: {len(v)}" for k, v in subsets.items()), highlight=False)
 
@@ -297,25 +342,25 @@ def models(length: int = typer.Option(200, "--length", help="L of the L×L input
 @app.command("train")
 def train_cmd(
     store: Path = typer.Argument(..., help="Feature store to train on."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints and metrics logs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints and metrics logs."),
     split: str = typer.Option("train", "--split", help="Store split to train on."),
-    features: Optional[str] = typer.Option(None, "--features", help="Feature spec (key or set name) if the store has several."),
-    model: str = typer.Option("mffnet36", "--model", help="mffnet30/36/42, resnet34…42, mobilenet33, mobilenet33_96."),
-    loss: str = typer.Option("tploss", "--loss", help="ce, wce or tploss."),
+    features: Optional[str] = features_option(f"{FEATURES_HELP}, if the store has several specs."),
+    model: ModelName = typer.Option(ModelName("mffnet36"), "--model", "-m", help="Network variant."),
+    loss: Loss = typer.Option(Loss("tploss"), "--loss", help="Cross-entropy, weighted CE or tpLoss."),
     alpha: float = typer.Option(0.2, "--alpha", help="WCE weight α."),
     beta: float = typer.Option(0.1, "--beta", help="tpLoss auxiliary weight β."),
     epochs: int = typer.Option(200, "--epochs"),
     lr: float = typer.Option(0.01, "--lr", help="Initial Adam learning rate."),
     lr_milestones: str = typer.Option("100", "--lr-milestones", help="Comma-separated epochs where lr is multiplied by --lr-gamma."),
     lr_gamma: float = typer.Option(0.1, "--lr-gamma"),
-    pixel_budget: int = typer.Option(30000, "--pixel-budget", help="Padded L² pixels per batch."),
+    batch_pixels: int = typer.Option(30000, "--batch-pixels", help="Padded L² pixels per batch (batches are filled up to it)."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip entries longer than this."),
     crop: int = typer.Option(160, "--crop", help="Train longer RNAs on random windows of this length (0 = never crop)."),
     depth_sampling: float = typer.Option(0.0, "--depth-sampling", help="Fraction of alignment examples trained each epoch on a random subset of their rows (the query alone a third of the time): teaches when to trust covariance."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    workers: int = typer.Option(1, "--workers", help="DataLoader worker processes."),
+    device: str = device_option(),
+    workers: int = typer.Option(1, "--workers", help="DataLoader worker processes (0: load in the training process)."),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Checkpoint whose trunk seeds this model (transfer)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.ckpt (same options; only --epochs, --workers, --device, --accumulate may change)."),
     accumulate: int = typer.Option(1, "--accumulate", help="Batches (per process) added up per optimiser step."),
@@ -329,10 +374,10 @@ def train_cmd(
     with user_errors():
         excluded = _read_ids(exclude) if exclude else []
         config = TrainConfig(
-            store=str(store), out=str(out), split=split, features=features, model=model, loss=loss,
+            store=str(store), out=str(out), split=split, features=features, model=model.value, loss=loss.value,
             alpha=alpha, beta=beta, epochs=epochs, lr=lr,
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
-            lr_gamma=lr_gamma, pixel_budget=pixel_budget, max_length=max_length, crop=crop or None, seed=seed,
+            lr_gamma=lr_gamma, pixel_budget=batch_pixels, max_length=max_length, crop=crop or None, seed=seed,
             depth_sampling=depth_sampling, device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))
@@ -356,13 +401,13 @@ def evaluate_cmd(
     checkpoint: str = typer.Argument(..., help="Trained checkpoint, or 'none' to score only the baselines and peers."),
     store: Path = typer.Argument(..., help="Feature store with labelled entries."),
     split: str = typer.Option("test", "--split"),
-    features: Optional[str] = typer.Option(None, "--features", help="Feature spec if the store has several."),
-    out: Path = typer.Option(Path("results/evaluate"), "--out", help="Folder for the tables and plots."),
+    features: Optional[str] = features_option(f"{FEATURES_HELP}, if the store has several specs."),
+    out: Path = typer.Option(Path("results/evaluate"), "--out", "-o", help="Folder for the tables and plots."),
     name: Optional[str] = typer.Option(None, "--name", help="Row name of the model (default: its model name)."),
     compare: Optional[Path] = typer.Option(None, "--compare", help="Folder of published pair-score files, one sub-folder per method."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Add the APC and thermodynamic baselines."),
     maps: Optional[str] = typer.Option(None, "--maps", help="Comma-separated ids to draw contact maps for (default: 3)."),
-    device: str = typer.Option("auto", "--device"),
+    device: str = device_option(),
     allow_train_overlap: bool = typer.Option(False, "--allow-train-overlap", help="Score entries the model was trained on anyway (refused by default), with a warning."),
 ) -> None:
     """Top-L/k precision by range and by Neff for a model, the baselines and published peers."""
@@ -388,7 +433,7 @@ app.add_typer(export_app, name="export")
 @export_app.command("onnx")
 def export_onnx_cmd(
     checkpoints: list[Path] = typer.Argument(..., help="Trained checkpoint (tprna train's last.ckpt); several: one graph that averages them (a seed ensemble)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="ONNX file (default export/<run>-<model>.onnx)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="ONNX file (default export/<run>-<model>.onnx)."),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision variant for GPUs (float32 inputs and outputs)."),
     opset: int = typer.Option(17, "--opset"),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest ONNX-vs-PyTorch difference allowed (1e-4; fp16 1e-2)."),
@@ -411,9 +456,9 @@ def export_triton_cmd(
     model: Path = typer.Argument(..., help="Exported ONNX model."),
     repo: Path = typer.Option(Path("serve/models"), "--repo", help="Triton model repository folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name in the repository."),
-    max_batch: int = typer.Option(8, "--max-batch", help="Triton max_batch_size."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Most RNAs per batch (Triton's max_batch_size)."),
     version: Optional[int] = typer.Option(None, "--version", help="Model version folder (default: the next free one, 1 for a new model)."),
-    version_policy: str = typer.Option("latest", "--version-policy", help="latest (serve the newest version) or all (serve every version)."),
+    version_policy: VersionPolicy = typer.Option(VersionPolicy("latest"), "--version-policy", help="Serve the newest version (latest) or every version (all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing version of the model (never done without it)."),
 ) -> None:
     """Write a Triton Inference Server model version (ONNX Runtime backend, dynamic batching)."""
@@ -421,7 +466,7 @@ def export_triton_cmd(
 
     with user_errors():
         path = export_triton(model, repo, name=name, max_batch_size=max_batch, version=version,
-                             version_policy=version_policy, overwrite=overwrite)
+                             version_policy=version_policy.value, overwrite=overwrite)
         versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
         console.print(f"wrote {escape(str(path))} (versions {', '.join(map(str, versions))})", highlight=False)
 
@@ -438,12 +483,12 @@ def infer_cmd(
     out: Path = typer.Option(Path("results/predictions"), "--out", "-o", help="Output folder."),
     formats: Optional[list[str]] = typer.Option(None, "--format", "-f", help="Outputs: npz, rr (CASP RR), png, txt (L×L matrix); repeat or comma-separate (default: npz,rr)."),
     png: bool = typer.Option(False, "--png", help="Also write a PNG of each map (same as --format png)."),
-    batch: int = typer.Option(8, "--batch", help="Most RNAs per batch."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Most RNAs per batch."),
     batch_pixels: int = typer.Option(2 ** 18, "--batch-pixels", help="Most padded L² pixels per batch."),
     store: Optional[Path] = typer.Option(None, "--store", help="Feature store to read entries from (alone: predict its entries)."),
     split: Optional[str] = typer.Option(None, "--split", help="Store split to predict."),
     top: Optional[int] = typer.Option(None, "--top", help="Contacts in each RR file (default 2L)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the job's summary (summary.json) as JSON."),
@@ -458,7 +503,7 @@ def infer_cmd(
     with user_errors():
         given = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
         given += [value if value == STDIN else Path(value) for value in inputs or []]
-        report = infer(model, given, out, batch_pixels=batch_pixels, max_batch=batch, store=store, split=split,
+        report = infer(model, given, out, batch_pixels=batch_pixels, max_batch=max_batch, store=store, split=split,
                        png=png, formats=formats, single=single, top=top, device=device, max_length=max_length,
                        threads=threads, progress=console.is_terminal)
         if as_json:

@@ -1,11 +1,10 @@
 """Training data from a feature store: a torch Dataset over a store split, batches formed
 by length under a budget of L² pixels, and padding masks.
 
-A batch is padded to its longest member; ``mask`` (B, L) marks real residues and
-``observed`` (B, L, L) the pairs with a label, so padding never reaches a loss or a metric.
-The paper batched 3 RNAs below L=100, 2 up to 150 and 1 above; a budget of
-3·100² = 30,000 padded pixels gives 3 below 100, 2 up to 122 and 1 above, and generalises
-to any length mix.
+The network input, its padding and the length batches are the model's contract
+(:mod:`tprna.contract`); a batch is padded to its longest member, ``mask`` (B, L) marks
+real residues and ``observed`` (B, L, L) the pairs with a label, so padding never reaches
+a loss or a metric.
 
 **Depth sampling** (``depth_sampling`` > 0) teaches the network when to trust covariance:
 each epoch, that fraction of the alignment entries is trained on a random subset of its
@@ -26,12 +25,12 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from tprna.alphabet import get_alphabet
-from tprna.contract import PAPER_PIXEL_BUDGET, length_batches
+from tprna.contract import PAPER_PIXEL_BUDGET, length_batches, model_input, pad_batch, rounded
 from tprna.errors import TprnaError
-from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, model_input, neff,
-                             precision, sequence_weights)
+from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, neff, precision,
+                            sequence_weights)
 from tprna.msa import MSA
-from tprna.store.schema import pack_component, unpack_component
+from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
            "subsampled_features", "draw_depth", "DEPTH_SAMPLING_MAX"]
@@ -49,8 +48,6 @@ class StoreDataset(Dataset):
     def __init__(self, store_path: str | Path, spec: FeatureSpec | str | None = None,
                  split: str | None = None, ids: Sequence[str] | None = None,
                  require_labels: bool = True, max_length: int | None = None):
-        from tprna.store import open_store
-
         self.store_path = str(store_path)
         store = open_store(self.store_path)
         try:
@@ -94,7 +91,6 @@ class StoreDataset(Dataset):
         index, start, size, depth, row_seed = (tuple(key) + (0, 0))[:5] if isinstance(key, tuple) else (
             key, 0, self.lengths[key], 0, 0)
         if self._store is None:
-            from tprna.store import open_store
             self._store = open_store(self.store_path)
         entry_id = self.ids[index]
         features = self._store.read_features(entry_id, self.spec.key)
@@ -126,7 +122,8 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     query and ``depth − 1`` others drawn with ``row_seed``.  Weights come from the whole
     length of the subset (the identity rule is over the full query); covariance and profile
     need only the window's columns, the precision and the coupling maps (global) are
-    computed on the full length and cut.  Rounded to the store's dtype, as stored ones are."""
+    computed on the full length and cut.  Rounded to the store's dtype
+    (:func:`tprna.contract.rounded`), as stored ones are."""
     rng = np.random.default_rng(row_seed)
     rows = np.concatenate([[0], 1 + np.sort(rng.choice(len(codes) - 1, depth - 1, replace=False))])
     alphabet = get_alphabet(spec.molecule)
@@ -152,7 +149,7 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
         out["profile"] = column_profile(part, weights)[window if glob else slice(None)]
     for name in list(out):
         if name in spec.components:
-            out[name] = unpack_component(name, pack_component(name, out[name], spec.dtype))
+            out[name] = rounded(name, out[name], spec.dtype)
     if "bpp" in parts:
         out["bpp"] = np.asarray(stored["bpp"])[window, window]
     return out
@@ -193,21 +190,20 @@ def _resolve_spec(store, spec: FeatureSpec | str | None, path: str) -> FeatureSp
 
 
 def collate(batch: list[dict]) -> dict:
-    """Pad to the longest member: features (B,C,L,L), contacts/observed (B,L,L), mask (B,L)."""
-    longest = max(item["features"].shape[-1] for item in batch)
-    channels = batch[0]["features"].shape[0]
-    out = {"features": torch.zeros(len(batch), channels, longest, longest),
+    """Pad to the longest member: features (B,C,L,L) and mask (B,L) as the contract pads
+    them (:func:`tprna.contract.pad_batch`), contacts/observed (B,L,L) alike."""
+    features, mask = pad_batch([np.asarray(item["features"]) for item in batch])
+    longest = features.shape[-1]
+    out = {"features": torch.from_numpy(features),
            "contacts": torch.zeros(len(batch), longest, longest),
            "observed": torch.zeros(len(batch), longest, longest, dtype=torch.bool),
-           "mask": torch.zeros(len(batch), longest, dtype=torch.bool),
+           "mask": torch.from_numpy(mask),
            "ids": [item["id"] for item in batch],
            "neff": [item["neff"] for item in batch]}
     for b, item in enumerate(batch):
         n = item["features"].shape[-1]
-        out["features"][b, :, :n, :n] = item["features"]
         out["contacts"][b, :n, :n] = item["contacts"]
         out["observed"][b, :n, :n] = item["observed"]
-        out["mask"][b, :n] = True
     return out
 
 

@@ -10,6 +10,7 @@ training ids is checked against the split its configuration names when it was tr
 the same store, and otherwise gets a one-line warning that the check could not be made."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -17,10 +18,15 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from tprna.data import StoreDataset, collate, length_batches
+from tprna.contract import length_batches
+from tprna.data import StoreDataset, collate
 from tprna.errors import TprnaError
 from tprna.features import apc_frobenius, base_pair_probabilities, precision
 from tprna.metrics import NEFF_SUBSETS, contact_precisions, summarize
+from tprna.models import ContactProbability
+from tprna.report import markdown_table, plot_contact_map, plot_precision_vs_neff, write_csv
+from tprna.store import open_store
+from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device, store_key_of
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
            "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
@@ -48,8 +54,6 @@ class EvaluationSet:
 
 def load_evaluation_set(store_path: str, split: str | None, features: str | None = None,
                         ids: Iterable[str] | None = None) -> EvaluationSet:
-    from tprna.store import open_store
-
     dataset = StoreDataset(store_path, features, split=None if ids else split,
                            ids=list(ids) if ids else None)
     store = open_store(store_path)
@@ -97,9 +101,6 @@ def check_training_overlap(ckpt: Mapping, ids: Iterable[str], source: str | Path
 def _recorded_split_ids(ckpt: Mapping, store_path: str | None) -> list[str] | None:
     """An older checkpoint's training entries from its recorded configuration, when it
     was trained on this very store: its ``ids``, or its split less ``exclude``."""
-    from tprna.store import open_store
-    from tprna.train import store_key_of
-
     config = ckpt.get("train_config") or {}
     if store_path is None or ckpt.get("train_store") is None \
             or ckpt["train_store"] != store_key_of(store_path):
@@ -124,9 +125,6 @@ def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, d
                             warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
     """Symmetrized contact probabilities of a trained checkpoint on every entry (refused
     when an entry was among its training entries, see the module doc)."""
-    from tprna.models import ContactProbability
-    from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device
-
     ckpt = load_checkpoint(checkpoint)
     check_training_overlap(ckpt, evaluation.labels, checkpoint, allow_train_overlap, warn, evaluation.store_path)
     dataset = StoreDataset(evaluation.store_path, evaluation.spec_key, ids=list(evaluation.labels))
@@ -154,8 +152,6 @@ def coevolution_map(matrix: np.ndarray) -> np.ndarray:
 
 def baseline_maps(evaluation: EvaluationSet) -> dict[str, dict[str, np.ndarray]]:
     """Scores of the learning-free baselines for every entry: {method: {id: L×L}}."""
-    from tprna.store import open_store
-
     store = open_store(evaluation.store_path)
     maps: dict[str, dict[str, np.ndarray]] = {name: {} for name in BASELINES}
     try:
@@ -250,17 +246,12 @@ def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, o
     """Score a checkpoint, the baselines and published peers on one split and write
     ``results.md`` / ``.csv`` / ``.json``, contact-map PNGs and precision-vs-Neff.
     ``warn`` receives one-line warnings (see :func:`check_training_overlap`)."""
-    import json
-
-    from tprna.report import markdown_table, plot_contact_map, plot_precision_vs_neff, write_csv
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     evaluation = load_evaluation_set(store_path, split, features)
     labels = evaluation.labels
     maps: dict[str, dict[str, np.ndarray]] = {}
     if checkpoint:
-        from tprna.train import load_checkpoint
         row = name or load_checkpoint(checkpoint)["model_config"]["name"]
         maps[row] = predict_with_checkpoint(checkpoint, evaluation, device,
                                             allow_train_overlap=allow_train_overlap, warn=warn)

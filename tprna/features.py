@@ -40,7 +40,7 @@ __all__ = [
     "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "FeatureSpec", "FeatureDict",
     "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
     "base_pair_probabilities", "consensus_base_pair_probabilities", "apc_frobenius",
-    "coupling_map", "column_profile", "make_features", "model_input", "default_feature_set",
+    "coupling_map", "column_profile", "make_features", "default_feature_set",
     "feature_memory_bytes",
 ]
 
@@ -363,22 +363,6 @@ def column_profile(msa: MSA, weights: np.ndarray) -> np.ndarray:
     the query's one-hot encoding when the alignment is the query alone."""
     w = weights.astype(np.float64)
     return single_frequencies(msa.codes, w / w.sum(), msa.alphabet.q).astype(np.float32)
-
-
-def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
-    """Stack an entry's components into the network's (C, L, L) float32 input."""
-    channels = []
-    for name in spec.components:
-        arr = np.asarray(features[name], dtype=np.float32)
-        if name in PAIR_COMPONENTS:  # (L, L, q, q) → q² channels, channel = a·q + b
-            length = arr.shape[0]
-            channels.append(arr.reshape(length, length, -1).transpose(2, 0, 1))
-        elif name in PROFILE_COMPONENTS:  # (L, q) → q² channels f_i(a)·f_j(b), same layout
-            outer = arr.T[:, None, :, None] * arr.T[None, :, None, :]  # (q, q, L, L)
-            channels.append(outer.reshape(-1, arr.shape[0], arr.shape[0]))
-        else:
-            channels.append(arr[None])
-    return np.ascontiguousarray(np.concatenate(channels, axis=0))
 
 
 # --------------------------------------------------------------------------- GPU path

@@ -1,11 +1,14 @@
-"""Training: Adam with the paper's step schedule, length-bucketed batches, per-epoch
-logs, checkpoints that can rebuild the model and name its features, exact resume, and
-transfer from a protein-pretrained trunk.
+"""Training: Adam with the paper's step schedule, length-bucketed batches (random crops of
+long RNAs, optional depth sampling of the alignments), per-epoch logs, checkpoints that
+can rebuild the model and name its features, exact resume, transfer from a
+protein-pretrained trunk, and data-parallel training under ``torchrun``.
 
 A checkpoint (``torch.save`` dict, written atomically) carries: the model config and
-weights, the feature spec it was trained on, the training store's key, the ids of the
-entries it was trained on (``train_ids``, with their ``train_ids_sha256``), the optimiser
-state, the epoch and the metric history — tensors and plain Python data only, so
+weights, the feature spec it was trained on, the training store's resolved path
+(``train_store``), the training configuration, the ids of the entries it was trained on
+(``train_ids``, with their ``train_ids_sha256``), the number of processes
+(``world_size``), the optimiser state, the epoch and the metric history — tensors and
+plain Python data only, so
 :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a file that needs
 any other Python object to unpickle (which could run code) is refused, never executed.
 
@@ -20,8 +23,10 @@ themselves, the feature spec), printing each difference as ``field: old → new`
 may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
 ``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
 reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
-the spec; the spec itself must match).  ``init_from`` only seeds a fresh model: on resume
-it is inherited from the checkpoint, and another one is refused.
+the spec; the spec itself must match) and ``depth_sampling`` (a curriculum: a run
+extended with depth sampling; each epoch's record in the history says which it had).
+``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
+another one is refused.
 
 **Leakage.**  Training refuses entries that are also in a test split of the store (a split
 named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
@@ -44,6 +49,9 @@ named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
   does — no SyncBatchNorm, and the same in the one-process accumulation: a global batch
   is never normalised as one padded tensor.  The running statistics (eval mode only) are
   rank 0's, broadcast to every rank at each forward (DDP's default).
+* **The auxiliary head** of tpLoss is trained only with ``loss=tploss``; with ``ce`` or
+  ``wce`` it never runs, so its parameters are frozen (``requires_grad=False``) before
+  the model is wrapped and DDP waits for no gradient of theirs.
 * **Logs and checkpoints** are written by rank 0 only (the others wait at a barrier);
   the epoch loss is the all-reduced mean over every rank's examples.  ``resume`` loads the
   checkpoint on every rank, so all continue from the same state (the run folder must be
@@ -68,6 +76,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from tprna.data import PAPER_PIXEL_BUDGET, LengthBatchSampler, StoreDataset, collate
@@ -76,6 +85,8 @@ from tprna.features import FeatureSpec
 from tprna.losses import build_loss, pair_mask
 from tprna.models import build_model, load_trunk, model_config
 from tprna.models.contactnet import ModelConfig
+from tprna.store import open_store, overlapping_splits
+from tprna.store.atomic import atomic_output
 
 __all__ = ["TrainConfig", "train", "initial_model", "load_checkpoint", "save_checkpoint",
            "model_from_checkpoint", "resolve_device", "is_main_process", "CHECKPOINT_NAME",
@@ -85,7 +96,7 @@ CHECKPOINT_NAME = "last.ckpt"
 # TrainConfig fields a resumed run may change (see the module doc); every other field must
 # match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
 RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
-                               "resume", "overwrite", "init_from"})
+                               "resume", "overwrite", "init_from", "depth_sampling"})
 
 
 @dataclass
@@ -164,9 +175,8 @@ def _start_distributed(device: str) -> tuple[_Ranks, torch.device]:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(_plain(payload), tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a truncated checkpoint
+    with atomic_output(path) as tmp:  # a kill mid-write never leaves a truncated checkpoint
+        torch.save(_plain(payload), tmp)
 
 
 def _plain(value):
@@ -396,7 +406,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
             optimizer.step()
         total, count = _all_sum([total, float(count)], device, ranks)
         record = {"epoch": epoch, "lr": lr, "loss": total / max(count, 1),
-                  "seconds": round(time.perf_counter() - started, 3), "examples": int(count)}
+                  "seconds": round(time.perf_counter() - started, 3), "examples": int(count),
+                  "depth_sampling": config.depth_sampling}
         history.append(record)
         if ranks.main:
             save_checkpoint(ckpt_path, {**meta, "model": model.state_dict(),
@@ -426,9 +437,6 @@ def is_test_split(name: str) -> bool:
 
 def _refuse_test_entries(store_path: str, ids: Sequence[str]) -> None:
     """Refuse to train on an entry that is also in a test split of the store."""
-    from tprna.store import open_store
-    from tprna.store.splits import overlapping_splits
-
     with open_store(store_path) as store:
         tests = sorted(name for name in store.splits if is_test_split(name))
         shared_by = {name: overlapping_splits(store, list(ids), name) for name in tests}
@@ -481,12 +489,12 @@ def _resumable(config: TrainConfig, ckpt: dict, store_key: str, ids: Sequence[st
 
 
 def _wrap_ddp(model: torch.nn.Module, device: torch.device, needs_aux: bool) -> torch.nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    if not needs_aux:  # the aux head gets no gradient on any rank: DDP must not wait for it
-        ignored = [name for name, _ in [*model.named_parameters(), *model.named_buffers()]
-                   if name.startswith("aux_head.")]
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    if not needs_aux:
+        # The aux head gets no gradient on any rank.  DDP reduces only the parameters that
+        # require a gradient, so frozen it is neither waited for nor reduced.
+        for name, param in model.named_parameters():
+            if name.startswith("aux_head."):
+                param.requires_grad_(False)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=False)
 
@@ -510,14 +518,8 @@ def _write_logs(out: Path, history: list[dict]) -> None:
 
 def store_key_of(store: str) -> str:
     """What a checkpoint records as its training store (``train_store``): the store's
-    content key, or its resolved path."""
-    from tprna.store import open_store
-
-    s = open_store(store)
-    try:
-        return str(getattr(s, "content_key", None) or Path(store).resolve())
-    finally:
-        s.close()
+    resolved path."""
+    return str(Path(store).resolve())
 
 
 def _jsonable(d: dict) -> dict:

@@ -36,7 +36,8 @@ from tprna.cli import app
 from tprna.features import FeatureSpec
 from tprna.simulate import write_example_dataset
 from tprna.store import build_store, items_from_manifest, open_store
-from tprna.store.backends import open_backend
+from tprna.store.formats import open_reader as open_backend
+from tprna.store.location import staging_dir
 
 DISK = 16 * 2 ** 20
 runner = CliRunner()
@@ -134,8 +135,8 @@ def _leftovers(store: Path) -> list[str]:
     if store.suffix == ".h5":
         return sorted(p.name for p in store.parent.iterdir()
                       if p.name.startswith(store.name) and p.name not in (store.name, store.name + ".lock"))
-    return sorted(str(p.relative_to(store)) for sub in (".staging", ".trash") if (store / sub).is_dir()
-                  for p in (store / sub).iterdir())
+    folders = (staging_dir(store), store / ".trash")
+    return sorted(str(p) for sub in folders if sub.is_dir() for p in sub.iterdir())
 
 
 def _check_valid(store: Path, refs: dict) -> None:

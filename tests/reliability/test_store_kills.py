@@ -36,7 +36,8 @@ import pytest
 from tprna.features import FeatureSpec
 from tprna.simulate import write_example_dataset
 from tprna.store import build_store, items_from_manifest, open_store
-from tprna.store.backends import open_backend
+from tprna.store.formats import open_reader as open_backend
+from tprna.store.location import lock_path, staging_dir
 from tprna.store.splits import MANIFEST_SPLITS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ def _fast_root(tmp_path: Path) -> Path:
 
 
 def _lock_path(store: Path) -> Path:
-    return store.with_name(store.name + ".lock") if store.suffix == ".h5" else store / ".lock"
+    return lock_path(store)
 
 
 def _store_files(store: Path) -> list[Path]:
@@ -214,9 +215,8 @@ def _check_complete(store_path: Path, world: World, spec_index: int, ledger) -> 
         left = [p.name for p in _store_files(store_path)]
         assert left == [store_path.name, store_path.name + ".lock"], f"leftover files: {left}"
     else:
-        for sub in (".staging", ".trash"):
-            assert not (store_path / sub).exists() or not any((store_path / sub).iterdir()), \
-                f"leftovers in {sub}"
+        for sub in (staging_dir(store_path), store_path / ".trash"):
+            assert not sub.exists() or not any(sub.iterdir()), f"leftovers in {sub}"
         assert not list(store_path.glob(".zarr.json.*.tmp")), "a leftover root metadata file"
 
 

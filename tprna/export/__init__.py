@@ -8,10 +8,10 @@ Triton Inference Server model repository for it.
 
 ``export/README.md`` says what an exported model carries.
 """
-from tprna.export.onnx_export import (DEFAULT_EXPORT_DIR, INPUT_FEATURES, INPUT_MASK, OUTPUT_CONTACTS,
-                                      ExportReport, default_export_path, export_model, export_onnx,
-                                      onnx_io, read_model_metadata)
+from tprna.contract import INPUT_FEATURES, INPUT_MASK, OUTPUT_CONTACTS
 from tprna.export.ensemble import export_ensemble
+from tprna.export.onnx_export import (DEFAULT_EXPORT_DIR, ExportReport, default_export_path, export_model,
+                                      export_onnx, onnx_io, read_model_metadata)
 from tprna.export.triton import export_triton, triton_config
 
 __all__ = [

@@ -18,7 +18,7 @@ def export_ensemble(checkpoints: Sequence[str | os.PathLike], out_path: str | os
                     **options: Any) -> ExportReport:
     """Export the average of ``checkpoints`` (≥ 1) to ``out_path``; ``options`` as for
     :func:`~tprna.export.onnx_export.export_model` (fp16, opset, tolerance …)."""
-    from tprna.models import ContactEnsemble
+    from tprna.models import ContactEnsemble  # lazy: torch (the [train] extra), only to export
     from tprna.train import load_checkpoint, model_from_checkpoint
 
     paths = [Path(p) for p in checkpoints]

@@ -3,8 +3,8 @@ its metadata, and a parity check that every export must pass.
 
 The graph (``ContactProbability`` in eval mode, BatchNorm folded into the convolutions):
 
-* input ``features``  ``(B, C, L, L)`` float32 — :func:`tprna.features.model_input` of each
-  RNA, zero-padded to the longest member of the batch;
+* input ``features``  ``(B, C, L, L)`` float32 — :func:`tprna.contract.model_input` of each
+  RNA, zero-padded to the longest member of the batch (:func:`tprna.contract.pad_batch`);
 * input ``mask``      ``(B, L)`` **bool** — True on real residues, False on padding (the
   same convention as :func:`tprna.data.collate`);
 * output ``contacts`` ``(B, L, L)`` float32 — ``(σ(z) + σ(z)ᵀ)/2``, exactly 0 on padded pairs.
@@ -16,19 +16,26 @@ float16 for long RNAs) stays in float32.
 Metadata (``ModelProto.metadata_props``, each value a JSON string, keys ``tprna.<name>``):
 feature spec and its key, model name and config, training store, tpRNA version, precision,
 opset, I/O description, source checkpoint and the parity figures of the export check.
-:func:`read_model_metadata` reads them back.
+:func:`read_model_metadata` reads them back.  Names, axes and the metadata encoding are the
+model's contract (:mod:`tprna.contract`), which serving reads too.
 
 Every export is checked before it is kept: ``onnx.checker.check_model``, then onnxruntime
 against PyTorch at each parity length alone and on one zero-padded batch of all of them.
 Above the tolerance the export fails with :class:`~tprna.errors.TprnaError` and no file is
 left behind (the model is written under a temporary name and renamed only after passing).
+
+The graph comes from torch's TorchScript exporter (``dynamo=False``), not the maintained
+``dynamo=True`` one: tried with torch 2.13 / onnxscript 0.7.2, the dynamo exporter has no
+opset-17 implementations (it exports opset 18 and down-converts, "which may not be
+successful") and did not finish even a 16-channel MFFnet30 within 15 minutes on a shared 2-core
+machine, so it could not be run through the parity checks; hence no onnxscript dependency.
 """
 from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -40,30 +47,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tprna import __version__
+from tprna.contract import (DYNAMIC_AXES, INPUT_FEATURES, INPUT_MASK, OUTPUT_CONTACTS, metadata_props,
+                            pad_batch, parse_metadata)
 from tprna.errors import TprnaError
 from tprna.export.optimize import optimize_graph
 from tprna.features import FeatureSpec
+from tprna.serve.session import make_session
 
 __all__ = [
-    "INPUT_FEATURES", "INPUT_MASK", "OUTPUT_CONTACTS", "METADATA_PREFIX", "DEFAULT_EXPORT_DIR",
-    "ExportReport", "export_onnx", "export_model", "read_model_metadata", "parse_metadata",
+    "DEFAULT_EXPORT_DIR", "ExportReport", "export_onnx", "export_model", "read_model_metadata",
     "default_export_path", "onnx_io",
 ]
 
-INPUT_FEATURES = "features"
-INPUT_MASK = "mask"
-OUTPUT_CONTACTS = "contacts"
-METADATA_PREFIX = "tprna."
 DEFAULT_EXPORT_DIR = Path("export")
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 # Checkpoint names that say nothing about the model: the export is named after it instead.
 _GENERIC_STEMS = {"last", "best", "checkpoint", "model", "final"}
-
-_DYNAMIC_AXES = {
-    INPUT_FEATURES: {0: "batch", 2: "length", 3: "length"},
-    INPUT_MASK: {0: "batch", 1: "length"},
-    OUTPUT_CONTACTS: {0: "batch", 1: "length", 2: "length"},
-}
 
 
 @dataclass
@@ -97,59 +96,9 @@ class ExportReport:
 
 # --------------------------------------------------------------------------- metadata
 
-def parse_metadata(props: Mapping[str, str], source: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``tprna.*`` metadata properties (JSON strings) → a dict without the prefix.
-
-    Raises :class:`TprnaError` when the model carries no tpRNA metadata."""
-    out: dict[str, Any] = {}
-    for key, value in props.items():
-        if not key.startswith(METADATA_PREFIX):
-            continue
-        try:
-            out[key[len(METADATA_PREFIX):]] = json.loads(value)
-        except json.JSONDecodeError:
-            raise TprnaError(f"model metadata {key!r} is not valid JSON; re-export the model", source) from None
-    if "feature_spec" not in out or "model_config" not in out:
-        raise TprnaError("not a tpRNA ONNX model (no feature spec / model config in its metadata); "
-                         "export one with 'tprna export'", source)
-    _check_metadata(out, source)
-    return out
-
-
-def _check_metadata(meta: Mapping[str, Any], source: str | os.PathLike | None) -> None:
-    """The feature spec and model config a model carries must be whole: features computed
-    from a half-read spec (defaults filled in) would be silently wrong."""
-    spec = meta["feature_spec"]
-    fields = set(FeatureSpec.__dataclass_fields__)
-    if not isinstance(spec, dict) or not {"molecule", "feature_set"} <= set(spec):
-        raise TprnaError("model metadata 'feature_spec' is malformed (a mapping with at least 'molecule' and "
-                         "'feature_set' expected); re-export the model with 'tprna export'", source)
-    unknown = sorted(str(k) for k in spec if k not in fields)
-    if unknown:
-        raise TprnaError(f"model metadata 'feature_spec' has fields this tpRNA does not know "
-                         f"({', '.join(unknown)}): the model was exported by another version; "
-                         "upgrade tpRNA or re-export the model", source)
-    try:
-        parsed = FeatureSpec.from_dict(spec)
-    except TprnaError as e:
-        raise TprnaError(f"model metadata 'feature_spec' is invalid ({e}); re-export the model", source) from None
-    except (TypeError, ValueError):
-        raise TprnaError("model metadata 'feature_spec' has fields of the wrong type; re-export the model",
-                         source) from None
-    key = meta.get("feature_spec_key")
-    if key is not None and key != parsed.key:
-        raise TprnaError(f"model metadata 'feature_spec_key' {key!r} does not match its feature spec "
-                         f"({parsed.key}); re-export the model", source)
-    config = meta["model_config"]
-    if not isinstance(config, dict) or not isinstance(config.get("name"), str) \
-            or not isinstance(config.get("kwargs", {}), dict):
-        raise TprnaError("model metadata 'model_config' is malformed ({'name': str, 'kwargs': dict} "
-                         "expected); re-export the model", source)
-
-
 def read_model_metadata(onnx_path: str | os.PathLike) -> dict[str, Any]:
     """The metadata an exported model carries (see the module doc), as plain Python values."""
-    import onnx
+    import onnx  # lazy: onnx comes with the [train] extra; a serving install has none
 
     path = Path(onnx_path)
     if not path.is_file():
@@ -164,7 +113,7 @@ def read_model_metadata(onnx_path: str | os.PathLike) -> dict[str, Any]:
 def onnx_io(model_or_path: Any) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs of an ONNX model: name, numpy dtype name and shape (a dim is an
     int or the name of a dynamic axis)."""
-    import onnx
+    import onnx  # lazy: onnx comes with the [train] extra; a serving install has none
     from onnx import helper
 
     model = onnx.load(os.fspath(model_or_path), load_external_data=False) \
@@ -208,7 +157,7 @@ def export_onnx(checkpoint: str | os.PathLike | Mapping[str, Any], out_path: str
     ``tolerance`` bounds max |onnxruntime − torch| over the parity checks; ``None`` means
     1e-4 for float32 and 1e-2 for ``fp16=True`` (whose reference is the float32 network).
     ``optimize`` applies the exact graph rewrites of :mod:`tprna.export.optimize`."""
-    from tprna.train import load_checkpoint, model_from_checkpoint
+    from tprna.train import load_checkpoint, model_from_checkpoint  # lazy: torch, only to export
 
     if isinstance(checkpoint, Mapping):
         ckpt, ckpt_path = dict(checkpoint), None
@@ -235,11 +184,9 @@ def export_onnx(checkpoint: str | os.PathLike | Mapping[str, Any], out_path: str
 def _one_torch_thread(fn):
     """Trace and run the parity reference on one torch thread: the inputs are small, and on
     a busy machine torch's thread team waits on itself (measured here: 8× slower with two)."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import torch
+        import torch  # lazy: torch, only to export (read_model_metadata and onnx_io need none)
 
         before = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -259,7 +206,7 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
                  train_config: Mapping[str, Any] | None = None, optimize: bool = True) -> ExportReport:
     """Export a :class:`~tprna.models.ContactNet` (built by a registered factory) whose input
     is ``feature_spec``; the checked, metadata-carrying model lands at ``out_path``."""
-    import onnx
+    import onnx  # lazy: onnx and torch (the [train] extra) only to export
     import torch
 
     from tprna.models import ContactProbability, model_config
@@ -328,9 +275,9 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
             "torch_version": torch.__version__, "onnx_version": onnx.__version__,
         }
         del model.metadata_props[:]
-        for key, value in meta.items():
+        for key, value in metadata_props(meta).items():
             entry = model.metadata_props.add()
-            entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value, sort_keys=True, default=str)
+            entry.key, entry.value = key, value
         model.producer_name, model.producer_version = "tprna", __version__
         model.doc_string = (f"tpRNA {config.name} contact probabilities; inputs features (B,{spec.channels},L,L) "
                             f"float32 and mask (B,L) bool, output contacts (B,L,L) float32")
@@ -368,7 +315,7 @@ def default_permissions(path: str | os.PathLike) -> None:
 
 
 def _check(model: Any, out: Path) -> None:
-    import onnx
+    import onnx  # lazy: the [train] extra
 
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -379,7 +326,7 @@ def _check(model: Any, out: Path) -> None:
 def _half_precision_graph(net: Any) -> Any:
     """The fp16 export graph: float32/bool interface, float16 inside, with each
     Squeeze-Excitation run in float32 (its pooled sum over L² pixels overflows float16)."""
-    import torch
+    import torch  # lazy: the [train] extra
 
     from tprna.models import ContactProbability, SqueezeExcitation
 
@@ -410,7 +357,7 @@ def _half_precision_graph(net: Any) -> Any:
 def _torch_export(graph: Any, channels: int, path: Path, opset: int) -> list[str]:
     """TorchScript-based export (fast and reliable for this conv net) with dynamic B and L;
     returns the warnings it raised, less the known-harmless ones."""
-    import torch
+    import torch  # lazy: the [train] extra
 
     example = (torch.randn(2, channels, 24, 24), torch.ones(2, 24, dtype=torch.bool))
     example[1][1, 20:] = False
@@ -419,7 +366,7 @@ def _torch_export(graph: Any, channels: int, path: Path, opset: int) -> list[str
         try:
             torch.onnx.export(graph, example, os.fspath(path), dynamo=False, opset_version=opset,
                               input_names=[INPUT_FEATURES, INPUT_MASK], output_names=[OUTPUT_CONTACTS],
-                              dynamic_axes=_DYNAMIC_AXES, do_constant_folding=True)
+                              dynamic_axes=DYNAMIC_AXES, do_constant_folding=True)
         except Exception as e:
             raise TprnaError(f"torch.onnx.export failed ({type(e).__name__}: {e})", path) from None
     kept = []
@@ -439,9 +386,7 @@ def _torch_export(graph: Any, channels: int, path: Path, opset: int) -> list[str
 def _parity(path: Path, reference: Any, channels: int, lengths: list[int], seed: int,
             device: str = "cpu") -> tuple[dict[str, float], list[str]]:
     """max |onnxruntime − torch| at each length alone and on a zero-padded batch of all."""
-    import torch
-
-    from tprna.serve.session import make_session
+    import torch  # lazy: the [train] extra
 
     session, providers = make_session(path, device=device)
     rng = np.random.default_rng(seed)
@@ -455,12 +400,7 @@ def _parity(path: Path, reference: Any, channels: int, lengths: list[int], seed:
             ref = reference(torch.from_numpy(x[None]), torch.from_numpy(mask)).numpy()
             got = session.run([OUTPUT_CONTACTS], {INPUT_FEATURES: x[None], INPUT_MASK: mask})[0]
             parity[f"L={n}"] = _max_diff(got, ref)
-        longest = lengths[-1]
-        batch = np.zeros((len(lengths), channels, longest, longest), dtype=np.float32)
-        mask = np.zeros((len(lengths), longest), dtype=bool)
-        for b, (n, x) in enumerate(zip(lengths, samples)):
-            batch[b, :, :n, :n] = x
-            mask[b, :n] = True
+        batch, mask = pad_batch(samples)
         ref = reference(torch.from_numpy(batch), torch.from_numpy(mask)).numpy()
         got = session.run([OUTPUT_CONTACTS], {INPUT_FEATURES: batch, INPUT_MASK: mask})[0]
     parity[f"padded batch L={','.join(map(str, lengths))}"] = _max_diff(got, ref)

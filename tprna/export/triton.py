@@ -39,6 +39,7 @@ from typing import Any
 
 from tprna.errors import TprnaError
 from tprna.export.onnx_export import default_permissions, onnx_io, read_model_metadata
+from tprna.store.atomic import write_file_atomic
 
 __all__ = ["export_triton", "triton_config", "check_model_name", "model_versions", "TRITON_DTYPES",
            "VERSION_POLICIES"]
@@ -99,7 +100,7 @@ def triton_config(name: str, io: dict[str, list[dict[str, Any]]], max_batch_size
     for e in io["inputs"] + io["outputs"]:
         if not e["shape"] or isinstance(e["shape"][0], int):
             raise TprnaError(f"tensor {e['name']!r} has no dynamic batch dimension "
-                             f"(shape {e['shape']}); re-export the model with 'tprna export'")
+                             f"(shape {e['shape']}); re-export the model with 'tprna export onnx'")
     return (
         f'name: "{name}"\n'
         'platform: "onnxruntime_onnx"\n'
@@ -134,14 +135,7 @@ def _io_key(io: dict[str, Any]) -> list:
 
 def _write_file(path: Path, text: str) -> None:
     """Write ``text`` beside ``path`` and rename it into place (0644 under a 022 umask)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        default_permissions(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_file_atomic(path, text.encode())
 
 
 def _stage_version(parent: Path, version: int, src: Path, meta_text: str) -> Path:
@@ -170,7 +164,8 @@ def export_triton(onnx_path: str | os.PathLike, repo_dir: str | os.PathLike = "s
             check_model_name(name)
         except TprnaError as e:
             raise TprnaError(f"{e}; give the model another name with --name") from None
-    check_model_name(name)
+    else:
+        check_model_name(name)
     if max_batch_size < 1:
         raise TprnaError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)

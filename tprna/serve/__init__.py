@@ -13,12 +13,19 @@
     remote = TritonClient("localhost:8000", "mffnet36")     # the model on a Triton server
 
 Features come from :mod:`tprna.features` with the feature spec the model carries (or from
-a feature store built with that spec), so serving computes exactly what training saw.
-Nothing here imports torch.
+a feature store built with that spec), and the network input from :mod:`tprna.contract`, so
+serving computes exactly what training saw.  Nothing here imports torch.
+
+Modules: ``inputs`` (what a user hands in), ``items`` (inputs → work items or failures),
+``predictor`` (batches → onnxruntime → predictions), ``results`` (Prediction, Failure),
+``job`` (``infer``: write outputs and summary.json), ``session``, ``writers``, ``shipped``,
+``triton_client``.
 """
 from tprna.serve.inputs import NamedInput, read_sequences
-from tprna.serve.predictor import (DEFAULT_BATCH_PIXELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_LENGTH, Failure,
-                                   InferReport, Prediction, Predictor, infer, serving_input)
+from tprna.serve.items import serving_input
+from tprna.serve.job import InferReport, infer
+from tprna.serve.predictor import DEFAULT_BATCH_PIXELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_LENGTH, Predictor
+from tprna.serve.results import Failure, Prediction
 from tprna.serve.session import SessionRunner, available_providers, make_session
 from tprna.serve.shipped import ModelCard, load, shipped_model
 from tprna.serve.triton_client import TritonClient, triton_predictor

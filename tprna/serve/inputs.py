@@ -8,6 +8,7 @@ each record its own RNA.
   exist, and is reported as such — never folded as an RNA.
 * Ids come from the FASTA header (its first word, made safe as a file name), else
   ``seq1``, ``seq2`` … in input order.
+* Folders expand into their alignment files, sorted (:func:`flatten_inputs`).
 """
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
 from tprna.errors import TprnaError
+from tprna.msa import MSA, detect_format, fasta_records, parse_msa, read_text
 
-__all__ = ["NamedInput", "BadInput", "read_sequences", "sequence_records", "text_input",
-           "string_input", "sequence_argument", "expand_inputs", "safe_id", "file_stem", "path_id",
-           "STDIN"]
+__all__ = ["NamedInput", "BadInput", "InputLike", "read_sequences", "sequence_records", "text_input",
+           "string_input", "sequence_argument", "expand_inputs", "flatten_inputs", "describe", "safe_id",
+           "file_stem", "path_id", "STDIN"]
+
+InputLike = Any  # str | os.PathLike | MSA | NamedInput | BadInput | tuple[str, str | MSA]
 
 STDIN = "-"  # the input that means standard input
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -39,9 +43,7 @@ class NamedInput:
     source: str
     aligned: bool = False  # ``text`` is an alignment (FASTA / A3M / Stockholm / .aln)
 
-    def to_msa(self, molecule: str = "rna") -> Any:
-        from tprna.msa import detect_format, parse_msa
-
+    def to_msa(self, molecule: str = "rna") -> MSA:
         if self.aligned:
             return parse_msa(self.text, detect_format(self.text), molecule, source=self.source)
         sequence = "".join(self.text.split())
@@ -76,8 +78,6 @@ def file_stem(entry_id: str) -> str:
 def sequence_records(text: str, source: str, prefix: str = "seq") -> list[NamedInput]:
     """Each FASTA record of ``text`` (or, without headers, each non-empty line) as its own
     RNA; ids from the headers, else ``<prefix>1``, ``<prefix>2`` …"""
-    from tprna.msa import fasta_records
-
     lines = [ln.strip() for ln in text.splitlines()]
     if any(ln.startswith(">") for ln in lines):
         records = fasta_records(text, source)
@@ -95,8 +95,6 @@ def sequence_records(text: str, source: str, prefix: str = "seq") -> list[NamedI
 def read_sequences(path: str | os.PathLike) -> list[NamedInput]:
     """A file of unrelated sequences (multi-FASTA, or one sequence a line; gzip or not),
     each record its own RNA: the inputs of ``tprna infer --single``."""
-    from tprna.msa import read_text
-
     p = Path(path)
     return sequence_records(read_text(p), os.fspath(p), prefix=f"{safe_id(path_id(p), 'seq')}_")
 
@@ -167,10 +165,42 @@ def expand_inputs(inputs: Iterable[Any], single: bool = False,
             yield value
 
 
+def flatten_inputs(inputs: InputLike | Iterable[InputLike]) -> Iterator[tuple[int, InputLike]]:
+    """Number the inputs, expanding folders into their alignment files (sorted); a folder
+    that cannot be read becomes a :class:`BadInput`."""
+    if isinstance(inputs, (str, os.PathLike, tuple, MSA, NamedInput)):
+        inputs = [inputs]
+    index = 0
+    for value in inputs:
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
+            try:
+                expanded: list[Any] = _files(Path(value))
+            except TprnaError as e:
+                expanded = [BadInput(os.fspath(value), e.reason)]
+        else:
+            expanded = [value]
+        for v in expanded:
+            yield index, v
+            index += 1
+
+
+def describe(value: InputLike) -> str:
+    """Where an input comes from, for messages."""
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, (BadInput, NamedInput)):
+        return value.source
+    if isinstance(value, tuple) and value:
+        return f"sequence {value[0]}"
+    source = getattr(value, "source", "")
+    return source or f"<{type(value).__name__}>"
+
+
 def _files(path: Path) -> list[Path]:
+    """A path, or a folder's alignment files as the store build finds them."""
     if not path.is_dir():
         return [path]
-    from tprna.store.inputs import items_from_paths
+    from tprna.store import items_from_paths  # lazy: tprna.store loads zarr and h5py
 
     return [item.msa for item in items_from_paths([path])]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tprna.contract import INPUT_FEATURES, INPUT_MASK, OUTPUT_CONTACTS, parse_metadata
 from tprna.errors import TprnaError
 
 __all__ = ["make_session", "available_providers", "physical_cores", "SessionRunner",
@@ -23,7 +24,7 @@ CPU = "CPUExecutionProvider"
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: start-up time of `import tprna.serve` (writers, inputs)
 
     return list(ort.get_available_providers())
 
@@ -61,7 +62,7 @@ def make_session(onnx_path: str | os.PathLike, device: str = "auto", threads: in
 
     On CUDA, cuDNN picks convolution algorithms heuristically: with a new L in almost every
     batch, an exhaustive search per shape would cost more than it saves."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: start-up time of `import tprna.serve` (writers, inputs)
 
     path = Path(onnx_path)
     if not path.is_file():
@@ -101,9 +102,7 @@ def make_session(onnx_path: str | os.PathLike, device: str = "auto", threads: in
 
 
 def session_metadata(session: Any, source: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The tpRNA metadata of a loaded session's model (see :mod:`tprna.export`)."""
-    from tprna.export.onnx_export import parse_metadata
-
+    """The tpRNA metadata of a loaded session's model (see :mod:`tprna.contract`)."""
     return parse_metadata(session.get_modelmeta().custom_metadata_map, source)
 
 
@@ -124,20 +123,20 @@ class SessionRunner:
         self.device_id = device_id
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = [o.name for o in session.get_outputs()]
-        if set(inputs) != {"features", "mask"} or outputs != ["contacts"]:
+        if set(inputs) != {INPUT_FEATURES, INPUT_MASK} or outputs != [OUTPUT_CONTACTS]:
             raise TprnaError(f"model inputs {sorted(inputs)} / outputs {outputs} are not tpRNA's "
-                             "(features, mask → contacts)")
-        self.mask_dtype = bool if inputs["mask"].type == "tensor(bool)" else np.float32
+                             f"({INPUT_FEATURES}, {INPUT_MASK} → {OUTPUT_CONTACTS})")
+        self.mask_dtype = bool if inputs[INPUT_MASK].type == "tensor(bool)" else np.float32
 
     def run(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
         features = np.ascontiguousarray(features, dtype=np.float32)
         mask = np.ascontiguousarray(mask, dtype=self.mask_dtype)
         if not self.io_binding:
-            return self.session.run(["contacts"], {"features": features, "mask": mask})[0]
+            return self.session.run([OUTPUT_CONTACTS], {INPUT_FEATURES: features, INPUT_MASK: mask})[0]
         binding = self.session.io_binding()
-        binding.bind_cpu_input("features", features)
-        binding.bind_cpu_input("mask", mask)
-        binding.bind_output("contacts", "cuda" if self.on_cuda else "cpu",
+        binding.bind_cpu_input(INPUT_FEATURES, features)
+        binding.bind_cpu_input(INPUT_MASK, mask)
+        binding.bind_output(OUTPUT_CONTACTS, "cuda" if self.on_cuda else "cpu",
                             self.device_id if self.on_cuda else 0)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]

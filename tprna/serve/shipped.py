@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tprna.errors import TprnaError
+from tprna.serve.predictor import Predictor
 
 __all__ = ["ModelCard", "CARD_FILE", "shipped_model_dir", "shipped_model", "card_beside", "load"]
 
@@ -115,12 +116,10 @@ def card_beside(onnx_path: str | os.PathLike) -> ModelCard | None:
     return card.verify()
 
 
-def load(path: str | os.PathLike | None = None, **options: Any):
+def load(path: str | os.PathLike | None = None, **options: Any) -> Predictor:
     """A :class:`~tprna.serve.Predictor` over the shipped model (default) or the ONNX file
     ``path``; ``options`` go to the Predictor (``device``, ``threads``, ``max_length`` …).
     The model card, when there is one, is ``predictor.card``."""
-    from tprna.serve.predictor import Predictor
-
     card = shipped_model() if path is None else card_beside(path)
     predictor = Predictor(card.path if path is None else path, **options)
     if card is not None and card.feature_set and card.feature_set != predictor.spec.feature_set:

@@ -185,7 +185,7 @@ def contact_map_figure(entry_id: str, probabilities: np.ndarray,
     """A matplotlib Figure (Agg canvas, no pyplot state) of the probability map as a heat
     map; the ``top`` most probable pairs (default L, |i − j| ≥ ``min_separation``) circled in
     the lower triangle, and known ``contacts`` (i, j) 0-based marked in red."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time (matplotlib)
     from matplotlib.figure import Figure
 
     p = np.asarray(probabilities, dtype=np.float32)

@@ -6,7 +6,10 @@
         feats = store.read_features(store.ids("train")[0], spec)
 
 A path ending in ``.h5``/``.hdf5`` is an HDF5 file, anything else a Zarr v3 directory;
-the logical schema is the same (``store/README.md``).
+the logical schema is the same (``store/README.md``).  The modules read top-down:
+``atomic``, ``location``, ``base`` (the reader / writer protocols) ← ``zarr_format``,
+``hdf5_format`` ← ``schema`` ← ``index``, ``verify`` ← ``formats`` ← ``reader`` ←
+``tasks``, ``cluster`` ← ``build``.
 
 Before training on one split and scoring on another, refuse a leak::
 
@@ -16,7 +19,8 @@ Before training on one split and scoring on another, refuse a leak::
 from tprna.store.atomic import DiskFull
 from tprna.store.build import BuildReport, build_store
 from tprna.store.inputs import BuildItem, items_from_manifest, items_from_paths
-from tprna.store.schema import NEFF_SPLITS, FeatureStore, open_store
+from tprna.store.reader import FeatureStore, open_store
+from tprna.store.schema import NEFF_SPLITS
 from tprna.store.splits import check_disjoint_splits, overlapping_splits
 from tprna.store.verify import Problem
 

@@ -1,5 +1,7 @@
 """The file-system operations that make store writes atomic and durable on Linux.
 
+* :func:`atomic_output` / :func:`write_file_atomic` — the one atomic file write (temp
+  sibling, fsync, rename, fsync of the folder), for the store and the rest of tpRNA.
 * :func:`fsync_tree` / :func:`fsync_dir` — data reaches the disk before the rename that
   publishes it, and the rename itself is made durable after.
 * :func:`exchange` — ``renameat2(RENAME_EXCHANGE)``: two paths swap in one step, so a
@@ -14,15 +16,19 @@
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 from tprna.errors import TprnaError
 
 __all__ = ["DiskFull", "disk_full", "exchange", "fsync_dir", "fsync_file", "fsync_tree",
-           "reserve", "release_reservation", "write_file_atomic"]
+           "reserve", "release_reservation", "atomic_output", "write_file_atomic"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV)
@@ -110,27 +116,37 @@ def fsync_tree(root: str | os.PathLike) -> None:
         for d in folders:
             fsync_dir(d)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(16, len(files) + len(folders))) as pool:
         list(pool.map(fsync_file, files))  # the data (and sizes) first,
         list(pool.map(fsync_dir, folders))  # then the names in each folder
 
 
-def write_file_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, fsync it, rename it over ``path``, fsync the
-    folder: readers see the old bytes or the new ones, and a full disk leaves the old."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
+    """The one way this package writes a file atomically: yields a temporary path beside
+    ``path`` (same folder, so same file system) for the caller to write — with its own
+    code (``torch.save``, ``onnx.save``) or :func:`write_file_atomic`'s bytes — and when
+    the block ends without an error, fsyncs it (``durable``), renames it over ``path`` and
+    fsyncs the folder.  Readers see the old file or the new one, never part of one; an
+    error (a full disk, a kill) leaves the old file and no temporary behind.  The file
+    gets the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_file_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_output`)."""
+    with atomic_output(path, durable=durable) as tmp:
+        tmp.write_bytes(data)
 
 
 def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -4,11 +4,13 @@ The process that calls :func:`tprna.store.build_store` stays the coordinator: it
 store lock, plans by content key and records what came back.  Each task runs on a worker,
 which reads the entry's input files, computes its features and writes the entry into the
 Zarr store itself (staging folder + atomic rename, as the local worker processes do).  So
-every worker must see the store folder and the input files at the same paths — a local
-or shared (POSIX) filesystem; :func:`check_workers` proves it before any work is sent.
+every worker must see the store folder (and its staging folder beside it) and the input
+files at the same paths — a local or shared (POSIX) filesystem; :func:`check_workers`
+proves it before any work is sent.  The tasks go through :func:`dask_executor`, the same
+``concurrent.futures`` interface as the local process pool.
 
-A worker that dies mid-task leaves at most a folder under ``.staging/`` (removed at the
-next build's start) and the scheduler runs its task again elsewhere; a task whose
+A worker that dies mid-task leaves at most a folder in ``<store>.staging/`` (removed at
+the next build's start) and the scheduler runs its task again elsewhere; a task whose
 workers keep dying is reported as failed and is built by the next run.
 """
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tprna.errors import TprnaError
 
-__all__ = ["connect", "check_workers", "run_tasks"]
+__all__ = ["connect", "check_workers", "dask_executor"]
 
 _EXTRA = "pip install 'tprna[dask]'"
 
@@ -69,16 +71,15 @@ def _probe(probe: str, token: str) -> str | None:
     return None
 
 
-def check_workers(client: Any, store: Path, staging: str, wait: float = 30.0) -> int:
+def check_workers(client: Any, store: Path, folder: Path, wait: float = 30.0) -> int:
     """Raise a :class:`TprnaError` unless the cluster has workers and every one of them
-    reads and can write the store folder ``store`` (a token file is written under its
-    ``staging`` folder and read back by each worker).  Returns the number of workers."""
+    reads and can write the store's staging ``folder`` (a token file is written there and
+    read back by each worker).  Returns the number of workers."""
     try:
         if not client.scheduler_info().get("workers"):
             client.wait_for_workers(1, timeout=wait)
     except Exception:  # noqa: BLE001 - TimeoutError, or the scheduler went away
         raise TprnaError(f"the Dask cluster at {client.scheduler.address} has no workers") from None
-    folder = store / staging
     folder.mkdir(exist_ok=True)
     token = uuid.uuid4().hex
     probe = folder / f"probe-{token}"
@@ -99,36 +100,6 @@ def check_workers(client: Any, store: Path, staging: str, wait: float = 30.0) ->
     return len(answers)
 
 
-def _on_worker(task: Any) -> Any:
-    """The task as a worker runs it: one numba thread per task thread (as in the local
-    process pool), then the same :func:`tprna.store.build._run_task`."""
-    import numba
-
-    from tprna.store.build import _run_task
-
-    numba.set_num_threads(1)
-    return _run_task(task)
-
-
-def run_tasks(client: Any, tasks: Sequence[Any], on_done: Callable[[Any], None],
-              failed: Callable[[Any, str], Any]) -> None:
-    """Submit every task, and call ``on_done`` with each outcome as it completes (in
-    completion order).  A task whose worker was lost for good becomes ``failed(task, why)``."""
-    from distributed import as_completed
-
-    futures = {}
-    for task in tasks:
-        key = f"tprna-build-{task.item.id}-{uuid.uuid4().hex[:8]}"
-        futures[client.submit(_on_worker, task, key=key, pure=False)] = task
-    try:
-        for fut in as_completed(list(futures), loop=client.loop):
-            task = futures[fut]
-            try:
-                outcome = fut.result()
-            except Exception as e:  # noqa: BLE001 - KilledWorker, a lost scheduler, …
-                outcome = failed(task, f"Dask task failed ({type(e).__name__}: "
-                                       f"{' '.join(str(e).split())[:200]})")
-            on_done(outcome)
-    except BaseException:
-        client.cancel(list(futures))
-        raise
+def dask_executor(client: Any) -> Any:
+    """The cluster as a ``concurrent.futures.Executor`` (each task a fresh call: not pure)."""
+    return client.get_executor(pure=False)

@@ -1,15 +1,19 @@
 """Checksum verification: re-read every array of every entry and compare it with the
 sha256 recorded when it was written.  Anything that cannot be read or decoded is a
-problem too, never a crash."""
+problem too, never a crash.  :func:`repair_partial` applies the same checks to what a
+killed HDF5 build left in its partial file, before the next build resumes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
-from tprna.store.backends import Backend
-from tprna.store.schema import ENTRIES, checksum, entry_group
+import numpy as np
 
-__all__ = ["Problem", "verify_store", "verify_entry", "verify_root"]
+from tprna.store.base import INDEX, StoreReader, decode_attrs
+from tprna.store.schema import ENTRIES, FORMAT, checksum, entry_group, features_group
+
+__all__ = ["Problem", "verify_store", "verify_entry", "verify_root", "repair_partial"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Problem:
         return f"{self.entry or '<store>'}: {self.where}: {self.reason}"
 
 
-def _check_group(backend: Backend, entry_id: str, group: str, label: str,
+def _check_group(backend: StoreReader, entry_id: str, group: str, label: str,
                  required: Iterable[str]) -> list[Problem]:
     try:
         attrs = backend.read_attrs(group)
@@ -68,7 +72,7 @@ def _check_group(backend: Backend, entry_id: str, group: str, label: str,
     return problems
 
 
-def verify_entry(backend: Backend, entry_id: str) -> list[Problem]:
+def verify_entry(backend: StoreReader, entry_id: str) -> list[Problem]:
     group = entry_group(entry_id)
     try:
         attrs = backend.read_attrs(group) or {}
@@ -91,7 +95,7 @@ def verify_entry(backend: Backend, entry_id: str) -> list[Problem]:
     return problems
 
 
-def verify_root(backend: Backend) -> list[Problem]:
+def verify_root(backend: StoreReader) -> list[Problem]:
     """Problems of the store's root metadata."""
     try:
         root = backend.read_attrs("")
@@ -102,10 +106,53 @@ def verify_root(backend: Backend) -> list[Problem]:
     return []
 
 
-def verify_store(backend: Backend, ids: Iterable[str] | None = None) -> list[Problem]:
+def verify_store(backend: StoreReader, ids: Iterable[str] | None = None) -> list[Problem]:
     """Problems found in the store's root metadata and its entries (all, or ``ids``)."""
     problems = verify_root(backend)
     names = list(ids) if ids is not None else backend.list_children(ENTRIES)
     for entry_id in names:
         problems += verify_entry(backend, entry_id)
     return problems
+
+
+def repair_partial(f: Any) -> bool:
+    """Make a leftover HDF5 ``<file>.partial`` (an open ``h5py.File``) safe to resume:
+    groups a killed writer left incomplete are deleted, groups it wrote (absent or
+    different in the live file) are checksum-verified and deleted when wrong, and its
+    entry index (which may predate them) is dropped, to be rebuilt.  False: discard the
+    partial."""
+    import h5py  # only ever called on an HDF5 store: a Zarr-only user never imports h5py
+
+    meta = decode_attrs(f.attrs).get("tprna_store")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or ENTRIES not in f:
+        return False
+    live_path = Path(f.filename[: -len(".partial")])
+    live = None
+    if live_path.exists():
+        try:
+            live = h5py.File(live_path, "r")
+        except OSError:
+            live = None
+    try:
+        if INDEX in f:
+            del f[INDEX]
+        for e in list(f[ENTRIES].keys()):
+            group = entry_group(e)
+            groups = [group]
+            if f.get(f"{group}/features", getclass=True) is h5py.Group:
+                groups += [features_group(e, k) for k in list(f[f"{group}/features"].keys())]
+            for g in groups:
+                attrs = decode_attrs(f[g].attrs)
+                ok = attrs.get("complete") is True and isinstance(attrs.get("checksums"), dict)
+                if ok and not (live is not None and g in live and decode_attrs(live[g].attrs) == attrs):
+                    ok = all(checksum(np.asarray(f[f"{g}/{n}"][()])) == s
+                             for n, s in attrs["checksums"].items())
+                if not ok:
+                    del f[g]
+                    if g == group:
+                        break
+        f.flush()
+    finally:
+        if live is not None:
+            live.close()
+    return True

@@ -1,0 +1,167 @@
+"""Input resolution: each input the predictor is handed (see :mod:`tprna.serve.inputs`)
+becomes a :class:`WorkItem` — id, sequence, length and a loader of its network input — or
+a :class:`~tprna.serve.results.Failure` saying why it cannot be predicted.
+
+* **Same input as training.**  An MSA goes through :func:`tprna.features.make_features`
+  and the model's contract (:func:`tprna.contract.rounded_features`, then
+  :func:`~tprna.contract.model_input`): symmetrised and rounded to the spec's storage dtype
+  exactly as a store entry holds it, so a prediction from an MSA equals the prediction from
+  its store entry.
+* **Store reuse.**  An MSA file whose entry is in an open store (built from the same bytes,
+  with the model's spec) is read from the store instead of recomputed.
+* **Bad inputs are failures**, never exceptions: an unreadable / empty / wrong-alphabet MSA,
+  a duplicate id, or one longer than ``max_length``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tprna import features
+from tprna.contract import model_input, rounded_features
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec
+from tprna.msa import MSA, read_msa
+from tprna.serve.inputs import BadInput, InputLike, NamedInput, describe, path_id, string_input
+from tprna.serve.results import Failure
+
+__all__ = ["WorkItem", "InputResolver", "serving_input"]
+
+
+def serving_input(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> tuple[np.ndarray, float]:
+    """The network input ``(C, L, L)`` float32 of one MSA, and its Neff, exactly as the
+    model saw it in training: :func:`tprna.features.make_features`, rounded as the store
+    keeps it (:func:`tprna.contract.rounded_features`), then
+    :func:`tprna.contract.model_input`.  Clients of a Triton deployment call this too."""
+    # through the module, so that a test can tell whether features were computed
+    feats = rounded_features(features.make_features(msa, spec, device), spec)
+    return model_input(feats, spec), float(feats["neff"])
+
+
+@dataclass
+class WorkItem:
+    """One RNA to predict, its network input computed (or read) when ``load`` is called."""
+
+    index: int
+    id: str
+    source: str
+    length: int
+    sequence: str
+    load: Callable[[], tuple[np.ndarray, float | None]]  # → ((C, L, L) float32, neff)
+    aligned: bool = False  # features from several distinct rows: numba's compiled loops run
+
+
+@dataclass
+class InputResolver:
+    """Turns inputs into work items for the model of ``spec``; ``store_lock`` serialises
+    reads of the one store handle shared by the feature threads."""
+
+    spec: FeatureSpec
+    feature_device: str
+    max_length: int | None
+    store_lock: threading.Lock
+
+    def resolve(self, chunk: list[tuple[int, InputLike]], store: Any, seen: dict[str, str],
+                workers: int) -> list[WorkItem | Failure]:
+        """Read the chunk's MSAs (in a pool of ``workers``) and turn each into an item or a
+        failure; ``seen`` (id → source) carries over between chunks to refuse duplicates."""
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda pair: self.input_item(pair[0], pair[1], store), chunk))
+        out: list[WorkItem | Failure] = []
+        for result in results:
+            if isinstance(result, WorkItem):
+                if result.id in seen:
+                    result = Failure(result.source, f"duplicate id {result.id!r} (also from "
+                                     f"{seen[result.id]}); rename one of the files", result.id, result.index)
+                elif self.max_length is not None and result.length > self.max_length:
+                    result = Failure(result.source, f"L={result.length} is over the maximum length "
+                                     f"{self.max_length}; raise max_length if the memory allows",
+                                     result.id, result.index)
+                else:
+                    seen[result.id] = result.source
+            out.append(result)
+        return out
+
+    def input_item(self, index: int, value: InputLike, store: Any) -> WorkItem | Failure:
+        source = describe(value)
+        try:
+            if isinstance(value, BadInput):
+                return Failure(value.source, value.reason, None, index)
+            if isinstance(value, str) and not os.path.exists(value):
+                value = string_input(value, index)
+                source = value.source
+            if isinstance(value, NamedInput):
+                return self.msa_item(index, value.id, value.source, value.to_msa(self.spec.molecule))
+            if isinstance(value, MSA):
+                entry_id = path_id(Path(value.source)) if value.source else value.ids[0]
+                return self.msa_item(index, entry_id, source, value)
+            if isinstance(value, tuple):
+                if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], (str, MSA)):
+                    raise TprnaError(f"expected (id, sequence) or (id, MSA), got {value!r:.60}")
+                entry_id, content = value
+                if isinstance(content, MSA):
+                    return self.msa_item(index, entry_id, source, content)
+                named = NamedInput(entry_id, content, entry_id)
+                return self.msa_item(index, entry_id, source, named.to_msa(self.spec.molecule))
+            path = Path(value)
+            entry_id = path_id(path)
+            if store is not None:
+                reused = self.store_copy(store, entry_id, path, index)
+                if reused is not None:
+                    return reused
+            return self.msa_item(index, entry_id, source, read_msa(path, self.spec.molecule))
+        except TprnaError as e:
+            return Failure(source, e.reason, None, index)
+        except Exception as e:  # a parser bug must not stop the batch
+            return Failure(source, f"{type(e).__name__}: {e}", None, index)
+
+    def msa_item(self, index: int, entry_id: str, source: str, msa: MSA) -> WorkItem:
+        spec, device = self.spec, self.feature_device
+        aligned = msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
+        return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query,
+                        lambda: serving_input(msa, spec, device), aligned)
+
+    def store_copy(self, store: Any, entry_id: str, path: Path, index: int) -> WorkItem | None:
+        """The store's entry for this MSA file when it was built from the same bytes."""
+        from tprna.store.schema import file_sha256  # lazy: tprna.store loads zarr and h5py
+
+        with self.store_lock:
+            if entry_id not in store:
+                return None
+            meta = store.entry_meta(entry_id)
+        recorded = ((meta.get("provenance") or {}).get("msa") or {}).get("sha256")
+        if self.spec.key not in meta.get("specs", []) or not recorded or not path.is_file():
+            return None
+        if recorded != file_sha256(path):
+            return None
+        return self.store_item(store, entry_id, index, source=str(path))
+
+    def store_item(self, store: Any, entry_id: str, index: int, source: str | None = None) -> WorkItem | Failure:
+        """An entry of an open store, its features read from there."""
+        source = source or f"{store.path}#{entry_id}"
+        try:
+            with self.store_lock:
+                meta = store.entry_meta(entry_id)
+        except TprnaError as e:
+            return Failure(source, e.reason, entry_id, index)
+        if self.spec.key not in meta.get("specs", []):
+            return Failure(source, f"entry has no features for the model's spec {self.spec.key}; "
+                           "build them with 'tprna store build'", entry_id, index)
+        length = int(meta["length"])
+        if self.max_length is not None and length > self.max_length:
+            return Failure(source, f"L={length} is over the maximum length {self.max_length}",
+                           entry_id, index)
+        spec, lock = self.spec, self.store_lock
+
+        def load() -> tuple[np.ndarray, float | None]:
+            with lock:
+                feats = store.read_features(entry_id, spec.key)
+            return model_input(feats, spec), float(feats["neff"])
+
+        return WorkItem(index, entry_id, source, length, str(meta["sequence"]), load)
