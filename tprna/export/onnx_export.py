@@ -37,7 +37,6 @@ import datetime as _dt
 import functools
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -53,6 +52,7 @@ from tprna.errors import TprnaError
 from tprna.export.optimize import optimize_graph
 from tprna.features import FeatureSpec
 from tprna.serve.session import make_session
+from tprna.store.atomic import atomic_output
 
 __all__ = [
     "DEFAULT_EXPORT_DIR", "ExportReport", "export_onnx", "export_model", "read_model_metadata",
@@ -233,10 +233,7 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
     graph.eval()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".onnx.tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_output(out) as tmp:  # a failed check or a kill leaves no file behind
         caught = _torch_export(graph, spec.channels, tmp, opset)
         plain = onnx.load(os.fspath(tmp))
         _check(plain, out)
@@ -282,10 +279,6 @@ def export_model(net: Any, feature_spec: Mapping[str, Any], out_path: str | os.P
         model.doc_string = (f"tpRNA {config.name} contact probabilities; inputs features (B,{spec.channels},L,L) "
                             f"float32 and mask (B,L) bool, output contacts (B,L,L) float32")
         onnx.save(model, os.fspath(tmp))
-        default_permissions(tmp)  # mkstemp made it owner-only
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path=str(out), model_name=config.name, feature_spec_key=spec.key,
                         precision=precision, opset=opset, parity=parity, max_abs_diff=worst,
                         tolerance=tol, providers=providers, size_bytes=out.stat().st_size,
