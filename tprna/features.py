@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Mapping
 
 import numpy as np
@@ -114,7 +115,7 @@ class FeatureSpec:
     def from_dict(cls, d: Mapping) -> "FeatureSpec":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
-    @property
+    @cached_property  # every store read names its spec: hash the fields once
     def key(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
