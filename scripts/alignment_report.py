@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import pickle
@@ -35,10 +34,12 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from release_benchmarks import (OURS, benchmark_arguments, coconet_benchmark,  # noqa: E402
                                 puzzles_benchmark, training_sequences)
+from tprna.data import query_and_random_rows  # noqa: E402
 from tprna.evaluate import load_evaluation_set, score_maps  # noqa: E402
 from tprna.msa import MSA, read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
+from tprna.store.schema import file_sha256  # noqa: E402
 
 SUBSETS = ("all", "neff<1", "1<=neff<10", "neff>=10")
 DEPTHS = (1, 4, 16, 64, 256)  # rows kept (the query included); the full alignment is the last point
@@ -58,7 +59,7 @@ def long_l(result: dict, subset: str = "all") -> float:
 
 
 def subsample(msa: MSA, depth: int, rng: np.random.Generator) -> MSA:
-    rows = np.concatenate([[0], 1 + np.sort(rng.choice(msa.depth - 1, depth - 1, replace=False))])
+    rows = query_and_random_rows(msa.depth, depth, rng)  # the cut training's depth sampling makes
     return MSA(ids=tuple(msa.ids[r] for r in rows), codes=msa.codes[rows], alphabet=msa.alphabet,
                source=msa.source, query_text=msa.query_text)
 
@@ -155,7 +156,7 @@ def scored(path: str, data: Path, store: Path, trained: dict, inputs: list, labe
     """(coconet with alignment, coconet both modes, RNA-Puzzles, depth curve) of one model,
     cached by the model's sha256 under ``cache`` (the scores are a function of the model
     and the data)."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    digest = file_sha256(path)[:16]
     cached = cache / f"{digest}.pkl"
     if cached.is_file():
         return pickle.loads(cached.read_bytes())

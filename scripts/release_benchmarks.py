@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import hashlib
 import json
 import shutil
 import sys
@@ -37,6 +36,7 @@ from tprna.evaluate import Labels, baseline_maps, load_evaluation_set, peer_maps
 from tprna.features import FEATURE_SETS, base_pair_probabilities  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
+from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
 from train_release import coconet_rows, read_fasta_sequence, spot_rows  # noqa: E402  (scripts/)
 
@@ -164,10 +164,6 @@ def candidate_table(choice: dict) -> list[str]:
     return lines
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def benchmark_arguments(parser: argparse.ArgumentParser, out: Path) -> argparse.ArgumentParser:
     """The data, the release run's work folder (leakage.json, choice.json), its store and the
     report a benchmark script writes."""
@@ -234,7 +230,7 @@ def main() -> int:
         if args.model.resolve() != target.resolve():
             shutil.copyfile(args.model, target)
         target.chmod(0o644)  # world-readable package data, whatever mode the export had
-        card = {"file": MODEL_FILE, "sha256": sha256(target), "name": f"tpRNA {choice['winner']}",
+        card = {"file": MODEL_FILE, "sha256": file_sha256(target), "name": f"tpRNA {choice['winner']}",
                 "version": meta.get("tprna_version"), "feature_set": predictor.spec.feature_set,
                 "expected_precision": expected, "card": "MODEL_CARD.md",
                 "benchmark": "results/RELEASE.md"}

@@ -33,7 +33,7 @@ from tprna.msa import MSA
 from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
-           "subsampled_features", "draw_depth", "DEPTH_SAMPLING_MAX"]
+           "subsampled_features", "query_and_random_rows", "draw_depth", "DEPTH_SAMPLING_MAX"]
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
 # components recomputed from a row subset; "bpp" is the query's alone and stays as stored
@@ -116,6 +116,12 @@ class StoreDataset(Dataset):
         return state
 
 
+def query_and_random_rows(n: int, depth: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of a ``depth``-row cut of an ``n``-row alignment: the query (row 0) and
+    ``depth − 1`` others drawn without replacement, in alignment order."""
+    return np.concatenate([[0], 1 + np.sort(rng.choice(n - 1, depth - 1, replace=False))])
+
+
 def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, depth: int, row_seed: int,
                         window: slice) -> dict:
     """An entry's features on ``window`` as if its alignment held only ``depth`` rows: the
@@ -124,8 +130,7 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     need only the window's columns, the precision and the coupling maps (global) are
     computed on the full length and cut.  Rounded to the store's dtype
     (:func:`tprna.contract.rounded`), as stored ones are."""
-    rng = np.random.default_rng(row_seed)
-    rows = np.concatenate([[0], 1 + np.sort(rng.choice(len(codes) - 1, depth - 1, replace=False))])
+    rows = query_and_random_rows(len(codes), depth, np.random.default_rng(row_seed))
     alphabet = get_alphabet(spec.molecule)
     sub = MSA(ids=tuple(map(str, rows)), codes=np.ascontiguousarray(codes[rows]), alphabet=alphabet)
     weights = sequence_weights(sub, spec.identity)
@@ -272,15 +277,17 @@ class LengthBatchSampler(Sampler[list]):
         total = self._padded_count(len(batches))  # equal, whole steps on every rank
         batches = [batches[k % len(batches)] for k in range(total)]
         mine = batches[self.rank::self.num_replicas]
+        if not (self.crop or self.depth_sampling):
+            return iter(mine)
+        starts = [0] * len(self.full_lengths)
         if self.crop:
             rng = random.Random(self.seed * 7_919 + self.epoch)
             starts = [rng.randrange(n - self.crop + 1) if n > self.crop else 0 for n in self.full_lengths]
-            mine = [[(i, starts[i], self.lengths[i]) for i in batch] for batch in mine]
+        draws = [()] * len(self.full_lengths)
         if self.depth_sampling:
             rng = random.Random(self.seed * 104_729 + self.epoch)
             draws = [(draw_depth(rng, n, self.depth_sampling), rng.randrange(2 ** 32)) for n in self.depths]
-            mine = [[(*(k if isinstance(k, tuple) else (k, 0, self.lengths[k])), *draws[k if isinstance(k, int)
-                      else k[0]]) for k in batch] for batch in mine]
+        mine = [[(i, starts[i], self.lengths[i], *draws[i]) for i in batch] for batch in mine]
         return iter(mine)
 
     def __len__(self) -> int:

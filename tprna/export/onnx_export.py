@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import functools
-import hashlib
 import os
 import time
 import warnings
@@ -53,6 +52,7 @@ from tprna.export.optimize import optimize_graph
 from tprna.features import FeatureSpec
 from tprna.serve.session import make_session
 from tprna.store.atomic import atomic_output
+from tprna.store.schema import file_sha256
 
 __all__ = [
     "DEFAULT_EXPORT_DIR", "ExportReport", "export_onnx", "export_model", "read_model_metadata",
@@ -173,7 +173,7 @@ def export_onnx(checkpoint: str | os.PathLike | Mapping[str, Any], out_path: str
     model_name = ckpt["model_config"]["name"]
     out = Path(out_path) if out_path is not None else default_export_path(ckpt_path, model_name)
     checkpoint_info = {"path": str(ckpt_path.resolve()) if ckpt_path else None,
-                       "sha256": _file_sha256(ckpt_path) if ckpt_path else None,
+                       "sha256": file_sha256(ckpt_path) if ckpt_path else None,
                        "epoch": ckpt.get("epoch")}
     return export_model(net, ckpt["feature_spec"], out, fp16=fp16, opset=opset,
                         parity_lengths=parity_lengths, tolerance=tolerance, seed=seed, optimize=optimize,
@@ -405,8 +405,3 @@ def _max_diff(got: np.ndarray, ref: np.ndarray) -> float:
         return float("inf")
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     return float("inf") if not np.all(np.isfinite(diff)) else float(diff.max(initial=0.0))
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
