@@ -154,6 +154,7 @@ def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
 
 
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
+HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 
 
@@ -163,15 +164,18 @@ def slug(recipe: str, seed: int) -> str:
 
 def recipe_options(recipe: str) -> tuple[str, list, bool]:
     """``"cov+ss/more+depth"`` → (the feature set, the training options the recipe adds,
-    whether it continues the feature set's own run).  Options: ``depth`` (depth sampling
-    from the first epoch), ``more`` (the base run continued for ``EXTRA_EPOCHS`` at its
-    final learning rate) and ``more+depth`` (continued with depth sampling)."""
+    whether it continues the feature set's own run).  Options, joined by ``+``: ``depth``
+    (depth sampling), ``homolog`` (homolog sampling), ``more`` (the base run continued for
+    ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those epochs
+    only)."""
     features, _, option = recipe.partition("/")
-    depth = ["--depth-sampling", DEPTH_SAMPLING]
-    known = {"": ([], False), "depth": (depth, False), "more": ([], True), "more+depth": (depth, True)}
-    if option not in known:
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: {', '.join(k for k in known if k)})")
-    return features, *known[option]
+    flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING]}
+    tokens = option.split("+") if option else []
+    unknown = [t for t in tokens if t not in flags and t != "more"]
+    if unknown or len(set(tokens)) != len(tokens):
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, {', '.join(flags)}, "
+                         "joined by '+')")
+    return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
 def recipe_text(recipe: str, epochs: int) -> str:
@@ -180,9 +184,13 @@ def recipe_text(recipe: str, epochs: int) -> str:
     text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {int(epochs * 0.7) + 1})"
     if continues:
         text += f", then {EXTRA_EPOCHS} more at lr 0.001"
-    if options:
-        text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + \
-            f" with depth sampling ({DEPTH_SAMPLING:g} of the alignment examples cut to a random depth)"
+    words = {"--depth-sampling": f"depth sampling ({DEPTH_SAMPLING:g} of the alignment examples cut to a "
+                                 "random depth)",
+             "--homolog-sampling": f"homolog sampling ({HOMOLOG_SAMPLING:g} of the alignment examples trained "
+                                   "as one of their homologs alone)"}
+    used = [words[flag] for flag in options[::2]]
+    if used:
+        text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
     return text
 
 

@@ -142,3 +142,32 @@ def test_training_with_depth_sampling(profile_store, tmp_path):
     ckpt = load_checkpoint(train(config))
     assert ckpt["train_config"]["depth_sampling"] == 0.5
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 0
+
+
+def test_training_keeps_torchs_thread_count_once_numba_runs():
+    """numba's pool launch resets the process's OpenMP threads (torch's too); training
+    launches it first and puts torch's count back.  Fresh processes: the pool must not be
+    running yet.  Without the fix the count jumps to every core (the control)."""
+    import os
+    import subprocess
+    import sys
+
+    def threads_after_weights(fix: bool) -> int:
+        code = f"""
+import numpy as np, torch
+torch.set_num_threads(1)
+assert torch.get_num_threads() == 1  # torch's pool is up before numba's, as in training
+from tprna.train import keep_torch_threads_past_numba
+if {fix}:
+    keep_torch_threads_past_numba()
+from tprna import feature_kernels
+rows = np.random.default_rng(0).integers(0, 5, (60, 160)).astype(np.uint8)
+feature_kernels.neighbour_counts(rows, np.ones(60), 120, 1)
+print(torch.get_num_threads())
+"""
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        return int(out.split()[-1])
+
+    assert threads_after_weights(fix=True) == 1
+    if (os.cpu_count() or 1) > 1:
+        assert threads_after_weights(fix=False) > 1  # the bug this guards against is still numba's

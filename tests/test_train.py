@@ -72,6 +72,22 @@ def test_training_lowers_the_loss_and_logs(sim_store, tmp_path):
     assert len(rows) == 4 and float(rows[-1]["loss"]) == pytest.approx(history[-1]["loss"])
 
 
+def test_resuming_a_run_logged_before_a_field_existed(sim_store, tmp_path):
+    """A run whose earlier epochs were logged by an older tpRNA (without the sampling fields)
+    resumes and keeps every epoch in metrics.csv, the missing fields left empty."""
+    out = tmp_path / "old"
+    common = dict(store=str(sim_store), out=str(out), model="mffnet30", workers=0, crop=24)
+    train(TrainConfig(epochs=1, **common))
+    ckpt = load_checkpoint(out / "last.ckpt")
+    for record in ckpt["history"]:
+        del record["depth_sampling"], record["homolog_sampling"]
+    save_checkpoint(out / "last.ckpt", ckpt)
+    train(TrainConfig(epochs=2, resume=True, **common))
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert rows[0]["homolog_sampling"] == "" and rows[1]["homolog_sampling"] == "0.0"
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(sim_store, tmp_path):
     common = dict(store=str(sim_store), model="mffnet30", lr=0.005, workers=0, seed=7)
     straight = train(TrainConfig(out=str(tmp_path / "a"), epochs=3, **common))

@@ -39,7 +39,7 @@ err_console = Console(stderr=True)
 MODEL_NAMES = ("mffnet30", "mffnet36", "mffnet42", "resnet34", "resnet36", "resnet38", "resnet40",
                "resnet42", "mobilenet33", "mobilenet33_96")
 FEATURE_SET_NAMES = ("cov", "cov+ss", "precision", "precision+ss", "cov+ss+profile",
-                     "cov+ss+profile+coupling")
+                     "cov+ss+profile+coupling", "cov+ss+apc", "cov+ss+dca", "cov+ss+alifold")
 LOSS_NAMES = ("ce", "wce", "tploss")
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 
@@ -357,6 +357,7 @@ def train_cmd(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Skip entries longer than this."),
     crop: int = typer.Option(160, "--crop", help="Train longer RNAs on random windows of this length (0 = never crop)."),
     depth_sampling: float = typer.Option(0.0, "--depth-sampling", help="Fraction of alignment examples trained each epoch on a random subset of their rows (the query alone a third of the time): teaches when to trust covariance."),
+    homolog_sampling: float = typer.Option(0.0, "--homolog-sampling", help="Fraction of alignment examples trained each epoch as one of their homologs alone, with its own base-pair probabilities and the query's labels: more single-sequence examples per structure."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
@@ -378,7 +379,7 @@ def train_cmd(
             alpha=alpha, beta=beta, epochs=epochs, lr=lr,
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=batch_pixels, max_length=max_length, crop=crop or None, seed=seed,
-            depth_sampling=depth_sampling, device=device, workers=workers, init_from=str(init_from) if init_from else None,
+            depth_sampling=depth_sampling, homolog_sampling=homolog_sampling, device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))
         if is_main_process():

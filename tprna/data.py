@@ -12,6 +12,13 @@ rows (the query always kept; a third of them on the query alone, the rest on a
 log-uniform depth), with weights, covariance and profile recomputed from the store's
 encoded alignment for the training window — the thermodynamic channel is the query's and
 stays as stored.  The draws are a function of (seed, epoch), so a resumed run sees the same.
+
+**Homolog sampling** (``homolog_sampling`` > 0) multiplies the single-sequence examples:
+each epoch, that fraction of the alignment entries is trained as one of its homologs
+alone — a row that covers most of the query's columns and differs from the query — with
+its own base-pair probabilities and the query's labels on the columns it covers (a family
+keeps its structure across homologs; that is what its alignment records).  The network
+then learns to read thermodynamics on many sequences per structure instead of one.
 """
 from __future__ import annotations
 
@@ -25,19 +32,25 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from tprna.alphabet import get_alphabet
-from tprna.contract import PAPER_PIXEL_BUDGET, length_batches, model_input, pad_batch, rounded
+from tprna.contract import (PAPER_PIXEL_BUDGET, length_batches, model_input, pad_batch, rounded,
+                            rounded_features)
 from tprna.errors import TprnaError
-from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, neff, precision,
-                            sequence_weights)
+from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, make_features, neff,
+                            precision, sequence_weights)
 from tprna.msa import MSA
 from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
-           "subsampled_features", "query_and_random_rows", "draw_depth", "DEPTH_SAMPLING_MAX"]
+           "subsampled_features", "query_and_random_rows", "draw_depth", "DEPTH_SAMPLING_MAX",
+           "homolog_rows", "homolog_example"]
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
 # components recomputed from a row subset; "bpp" is the query's alone and stays as stored
 _RESAMPLED = {"cov", "precision", "profile", "apc", "dca"}
+# A homolog stands in for the query only when its labels carry over: it covers most query
+# columns (few deletions to misplace) and is not a near copy (which would add nothing).
+HOMOLOG_MIN_COVERAGE = 0.9
+HOMOLOG_MAX_IDENTITY = 0.9
 
 
 class StoreDataset(Dataset):
@@ -85,11 +98,13 @@ class StoreDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, key: int | tuple) -> dict:
-        """``key`` is an index, or (index, start, size[, depth, row_seed]) for the window
-        ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler), on
-        ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows)."""
-        index, start, size, depth, row_seed = (tuple(key) + (0, 0))[:5] if isinstance(key, tuple) else (
-            key, 0, self.lengths[key], 0, 0)
+        """``key`` is an index, or (index, start, size[, depth, row_seed[, homolog]]) for the
+        window ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler), on
+        ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows), or, when
+        ``homolog`` is set, as a homolog alone drawn with ``row_seed``
+        (:func:`homolog_example`; the query's own example when it has none)."""
+        index, start, size, depth, row_seed, homolog = (tuple(key) + (0, 0, 0))[:6] if isinstance(key, tuple) \
+            else (key, 0, self.lengths[key], 0, 0, 0)
         if self._store is None:
             self._store = open_store(self.store_path)
         entry_id = self.ids[index]
@@ -99,6 +114,14 @@ class StoreDataset(Dataset):
         contacts, observed = labels if labels is not None else (
             np.zeros((length, length), np.uint8), np.zeros((length, length), bool))
         window = slice(start, start + size)
+        example = homolog_example(self._store.read_msa(entry_id), self.spec, row_seed, window) if homolog else None
+        if example is not None:
+            x, columns, hom_neff = example
+            cut = np.ix_(columns + start, columns + start)  # window-relative → the entry's own
+            return {"id": entry_id, "features": torch.from_numpy(x),
+                    "contacts": torch.from_numpy(np.asarray(contacts[cut], dtype=np.float32)),
+                    "observed": torch.from_numpy(np.asarray(observed[cut], dtype=bool)),
+                    "neff": hom_neff}
         if depth:
             features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
                                            row_seed, window)
@@ -158,6 +181,41 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     if "bpp" in parts:
         out["bpp"] = np.asarray(stored["bpp"])[window, window]
     return out
+
+
+def homolog_rows(codes: np.ndarray, gap: int) -> np.ndarray:
+    """Rows of an alignment that may stand in for its query (row 0): they cover at least
+    ``HOMOLOG_MIN_COVERAGE`` of the query's columns and share less than
+    ``HOMOLOG_MAX_IDENTITY`` of them."""
+    present = codes != gap
+    query_columns = max(int(present[0].sum()), 1)
+    coverage = (present & present[0]).sum(1) / query_columns
+    identity = ((codes == codes[0]) & present).sum(1) / query_columns
+    eligible = (coverage >= HOMOLOG_MIN_COVERAGE) & (identity < HOMOLOG_MAX_IDENTITY)
+    eligible[0] = False
+    return np.flatnonzero(eligible)
+
+
+def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int,
+                    window: slice) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One homolog of an alignment, drawn with ``row_seed`` among :func:`homolog_rows`, as a
+    single-sequence example: (its model input on the ``window`` columns it covers, those
+    columns as indices into the window, its Neff); ``None`` when no row qualifies.  Its
+    features are computed on its whole gap-free sequence (as a user's single sequence would
+    be) and rounded as stored ones are."""
+    alphabet = get_alphabet(spec.molecule)
+    rows = homolog_rows(codes, alphabet.gap)
+    if not len(rows):
+        return None
+    row = int(rows[np.random.default_rng(row_seed).integers(len(rows))])
+    present = np.flatnonzero((codes[row] != alphabet.gap) & (codes[0] != alphabet.gap))
+    inside = np.flatnonzero((present >= window.start) & (present < window.stop))
+    if not len(inside):
+        return None
+    alone = MSA(ids=("homolog",), codes=np.ascontiguousarray(codes[row, present][None]), alphabet=alphabet)
+    features = rounded_features(make_features(alone, spec), spec)
+    x = model_input(features, spec)[:, inside][:, :, inside]
+    return np.ascontiguousarray(x), present[inside] - window.start, float(features["neff"])
 
 
 def draw_depth(rng: random.Random, depth: int, fraction: float) -> int:
@@ -234,7 +292,8 @@ class LengthBatchSampler(Sampler[list]):
     def __init__(self, lengths: Sequence[int], pixel_budget: int = PAPER_PIXEL_BUDGET,
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
                  num_replicas: int = 1, rank: int = 0, crop: int | None = None,
-                 accumulate: int = 1, depths: Sequence[int] | None = None, depth_sampling: float = 0.0):
+                 accumulate: int = 1, depths: Sequence[int] | None = None, depth_sampling: float = 0.0,
+                 homolog_sampling: float = 0.0):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise TprnaError(f"rank {rank} of {num_replicas} replicas is not a valid shard")
         if accumulate < 1:
@@ -245,11 +304,12 @@ class LengthBatchSampler(Sampler[list]):
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
-        if depth_sampling and (depths is None or len(depths) != len(self.full_lengths)):
-            raise TprnaError("depth sampling needs every entry's alignment depth")
-        if not 0 <= depth_sampling <= 1:
-            raise TprnaError(f"depth sampling is a fraction in [0, 1], got {depth_sampling}")
-        self.depths, self.depth_sampling = depths, depth_sampling
+        for name, fraction in (("depth", depth_sampling), ("homolog", homolog_sampling)):
+            if fraction and (depths is None or len(depths) != len(self.full_lengths)):
+                raise TprnaError(f"{name} sampling needs every entry's alignment depth")
+            if not 0 <= fraction <= 1:
+                raise TprnaError(f"{name} sampling is a fraction in [0, 1], got {fraction}")
+        self.depths, self.depth_sampling, self.homolog_sampling = depths, depth_sampling, homolog_sampling
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -277,7 +337,7 @@ class LengthBatchSampler(Sampler[list]):
         total = self._padded_count(len(batches))  # equal, whole steps on every rank
         batches = [batches[k % len(batches)] for k in range(total)]
         mine = batches[self.rank::self.num_replicas]
-        if not (self.crop or self.depth_sampling):
+        if not (self.crop or self.depth_sampling or self.homolog_sampling):
             return iter(mine)
         starts = [0] * len(self.full_lengths)
         if self.crop:
@@ -287,6 +347,12 @@ class LengthBatchSampler(Sampler[list]):
         if self.depth_sampling:
             rng = random.Random(self.seed * 104_729 + self.epoch)
             draws = [(draw_depth(rng, n, self.depth_sampling), rng.randrange(2 ** 32)) for n in self.depths]
+        if self.homolog_sampling:  # its own stream: depth-sampled runs keep their draws
+            rng = random.Random(self.seed * 130_003 + self.epoch)
+            for i, n in enumerate(self.depths):
+                chosen, row_seed = rng.random() < self.homolog_sampling, rng.randrange(2 ** 32)
+                if n > 1 and chosen:
+                    draws[i] = (0, row_seed, 1)
         mine = [[(i, starts[i], self.lengths[i], *draws[i]) for i in batch] for batch in mine]
         return iter(mine)
 

@@ -61,6 +61,10 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     # Frobenius norms of the covariance and of its inverse (mean-field DCA couplings), and
     # RNAalifold's consensus base-pair probabilities over the alignment.
     "cov+ss+profile+coupling": ("cov", "bpp", "profile", "apc", "dca", "alifold"),
+    # ... and each coupling map alone beside cov and bpp, to measure what each adds
+    "cov+ss+apc": ("cov", "bpp", "apc"),
+    "cov+ss+dca": ("cov", "bpp", "dca"),
+    "cov+ss+alifold": ("cov", "bpp", "alifold"),
 }
 
 PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b

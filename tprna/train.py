@@ -23,8 +23,9 @@ themselves, the feature spec), printing each difference as ``field: old → new`
 may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
 ``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
 reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
-the spec; the spec itself must match) and ``depth_sampling`` (a curriculum: a run
-extended with depth sampling; each epoch's record in the history says which it had).
+the spec; the spec itself must match), ``depth_sampling`` and ``homolog_sampling`` (a
+curriculum: a run extended with either; each epoch's record in the history says which it
+had).
 ``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
 another one is refused.
 
@@ -96,7 +97,8 @@ CHECKPOINT_NAME = "last.ckpt"
 # TrainConfig fields a resumed run may change (see the module doc); every other field must
 # match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
 RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
-                               "resume", "overwrite", "init_from", "depth_sampling"})
+                               "resume", "overwrite", "init_from", "depth_sampling",
+                               "homolog_sampling"})
 
 
 @dataclass
@@ -117,6 +119,7 @@ class TrainConfig:
     max_length: int | None = None
     crop: int | None = 160  # train on random windows of at most this length (memory, speed)
     depth_sampling: float = 0.0  # fraction of alignment examples cut to a random depth each epoch
+    homolog_sampling: float = 0.0  # fraction of alignment examples trained as a homolog alone each epoch
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -333,6 +336,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     spec: FeatureSpec = dataset.spec
     if config.depth_sampling:
         dataset.check_depth_sampling()
+    if (config.depth_sampling or config.homolog_sampling) and config.workers == 0:
+        keep_torch_threads_past_numba()  # features are recomputed in this process
     store_key = store_key_of(config.store)
     _refuse_test_entries(config.store, dataset.ids)
 
@@ -365,7 +370,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
 
     sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed, crop=config.crop,
                                  num_replicas=ranks.world, rank=ranks.rank, accumulate=config.accumulate,
-                                 depths=dataset.depths, depth_sampling=config.depth_sampling)
+                                 depths=dataset.depths, depth_sampling=config.depth_sampling,
+                                 homolog_sampling=config.homolog_sampling)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),
@@ -407,7 +413,7 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         total, count = _all_sum([total, float(count)], device, ranks)
         record = {"epoch": epoch, "lr": lr, "loss": total / max(count, 1),
                   "seconds": round(time.perf_counter() - started, 3), "examples": int(count),
-                  "depth_sampling": config.depth_sampling}
+                  "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling}
         history.append(record)
         if ranks.main:
             save_checkpoint(ckpt_path, {**meta, "model": model.state_dict(),
@@ -508,10 +514,25 @@ def _all_sum(values: list[float], device: torch.device, ranks: _Ranks) -> list[f
     return t.tolist()
 
 
+def keep_torch_threads_past_numba() -> None:
+    """Launch numba's thread pool now and give torch back its thread count.  The pool's launch
+    (at numba's first parallel call) sets the OpenMP thread count of the whole process to
+    every core, torch's included (both end up on one libgomp): a run told to use one thread
+    per process (``OMP_NUM_THREADS=1``) then runs two on each core, measured 2.5–5× slower
+    per epoch with depth sampling."""
+    import numba  # only the runs that recompute features need it
+
+    threads = torch.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+
+
 def _write_logs(out: Path, history: list[dict]) -> None:
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    # every field any epoch has: a resumed run's older epochs may lack a newer one
+    fields = list(dict.fromkeys(key for record in history for key in record))
     with open(out / "metrics.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(history)
 
