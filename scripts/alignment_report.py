@@ -218,10 +218,14 @@ def main() -> int:
         "alone, on the 14 coconet "
         f"test families (by Neff subset: 5 / 5 / 4 families) and the clean RNA-Puzzles targets "
         f"({', '.join(info['clean'])}). Thermodynamics (ViennaRNA bpp): coconet {thermo['alignment']:.3f}, "
-        f"RNA-Puzzles {thermo['puzzles']:.3f}. `/more`: the recipe's run continued 3 epochs at lr 0.001; "
-        "`/more+depth`: the same 3 epochs with depth sampling (half the alignment examples cut to a random "
-        "depth each epoch), so `/more` is its control. Written by `scripts/alignment_report.py`; full tables "
-        "in `results/ALIGNMENT.md`.", "",
+        f"RNA-Puzzles {thermo['puzzles']:.3f}. Recipe options: `/depth`, depth sampling every epoch (half "
+        "the alignment examples cut to a random depth each epoch, a third of those to the query alone); "
+        "`/homolog`, homolog sampling every epoch (half the alignment examples trained as one of their "
+        "homologs alone, with its own bpp and the query's labels); `/more`, the recipe's run continued 3 "
+        "epochs at lr 0.001, and `/more+depth`, `/more+homolog` the same 3 epochs with that sampling, so "
+        "`/more` is their control. Feature sets `cov+ss+apc`, `+dca`, `+alifold`: one coupling map beside "
+        "`cov` and `bpp`; `precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
+        "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.", "",
         *summary_table(summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "
@@ -229,7 +233,8 @@ def main() -> int:
         "(seed mean):", "",
         *depth_table(curves), "",
         f"![precision against depth]({plot.name})", ""]
-    lines = ["# What the alignment adds", "", *section[2:], ""]
+    command = "python scripts/alignment_report.py " + " ".join(args.models)
+    lines = ["# What the alignment adds", "", f"Command: `{command}`", "", *section[2:], ""]
     for subset in SUBSETS:
         lines += [f"## coconet test, {subset} (seed 0 of each recipe)", "", markdown_table(coconet, subset)]
     lines += ["## RNA-Puzzles, clean targets (seed 0 of each recipe)", "", markdown_table(puzzles)]

@@ -16,7 +16,7 @@ from tprna.data import LengthBatchSampler, StoreDataset, homolog_example, homolo
 from tprna.features import FeatureSpec, make_features
 from tprna.msa import parse_msa
 from tprna.simulate import write_example_dataset
-from tprna.store import build_store, items_from_manifest
+from tprna.store import build_store, items_from_manifest, open_store
 
 RNA = get_alphabet("rna")
 
@@ -140,3 +140,37 @@ def test_real_homologs_fold_like_the_querys_structure(tmp_path):
     # tRNA's own RNAfold map is no better than its homologs' (0.67 at top-L/5 here)
     assert on_query > 0.5 and np.mean(hits) > 0.7
     assert np.mean(hits) > 4 * np.mean(shifted)
+
+
+def test_close_to_any_by_hand():
+    from tprna.redundancy import close_to_any
+
+    ref = "GGGAAACCCUUUAGGCUAGCAUCGAUCG"  # 28 nt
+    close = "".join("A" if i % 5 == 0 else c for i, c in enumerate(ref))
+    far = "".join("A" if i % 2 == 0 else c for i, c in enumerate(ref))
+    assert sum(a != b for a, b in zip(ref, close)) == 4 and sum(a != b for a, b in zip(ref, far)) == 10
+    got = close_to_any([ref, close, far, "UUUUUUUUUUUUUUUUUUUU"], {"r": ref, "s": "CCCCCCCCCCCCCGG"})
+    assert got == ["r", "r", None, None]  # 24/28 = 0.86 ≥ 0.7; 18/28 = 0.64 is not
+    assert close_to_any([], {"r": ref}) == [] and close_to_any([ref], {}) == [None]
+
+
+def test_screened_homologs_never_train(sim_store):
+    dataset = StoreDataset(sim_store)
+    index = max(range(len(dataset)), key=lambda i: dataset.depths[i])
+    entry = dataset.ids[index]
+    store = open_store(sim_store)
+    codes = store.read_msa(entry)
+    store.close()
+    rows = homolog_rows(codes, RNA.gap)
+    banned = int(rows[0])
+    sequence = RNA.decode(codes[banned][codes[banned] != RNA.gap])
+    eligible, left_out = dataset.screen_homologs({"benchmark": sequence})
+    kept = dataset.homologs[entry]
+    assert banned not in kept and left_out >= 1 and eligible >= len(kept) + 1
+    assert set(kept) <= set(rows)
+    window = slice(0, dataset.lengths[index])
+    banned_x, _, _ = homolog_example(codes, dataset.spec, 0, window, np.array([banned]))
+    for seed in range(30):  # the dataset's draws come from the screened rows only
+        item = dataset[(index, 0, dataset.lengths[index], 0, seed, 1)]
+        x = item["features"].numpy()
+        assert x.shape != banned_x.shape or not np.array_equal(x, banned_x)

@@ -18,14 +18,16 @@ each epoch, that fraction of the alignment entries is trained as one of its homo
 alone — a row that covers most of the query's columns and differs from the query — with
 its own base-pair probabilities and the query's labels on the columns it covers (a family
 keeps its structure across homologs; that is what its alignment records).  The network
-then learns to read thermodynamics on many sequences per structure instead of one.
+then learns to read thermodynamics on many sequences per structure instead of one.  A
+homolog trained alone is a training RNA: :meth:`StoreDataset.screen_homologs` keeps out the
+rows too close to the chains a model is validated or benchmarked on.
 """
 from __future__ import annotations
 
 import math
 import random
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from tprna.errors import TprnaError
 from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, make_features, neff,
                             precision, sequence_weights)
 from tprna.msa import MSA
+from tprna.redundancy import close_to_any
 from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
@@ -78,6 +81,7 @@ class StoreDataset(Dataset):
                              f"in split {split or '(all)'}", self.store_path)
         self.lengths = [int(metas[i]["length"]) for i in self.ids]
         self.depths = [int(metas[i]["depth"]) for i in self.ids]
+        self.homologs: dict[str, np.ndarray] = {}  # entry → its screened homolog rows (screen_homologs)
         self._store = None
 
     def keep(self, indices: Sequence[int]) -> None:
@@ -93,6 +97,28 @@ class StoreDataset(Dataset):
             raise TprnaError(f"depth sampling cannot recompute {', '.join(sorted(fixed))} from a subset of rows; "
                              f"train feature set {self.spec.feature_set!r} without --depth-sampling",
                              self.store_path)
+
+    def screen_homologs(self, references: Mapping[str, str], threshold: float = 0.7) -> tuple[int, int]:
+        """Keep as homolog examples only the rows < ``threshold`` identical to every reference
+        (the chains a model is validated or benchmarked on): a homolog trained alone is a
+        training RNA.  Returns (rows eligible, rows left out)."""
+        alphabet = get_alphabet(self.spec.molecule)
+        store = open_store(self.store_path)
+        eligible = left_out = 0
+        try:
+            for entry_id, depth in zip(self.ids, self.depths):
+                if depth <= 1:
+                    continue
+                codes = store.read_msa(entry_id)
+                rows = homolog_rows(codes, alphabet.gap)
+                sequences = [alphabet.decode(codes[r][codes[r] != alphabet.gap]) for r in rows]
+                close = close_to_any(sequences, references, threshold)
+                self.homologs[entry_id] = np.array([r for r, c in zip(rows, close) if c is None], dtype=np.int64)
+                eligible += len(rows)
+                left_out += sum(c is not None for c in close)
+        finally:
+            store.close()
+        return eligible, left_out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -114,7 +140,8 @@ class StoreDataset(Dataset):
         contacts, observed = labels if labels is not None else (
             np.zeros((length, length), np.uint8), np.zeros((length, length), bool))
         window = slice(start, start + size)
-        example = homolog_example(self._store.read_msa(entry_id), self.spec, row_seed, window) if homolog else None
+        example = homolog_example(self._store.read_msa(entry_id), self.spec, row_seed, window,
+                                  self.homologs.get(entry_id)) if homolog else None
         if example is not None:
             x, columns, hom_neff = example
             cut = np.ix_(columns + start, columns + start)  # window-relative → the entry's own
@@ -196,15 +223,15 @@ def homolog_rows(codes: np.ndarray, gap: int) -> np.ndarray:
     return np.flatnonzero(eligible)
 
 
-def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int,
-                    window: slice) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """One homolog of an alignment, drawn with ``row_seed`` among :func:`homolog_rows`, as a
-    single-sequence example: (its model input on the ``window`` columns it covers, those
-    columns as indices into the window, its Neff); ``None`` when no row qualifies.  Its
-    features are computed on its whole gap-free sequence (as a user's single sequence would
-    be) and rounded as stored ones are."""
+def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int, window: slice,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One homolog of an alignment, drawn with ``row_seed`` among ``rows`` (default: all
+    :func:`homolog_rows`), as a single-sequence example: (its model input on the ``window``
+    columns it covers, those columns as indices into the window, its Neff); ``None`` when no
+    row qualifies.  Its features are computed on its whole gap-free sequence (as a user's
+    single sequence would be) and rounded as stored ones are."""
     alphabet = get_alphabet(spec.molecule)
-    rows = homolog_rows(codes, alphabet.gap)
+    rows = homolog_rows(codes, alphabet.gap) if rows is None else rows
     if not len(rows):
         return None
     row = int(rows[np.random.default_rng(row_seed).integers(len(rows))])

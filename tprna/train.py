@@ -86,6 +86,7 @@ from tprna.features import FeatureSpec
 from tprna.losses import build_loss, pair_mask
 from tprna.models import build_model, load_trunk, model_config
 from tprna.models.contactnet import ModelConfig
+from tprna.msa import fasta_records, read_text
 from tprna.store import open_store, overlapping_splits
 from tprna.store.atomic import atomic_output
 
@@ -120,6 +121,7 @@ class TrainConfig:
     crop: int | None = 160  # train on random windows of at most this length (memory, speed)
     depth_sampling: float = 0.0  # fraction of alignment examples cut to a random depth each epoch
     homolog_sampling: float = 0.0  # fraction of alignment examples trained as a homolog alone each epoch
+    homolog_exclude: str | None = None  # FASTA: homologs ≥ 70 % identical to one of these never train
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -336,6 +338,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     spec: FeatureSpec = dataset.spec
     if config.depth_sampling:
         dataset.check_depth_sampling()
+    if config.homolog_sampling:
+        _screen_homologs(dataset, config, progress)
     if (config.depth_sampling or config.homolog_sampling) and config.workers == 0:
         keep_torch_threads_past_numba()  # features are recomputed in this process
     store_key = store_key_of(config.store)
@@ -512,6 +516,20 @@ def _all_sum(values: list[float], device: torch.device, ranks: _Ranks) -> list[f
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def _screen_homologs(dataset: StoreDataset, config: TrainConfig, progress: Callable[[str], None] | None) -> None:
+    """Homologs trained alone are training RNAs: leave out those too close to the chains in
+    ``homolog_exclude`` (the validation and benchmark chains), and say what was done."""
+    say = progress or (lambda line: None)
+    if not config.homolog_exclude:
+        say("homolog sampling: homologs not screened (no --homolog-exclude); a benchmark chain ≥ 70 % "
+            "identical to one of them is no longer held out")
+        return
+    records = fasta_records(read_text(config.homolog_exclude), config.homolog_exclude)
+    eligible, left_out = dataset.screen_homologs(dict(records))
+    say(f"homolog sampling: {left_out} of {eligible} homolog rows left out (≥ 70 % identical to one of "
+        f"{len(records)} chains in {config.homolog_exclude})")
 
 
 def keep_torch_threads_past_numba() -> None:
