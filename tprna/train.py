@@ -23,9 +23,9 @@ themselves, the feature spec), printing each difference as ``field: old → new`
 may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
 ``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
 reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
-the spec; the spec itself must match), ``depth_sampling`` and ``homolog_sampling`` (a
-curriculum: a run extended with either; each epoch's record in the history says which it
-had).
+the spec; the spec itself must match), ``depth_sampling`` and ``homolog_sampling`` with
+its ``homolog_exclude`` (a curriculum: a run extended with either; each epoch's record in
+the history says which it had).
 ``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
 another one is refused.
 
@@ -99,7 +99,7 @@ CHECKPOINT_NAME = "last.ckpt"
 # match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
 RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
                                "resume", "overwrite", "init_from", "depth_sampling",
-                               "homolog_sampling"})
+                               "homolog_sampling", "homolog_exclude"})
 
 
 @dataclass
