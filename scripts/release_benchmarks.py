@@ -243,6 +243,7 @@ def main() -> int:
 
 def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: str) -> str:
     single, aligned = expected["single_sequence"], expected["alignment"]
+    homologs = "homolog sampling" in choice.get("schedule", "")
     return "\n".join([
         "# tpRNA shipped model — model card", "",
         "**What it predicts.** Which nucleotides of an RNA touch in 3-D (any heavy-atom pair < 8 Å), as an "
@@ -257,11 +258,16 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         f"GPL-3.0), then {len(leakage['coconet_train_families'])} coconet train families with their Rfam "
         f"alignments and PDB structures (KIT-MBS/coconet, MIT) and {len(leakage['spot_tr'])} SPOT-RNA-2D TR "
         "chains as single sequences with the source's labels (jaswindersingh2/SPOT-RNA-2D, MIT). "
-        f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on.", "",
+        + ("In its homolog-sampling epochs, homologs from those families' alignments trained alone, with "
+           "their own base-pair probabilities and the query's labels. " if homologs else "")
+        + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on.", "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "
-        "apart (see RELEASE.md).", "",
+        "apart (see RELEASE.md)"
+        + ("; no homolog ≥ 70 % identical to a validation or benchmark chain (SPOT-RNA-2D VL and TS, coconet "
+           "test queries, RNA-Puzzles targets: `held_out_chains.fasta`) trained alone." if homologs else ".")
+        + "", "",
         f"**Budget.** {choice.get('schedule', str(choice['epochs']) + ' epochs')}, crops of {choice['crop']}; "
         f"{choice['hours']:.1f} h of training on a 2-core CPU for every candidate together. Shipped: "
         f"{' + '.join(choice['members'])}, chosen by {choice['selection']}: "

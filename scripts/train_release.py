@@ -29,9 +29,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
-default candidates (eight from scratch, five continued) take ~3 h (a ``more`` recipe
+default candidates (nine networks from scratch, five continued) take ~3 h (a ``more`` recipe
 ~10 min; homolog recipes spend ~3 min first screening their homologs), the shipped recipe alone
-(``--candidates "cov+ss:0 cov+ss/more+depth:0"``) ~50 min, and scoring each candidate on
+(``--candidates "cov+ss:0 cov+ss/more+homolog:0"``) ~1 h, and scoring each candidate on
 the validation and test sets ~1 min.
 """
 from __future__ import annotations

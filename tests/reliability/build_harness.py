@@ -76,8 +76,10 @@ def _child(req: dict) -> None:
         out = {"error": traceback.format_exc()}
     active = False
     out.update(events=count, seconds=time.monotonic() - t0)
-    try:
-        Path(req["result"]).write_text(json.dumps(out))
+    try:  # atomically: a kill that lands while writing leaves no result rather than half of one
+        partial = Path(req["result"] + ".part")
+        partial.write_text(json.dumps(out))
+        os.replace(partial, req["result"])
     finally:
         os._exit(code)
 
