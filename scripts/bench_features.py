@@ -10,7 +10,9 @@ Prints, as ratios (machines here are noisy, so only ratios mean anything):
      (target ≥ 10×);
   3. T0900 (16,243 × 106) and 16pkA (706 × 256) against DeepCov's ``cov21stats``, whose
      times on this machine (16.4 s and 1.4 s) come from the issue: its source cannot be
-     fetched here, so it cannot run beside us (target: under a tenth of its time).
+     fetched here, so it cannot run beside us (target: under a tenth of its time);
+  4. the cost of every channel beyond the covariance (bpp, profile, precision, apc, dca,
+     RNAalifold) on three RNA families, as a multiple of weights + covariance.
 Exits non-zero when a target is missed.
 
     python scripts/bench_features.py [--data ../shared/data] [--repeats 3]
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tprna.features import covariance, neff, sequence_weights
+from tprna.features import (base_pair_probabilities, column_profile, consensus_base_pair_probabilities,
+                            coupling_map, covariance, neff, precision, sequence_weights)
 from tprna.msa import MSA, read_msa
 from tprna.testing import reference_covariance, reference_weights
 
@@ -110,6 +113,21 @@ def main() -> int:
         ok &= ratio < 0.1
         print(f"   {name:6s} ours {t:6.3f} s  cov21stats {COV21STATS_SECONDS[name]:5.1f} s  "
               f"ratio {ratio:5.3f}x ({1 / ratio:5.1f}x faster)")
+
+    print("\n4. cost of each channel beyond the covariance (RNA; no target: what a feature set adds)")
+    for name, path, molecule in cases[:3]:
+        msa = read_msa(path, molecule)
+        w = sequence_weights(msa)
+        cov = covariance(msa, w)
+        base = best_time(lambda: features(msa), args.repeats)
+        extra = {"bpp (query)": lambda: base_pair_probabilities(msa.query),
+                 "profile": lambda: column_profile(msa, w),
+                 "precision": lambda: precision(cov, 0.1),
+                 "apc": lambda: coupling_map(cov),
+                 "dca": lambda: coupling_map(precision(cov, 0.1)),
+                 "alifold": lambda: consensus_base_pair_probabilities(msa)}
+        costs = "  ".join(f"{k} {best_time(f, args.repeats) / base:5.2f}x" for k, f in extra.items())
+        print(f"   {name:18s} weights+cov {base * 1e3:7.1f} ms; each channel as a multiple of that: {costs}")
     print("\nall targets met" if ok else "\nSOME TARGETS MISSED")
     return 0 if ok else 1
 
