@@ -134,7 +134,6 @@ class StoreDataset(Dataset):
         if self._store is None:
             self._store = open_store(self.store_path)
         entry_id = self.ids[index]
-        features = self._store.read_features(entry_id, self.spec.key)
         labels = self._store.read_labels(entry_id)
         length = self.lengths[index]
         contacts, observed = labels if labels is not None else (
@@ -142,23 +141,22 @@ class StoreDataset(Dataset):
         window = slice(start, start + size)
         example = homolog_example(self._store.read_msa(entry_id), self.spec, row_seed, window,
                                   self.homologs.get(entry_id)) if homolog else None
-        if example is not None:
-            x, columns, hom_neff = example
+        if example is not None:  # the homolog's own features: the stored ones are not read
+            x, columns, entry_neff = example
             cut = np.ix_(columns + start, columns + start)  # window-relative → the entry's own
-            return {"id": entry_id, "features": torch.from_numpy(x),
-                    "contacts": torch.from_numpy(np.asarray(contacts[cut], dtype=np.float32)),
-                    "observed": torch.from_numpy(np.asarray(observed[cut], dtype=bool)),
-                    "neff": hom_neff}
-        if depth:
-            features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
-                                           row_seed, window)
-            x = model_input(features, self.spec)
         else:
-            x = model_input(features, self.spec)[:, window, window]
+            features = self._store.read_features(entry_id, self.spec.key)
+            if depth:
+                features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
+                                               row_seed, window)
+                x = model_input(features, self.spec)
+            else:
+                x = model_input(features, self.spec)[:, window, window]
+            cut, entry_neff = (window, window), float(features["neff"])
         return {"id": entry_id, "features": torch.from_numpy(np.ascontiguousarray(x)),
-                "contacts": torch.from_numpy(np.asarray(contacts[window, window], dtype=np.float32)),
-                "observed": torch.from_numpy(np.asarray(observed[window, window], dtype=bool)),
-                "neff": float(features["neff"])}
+                "contacts": torch.from_numpy(np.asarray(contacts[cut], dtype=np.float32)),
+                "observed": torch.from_numpy(np.asarray(observed[cut], dtype=bool)),
+                "neff": entry_neff}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
