@@ -243,7 +243,7 @@ def main() -> int:
 
 def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: str) -> str:
     single, aligned = expected["single_sequence"], expected["alignment"]
-    homologs = "homolog sampling" in choice.get("schedule", "")
+    homologs = choice.get("homolog_screen")
     return "\n".join([
         "# tpRNA shipped model — model card", "",
         "**What it predicts.** Which nucleotides of an RNA touch in 3-D (any heavy-atom pair < 8 Å), as an "
@@ -266,8 +266,7 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "
         "apart (see RELEASE.md)"
         + ("; no homolog ≥ 70 % identical to a validation or benchmark chain (SPOT-RNA-2D VL and TS, coconet "
-           "test queries, RNA-Puzzles targets: `held_out_chains.fasta`) trained alone." if homologs else ".")
-        + "", "",
+           f"test queries, RNA-Puzzles targets: `{homologs}`) trained alone." if homologs else "."), "",
         f"**Budget.** {choice.get('schedule', str(choice['epochs']) + ' epochs')}, crops of {choice['crop']}; "
         f"{choice['hours']:.1f} h of training on a 2-core CPU for every candidate together. Shipped: "
         f"{' + '.join(choice['members'])}, chosen by {choice['selection']}: "

@@ -391,6 +391,9 @@ def main() -> int:
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
+              # the chains its homologs were screened against, when it trained homologs alone
+              "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
+              else None,
               "train_split": "train,spot_tr",
               "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
