@@ -164,6 +164,26 @@ def candidate_table(choice: dict) -> list[str]:
     return lines
 
 
+def feature_set_table(choice: dict) -> list[str]:
+    """The feature-set stage: long top-L of each stage feature set's runs on VL and the held-out
+    TR clusters (runs that never saw them); empty for a choice made before the stage existed."""
+    stage = choice.get("feature_set_stage")
+    if not stage:
+        return []
+    seeds = list(next(iter(stage["feature_sets"].values()))["seeds"])
+    lines = [f"The input features were chosen first: each stage feature set trained {len(seeds)} times (seeds "
+             f"{', '.join(seeds)}) without {stage['held_out']} SPOT-RNA-2D TR chains (whole clusters of "
+             f"{stage['clusters']} at 70 % identity, `{stage['file']}`), scored on the {stage['scored']} of them < 70 % "
+             "identical, both ways, to every RNA that still trains, and on the VL chains; long top-L:", "",
+             "| feature set | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---:|" * (len(seeds) + 1)]
+    for features, row in stage["feature_sets"].items():
+        mark = " **(chosen)**" if features == stage["chosen"] else ""
+        lines.append(f"| `{features}`{mark} | " + " | ".join(f"{row['seeds'][s]:.3f}" for s in seeds)
+                     + f" | {row['mean']:.3f} |")
+    return lines + ["", "Then the schedule, among the candidates of that feature set, by VL. Every candidate:", ""]
+
+
 def benchmark_arguments(parser: argparse.ArgumentParser, out: Path) -> argparse.ArgumentParser:
     """The data, the release run's work folder (leakage.json, choice.json), its store and the
     report a benchmark script writes."""
@@ -220,8 +240,9 @@ def main() -> int:
               f"the shipped one {choice.get('schedule', '')}, "
               f"training split `{choice['train_split']}`; shipped: {' + '.join(choice['members'])}. Training "
               f"took {choice['hours']:.1f} h of CPU time in all (summed epoch times; the runs trained two at a "
-              "time on this 2-core machine). Every candidate:", ""]
-    lines += candidate_table(choice) + [""]
+              "time on this 2-core machine)." + ("" if choice.get("feature_set_stage") else " Every candidate:"),
+              ""]
+    lines += feature_set_table(choice) + candidate_table(choice) + [""]
     report = "\n".join(lines)
 
     if args.ship:
@@ -260,7 +281,10 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         "chains as single sequences with the source's labels (jaswindersingh2/SPOT-RNA-2D, MIT). "
         + ("In its homolog-sampling epochs, homologs from those families' alignments trained alone, with "
            "their own base-pair probabilities and the query's labels. " if homologs else "")
-        + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on.", "",
+        + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on"
+        + (f"; {choice['feature_set_stage']['scored']} TR chains, held out of the runs that chose its input "
+           "features, chose them with VL (the shipped model trains on them)." if choice.get("feature_set_stage")
+           else "."), "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "

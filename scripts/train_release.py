@@ -19,8 +19,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    MFFnet36 + tpLoss per candidate feature set and seed, fine-tuned on ``train,spot_tr``.
    SPOT-RNA-2D's validation chains (``spot_vl``) are held out of every candidate: they
    choose the shipped model (long-range top-L precision, single-sequence mode), never the
-   test chains.  With several seeds of the winning set, their average (one ONNX graph)
-   competes too.
+   test chains.  With several seeds of a recipe, their average (one ONNX graph) competes too.
+   VL is 28 chains of 33–64 nt and no tRNA, so the *input features* are chosen first on more
+   (:func:`held_out_clusters`): ``cov+ss`` and ``cov+ss+profile`` train twice each without 37
+   TR chains (whole 70 % clusters), and score on VL plus the 26 of those < 70 % identical to
+   every RNA that still trains; the winning feature set's candidates then compete on VL.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
@@ -29,10 +32,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
-default candidates (nine networks from scratch, five continued) take ~3 h (a ``more`` recipe
-~10 min; homolog recipes spend ~3 min first screening their homologs), the shipped recipe alone
-(``--candidates "cov+ss:0 cov+ss/more+homolog:0"``) ~1 h, and scoring each candidate on
-the validation and test sets ~1 min.
+default candidates (eleven networks from scratch, eight continued) take ~4 h (a ``more`` recipe
+~10 min; homolog recipes spend ~3 min first screening their homologs), the feature-set stage's
+four runs ~1 h more, and scoring each candidate on the validation and test sets ~1 min.
 """
 from __future__ import annotations
 
@@ -54,11 +56,12 @@ SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
 # channels, the coupling maps (apc, dca, RNAalifold) on top, the shrunk precision instead of
 # the covariance, depth and homolog sampling from the first epoch, and the first two
 # continued for EXTRA_EPOCHS with and without depth or homolog sampling (the same extra
-# epochs, so each sampling is measured against its own control).  Not yet measured: each
-# coupling map alone (cov+ss+apc, cov+ss+dca, cov+ss+alifold; the feature sets exist).
+# epochs, so each sampling is measured against its own control; cov+ss's with both seeds), and
+# the dca and RNAalifold maps each alone beside cov+ss.  Not yet measured: cov+ss+apc.
 DEFAULT_CANDIDATES = ("cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0 precision+ss:0 "
+                      "cov+ss+alifold:0 cov+ss+dca:0 "
                       "cov+ss/depth:0 cov+ss+profile/depth:0 cov+ss/homolog:0 "
-                      "cov+ss/more:0 cov+ss/more+depth:0 cov+ss/more+homolog:0 "
+                      "cov+ss/more:0,1 cov+ss/more+depth:0,1 cov+ss/more+homolog:0,1 "
                       "cov+ss+profile/more:0 cov+ss+profile/more+depth:0")
 
 
@@ -145,6 +148,60 @@ def write_held_out_chains(data: Path, work: Path, plan: dict) -> Path:
     out = work / "held_out_chains.fasta"
     out.write_text("".join(f">{name}\n{seq}\n" for name, seq in (spot | tests | puzzles).items()))
     return out
+
+
+HELD_OUT_CHAINS = 35  # TR chains (whole clusters) the feature-set stage holds out and scores
+
+
+def held_out_clusters(data: Path, plan: dict) -> dict:
+    """Whole clusters of the kept SPOT-RNA-2D TR chains (single linkage at ≥ 70 % identity,
+    :mod:`tprna.redundancy`), drawn with a fixed seed until ``HELD_OUT_CHAINS`` chains: no chain
+    that still trains is ≥ 70 % identical to one held out.  SPOT-RNA-2D's VL is 28 chains of
+    33–64 nt with no tRNA; these add chains of the lengths and kinds users bring (tRNAs,
+    riboswitches up to ~130 nt).  Clusters link in :func:`sequence_identity`'s one direction,
+    as the leakage rule does; a held-out chain is scored only when it is < 70 % identical in both
+    directions to every chain that still trains and to every coconet train query."""
+    import numpy as np
+
+    from tprna.redundancy import sequence_identity
+
+    sequence = {r["id"]: r["sequence"] for r in spot_rows(data)}
+    chains = plan["spot_tr"]
+    parent = {c: c for c in chains}
+
+    def root(c: str) -> str:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for a, first in enumerate(chains):
+        for second in chains[a + 1:]:
+            if root(first) != root(second) and sequence_identity(sequence[first], sequence[second]) >= 0.7:
+                parent[root(first)] = root(second)
+    clusters: dict[str, list[str]] = {}  # in the order of each cluster's first chain
+    for c in chains:
+        clusters.setdefault(root(c), []).append(c)
+    groups = list(clusters.values())
+    held: list[str] = []
+    for k in np.random.default_rng(0).permutation(len(groups)):
+        if len(held) >= HELD_OUT_CHAINS:
+            break
+        held += groups[k]
+    # scored: the held-out chains < 70 % identical, in both directions (the aligner's identity can
+    # differ by a few points with the order near the threshold), to every chain that still trains
+    # and to every coconet train query (those families train every run)
+    queries = {r["id"]: r["query"] for r in coconet_rows(data) if r["id"] in plan["coconet_train_families"]}
+    training = {c: sequence[c] for c in chains if c not in set(held)}
+    not_scored = {}
+    for c in held:
+        for name, other in (queries | training).items():
+            if max(sequence_identity(sequence[c], other), sequence_identity(other, sequence[c])) >= 0.7:
+                not_scored[c] = name
+                break
+    scored = [c for c in held if c not in not_scored]
+    log(f"feature-set stage: {len(held)} TR chains held out ({len(groups)} clusters at 70 %), {len(scored)} "
+        f"scored beside the {len(plan['spot_vl'])} VL chains")
+    return {"held_out": held, "scored": scored, "clusters": len(groups), "not_scored": not_scored}
 
 
 def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
@@ -299,6 +356,38 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
     return rows
 
 
+# The feature-set stage: which inputs the shipped model reads is chosen on VL plus held-out TR
+# clusters (runs that never saw them); the schedule then by VL among that set's candidates.
+STAGE_FEATURE_SETS = ("cov+ss", "cov+ss+profile")
+STAGE_SEEDS = (0, 1)
+
+
+def score_feature_sets(store: Path, runs: Path, chains: list[str]) -> dict:
+    """Long top-L on ``chains`` (VL and the held-out clusters) of every stage run, and the mean
+    over seeds of each feature set: the highest mean chooses."""
+    import numpy as np
+
+    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
+
+    rows: dict[str, dict] = {}
+    for features in STAGE_FEATURE_SETS:
+        evaluation = load_evaluation_set(str(store), None, features, ids=chains)
+        seeds = {}
+        for seed in STAGE_SEEDS:
+            maps = predict_with_checkpoint(runs / slug(features, seed) / "last.ckpt", evaluation, device="cpu")
+            seeds[str(seed)] = round(float(score_maps(maps, evaluation.labels)["summary"]["all"]["precision"]
+                                           [tuple(SELECTION_KEY.split("|"))]), 4)
+        rows[features] = {"seeds": seeds, "mean": round(float(np.mean(list(seeds.values()))), 4)}
+    return rows
+
+
+def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], features: str) -> str:
+    """The candidate with the best VL figure among those reading ``features`` (all of them when
+    none does); ties go to fewer networks."""
+    pool = [n for n in rows if recipe_options(recipe_of[n])[0] == features] or list(rows)
+    return max(pool, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -325,7 +414,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     logfile = args.work / "release.log"
     jobs = parse_candidates(args.candidates)
-    feature_sets = list(dict.fromkeys(recipe_options(r)[0] for r, _ in jobs))
+    feature_sets = list(dict.fromkeys([recipe_options(r)[0] for r, _ in jobs] + list(STAGE_FEATURE_SETS)))
 
     plan = leakage_plan(args.data, args.drop_families)
     (args.work / "leakage.json").write_text(json.dumps(plan, indent=1) + "\n")
@@ -346,7 +435,30 @@ def main() -> int:
 
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
-    running: list[tuple[subprocess.Popen, str]] = []
+    running: list[tuple[subprocess.Popen, str, Path]] = []
+
+    def train(out: Path, features: str, epochs: int, seed: int, options: list) -> None:
+        cmd = TPRNA + ["train", args.store, "--out", out, "--split", "train,spot_tr",
+                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
+                       "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
+                       "--init-from", pre / "last.ckpt"] + options + common
+        name = out.relative_to(args.runs)
+        logfile = args.work / f"{str(name).replace('/', '_')}.log"
+        running.append((start(cmd, logfile, env), out.name, logfile))
+        while len([p for p, _, _ in running if p.poll() is None]) >= args.parallel:
+            time.sleep(10)
+
+    # the feature-set stage: the plain recipe of each stage feature set, without the held-out clusters
+    stage = held_out_clusters(args.data, plan)
+    stage_exclude = work / "held_out_clusters.txt"
+    stage_exclude.write_text("\n".join(stage["held_out"]) + "\n")
+    stage_runs = args.runs / "held_out_clusters"
+    for features in STAGE_FEATURE_SETS:
+        for seed in STAGE_SEEDS:
+            if finished(stage_runs / slug(features, seed), args.epochs):
+                log(f"held_out_clusters/{slug(features, seed)}: trained ({args.epochs} epochs), kept")
+            else:
+                train(stage_runs / slug(features, seed), features, args.epochs, seed, ["--exclude", stage_exclude])
     # base runs first: a "more" recipe continues one
     for recipe, seed in sorted(jobs, key=lambda job: recipe_options(job[0])[2]):
         name = slug(recipe, seed)
@@ -357,37 +469,43 @@ def main() -> int:
             continue
         if continues and not (args.runs / name / "last.ckpt").is_file():
             base = args.runs / slug(features, seed)
-            for proc, other in running:  # the base run may still be training
+            for proc, other, other_log in running:  # the base run may still be training
                 if other == base.name and proc.wait() != 0:
-                    raise SystemExit(f"training {other} failed: see {args.work / (other + '.log')}")
+                    raise SystemExit(f"training {other} failed: see {other_log}")
             if not finished(base, args.epochs):
                 raise SystemExit(f"{name} continues {base.name}, which has not finished {args.epochs} epochs")
             (args.runs / name).mkdir(parents=True, exist_ok=True)
             for file in ("last.ckpt", "metrics.jsonl", "metrics.csv"):
                 shutil.copy2(base / file, args.runs / name / file)
-        cmd = TPRNA + ["train", args.store, "--out", args.runs / name, "--split", "train,spot_tr",
-                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
-                       "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
-                       "--init-from", pre / "last.ckpt"] + options + common
         if "--homolog-sampling" in options:
-            cmd += ["--homolog-exclude", held_out]
-        running.append((start(cmd, args.work / f"{name}.log", env), name))
-        while len([p for p, _ in running if p.poll() is None]) >= args.parallel:
-            time.sleep(10)
-    for proc, name in running:
+            options = options + ["--homolog-exclude", held_out]
+        train(args.runs / name, features, epochs, seed, options)
+    for proc, name, logfile in running:
         if proc.wait() != 0:
-            raise SystemExit(f"training {name} failed: see {args.work / (name + '.log')}")
+            raise SystemExit(f"training {name} failed: see {logfile}")
 
     # the validation chains choose (single models and seed averages alike); the test is reported
     rows = score_candidates(args.store, args.runs, jobs, args.work / "candidate_maps")
     for name, row in rows.items():
         log(f"{name}: validation long top-L {row['spot_vl'][SELECTION_KEY]:.3f}, "
             f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
-    winner = max(rows, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
     recipe_of = {slug(r, seed): r for r, seed in jobs} | {
         name: name.split(" average")[0] for name in rows if " average" in name}
+    # the feature set first (VL and the held-out clusters), then its schedule by VL
+    stage["feature_sets"] = score_feature_sets(args.store, stage_runs, plan["spot_vl"] + stage["scored"])
+    stage["chosen"] = max(stage["feature_sets"], key=lambda f: stage["feature_sets"][f]["mean"])
+    for features, row in stage["feature_sets"].items():
+        log(f"feature-set stage: {features} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
+    winner = choose_winner(rows, recipe_of, stage["chosen"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    choice = {"selection": f"{SELECTION_KEY} precision on spot_vl (single sequences; ties: fewer networks)",
+    n_chains = len(plan["spot_vl"]) + len(stage["scored"])
+    choice = {"selection": f"the feature set by {SELECTION_KEY} precision on {n_chains} single sequences (spot_vl and "
+                           f"{len(stage['scored'])} held-out TR chains; the mean of {len(STAGE_SEEDS)} seeds trained "
+                           f"without them), then {SELECTION_KEY} on spot_vl among its candidates (ties: fewer "
+                           "networks)",
+              "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen")}
+              | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
+                 "file": stage_exclude.name},
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -395,7 +513,9 @@ def main() -> int:
               "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
               else None,
               "train_split": "train,spot_tr",
-              "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]), 2)}
+              "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
+                                            + [stage_runs / slug(f, s) for f in STAGE_FEATURE_SETS
+                                               for s in STAGE_SEEDS]), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0

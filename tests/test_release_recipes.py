@@ -49,3 +49,57 @@ def test_held_out_chains_are_every_scored_chain_and_no_training_one(shared_data,
     assert puzzles <= names
     assert not names & (set(plan["spot_tr"]) | set(plan["coconet_train_families"]))
     json.dumps(plan)  # the plan the script writes beside it stays JSON
+
+
+def test_held_out_clusters_leave_no_close_chain_in_training(shared_data):
+    plan = train_release.leakage_plan(shared_data, drop_families=False)
+    stage = train_release.held_out_clusters(shared_data, plan)
+    assert stage == train_release.held_out_clusters(shared_data, plan)  # a fixed draw
+    held, scored = stage["held_out"], stage["scored"]
+    assert len(held) >= train_release.HELD_OUT_CHAINS and set(held) <= set(plan["spot_tr"])
+    assert set(scored) | set(stage["not_scored"]) == set(held) and not set(scored) & set(stage["not_scored"])
+    # whole clusters: no chain that still trains is ≥ 70 % identical to a held-out one in the leakage
+    # rule's direction; a scored chain is < 70 % in both directions to every training chain and
+    # coconet train query, and an unscored one ≥ 70 % to the RNA named
+    from tprna.redundancy import sequence_identity
+
+    def identity(a, b):
+        return max(sequence_identity(a, b), sequence_identity(b, a))
+
+    sequence = {r["id"]: r["sequence"] for r in csv.DictReader(open(shared_data / "spot_rna_2d/manifest.csv"))}
+    training = [c for c in plan["spot_tr"] if c not in set(held)]
+    first = {c: k for k, c in enumerate(plan["spot_tr"])}  # the linkage aligns the earlier chain first
+    assert all(sequence_identity(*(sequence[c] for c in sorted((h, t), key=first.get))) < 0.7
+               for h in held for t in training)
+    queries = {r["id"]: r["query"] for r in train_release.coconet_rows(shared_data)
+               if r["id"] in plan["coconet_train_families"]}
+    others = queries | {t: sequence[t] for t in training}
+    assert all(identity(sequence[c], q) < 0.7 for c in scored for q in others.values())
+    assert all(identity(sequence[c], others[f]) >= 0.7 for c, f in stage["not_scored"].items())
+    assert len(scored) >= 20
+
+
+def test_winner_is_the_best_vl_candidate_of_the_chosen_feature_set():
+    def row(vl, members=1):
+        return {"spot_vl": {"long|L": vl}, "members": ["m"] * members}
+    rows = {"mffnet36_cov_ss_seed0": row(0.48), "mffnet36_cov_ss_profile_seed0": row(0.46),
+            "mffnet36_cov_ss_profile_depth_seed0": row(0.47), "cov+ss+profile average of seeds 0,1": row(0.47, 2)}
+    recipe_of = {"mffnet36_cov_ss_seed0": "cov+ss", "mffnet36_cov_ss_profile_seed0": "cov+ss+profile",
+                 "mffnet36_cov_ss_profile_depth_seed0": "cov+ss+profile/depth",
+                 "cov+ss+profile average of seeds 0,1": "cov+ss+profile"}
+    assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile") == "mffnet36_cov_ss_profile_depth_seed0"
+    assert train_release.choose_winner(rows, recipe_of, "cov+ss") == "mffnet36_cov_ss_seed0"
+    # a feature set no candidate reads: every candidate competes
+    assert train_release.choose_winner(rows, recipe_of, "precision+ss") == "mffnet36_cov_ss_seed0"
+
+
+def test_release_report_prints_the_feature_set_stage():
+    import release_benchmarks
+    stage = {"clusters": 72, "held_out": 37, "scored": 26, "file": "held_out_clusters.txt", "chosen": "cov+ss+profile",
+             "feature_sets": {"cov+ss": {"seeds": {"0": 0.441, "1": 0.437}, "mean": 0.439},
+                              "cov+ss+profile": {"seeds": {"0": 0.469, "1": 0.454}, "mean": 0.4615}}}
+    lines = release_benchmarks.feature_set_table({"feature_set_stage": stage})
+    assert "| `cov+ss` | 0.441 | 0.437 | 0.439 |" in lines
+    assert "| `cov+ss+profile` **(chosen)** | 0.469 | 0.454 | 0.462 |" in lines
+    assert "without 37 SPOT-RNA-2D TR chains" in lines[0] and "the 26 of them" in lines[0]
+    assert release_benchmarks.feature_set_table({}) == []  # a choice made before the stage existed
