@@ -32,7 +32,7 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
-default candidates (eleven networks from scratch, eight continued) take ~4 h (a ``more`` recipe
+default candidates (thirteen networks from scratch, eight continued) take ~4.5 h (a ``more`` recipe
 ~10 min; homolog recipes spend ~3 min first screening their homologs), the feature-set stage's
 four runs ~1 h more, and scoring each candidate on the validation and test sets ~1 min.
 """
@@ -57,9 +57,9 @@ SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
 # the covariance, depth and homolog sampling from the first epoch, and the first two
 # continued for EXTRA_EPOCHS with and without depth or homolog sampling (the same extra
 # epochs, so each sampling is measured against its own control; cov+ss's with both seeds), and
-# the dca and RNAalifold maps each alone beside cov+ss.  Not yet measured: cov+ss+apc.
+# the dca and RNAalifold maps each alone beside cov+ss (two seeds).  Not yet measured: cov+ss+apc.
 DEFAULT_CANDIDATES = ("cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0 precision+ss:0 "
-                      "cov+ss+alifold:0 cov+ss+dca:0 "
+                      "cov+ss+alifold:0,1 cov+ss+dca:0,1 "
                       "cov+ss/depth:0 cov+ss+profile/depth:0 cov+ss/homolog:0 "
                       "cov+ss/more:0,1 cov+ss/more+depth:0,1 cov+ss/more+homolog:0,1 "
                       "cov+ss+profile/more:0 cov+ss+profile/more+depth:0")
