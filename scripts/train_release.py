@@ -375,8 +375,7 @@ def score_feature_sets(store: Path, runs: Path, chains: list[str]) -> dict:
         seeds = {}
         for seed in STAGE_SEEDS:
             maps = predict_with_checkpoint(runs / slug(features, seed) / "last.ckpt", evaluation, device="cpu")
-            seeds[str(seed)] = round(float(score_maps(maps, evaluation.labels)["summary"]["all"]["precision"]
-                                           [tuple(SELECTION_KEY.split("|"))]), 4)
+            seeds[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
         rows[features] = {"seeds": seeds, "mean": round(float(np.mean(list(seeds.values()))), 4)}
     return rows
 
