@@ -895,3 +895,38 @@ def test_a_build_with_nothing_to_do_still_clears_a_killed_writers_staging(tmp_pa
     before = snapshot(path)
     assert build_store(path, tiny[:2], SPEC, progress=False).built == []
     assert snapshot(path) == before and not staging_dir(path).exists()
+
+
+def test_hdf5_reader_follows_a_replacement_that_reuses_an_inode(tmp_path, tiny, monkeypatch):
+    """A file system hands a freed inode to a later file: a long-lived reader that saw
+    versions A, B, then C (C on A's inode number) must serve C's entry index, not A's.
+    CI once read A's depth beside C's alignment this way."""
+    depths = (8, 30, 12)  # three versions of fam0, each of its own depth
+    versions = []
+    for k, n in enumerate(depths):
+        write_family(tiny[0].msa, n=n, length=18, seed=k)
+        versions.append(tmp_path / f"v{k}.h5")
+        build_store(versions[-1], tiny[:1], SPEC, progress=False)
+    live = tmp_path / "s.h5"
+    inode = {"now": 100}
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # the live file's inode number is what the test says
+        fields = list(real_stat(path, *args, **kwargs))
+        if Path(path) == live:
+            fields[1] = inode["now"]
+        return os.stat_result(fields)
+
+    monkeypatch.setattr("tprna.store.hdf5_format.os.stat", stat)
+    shutil.copyfile(versions[0], live)
+    with open_store(live) as store:
+        assert store.entry_meta("fam0")["depth"] == depths[0]
+        for k, number in ((1, 200), (2, 100)):
+            shutil.copyfile(versions[k], tmp_path / "next.h5")
+            os.replace(tmp_path / "next.h5", live)
+            inode["now"] = number
+            if k == 1:  # B is opened by a read that does not consult the index
+                assert store.read_msa("fam0").shape[0] == depths[1]
+        meta = store.entry_meta("fam0")
+        assert meta["depth"] == depths[2]
+        assert store.read_msa("fam0").shape == (meta["depth"], meta["length"])

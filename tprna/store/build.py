@@ -305,12 +305,6 @@ def _with_spec(attrs: dict, spec: FeatureSpec) -> dict:
     return {**attrs, "specs": specs}
 
 
-def _with_spec(attrs: dict, spec: FeatureSpec) -> dict:
-    specs = dict(attrs.get("specs", {}))
-    specs.setdefault(spec.key, spec.to_dict())
-    return {**attrs, "specs": specs}
-
-
 def _build(path: Path, items: list[BuildItem], spec: FeatureSpec, report: BuildReport,
            limits: FeatureLimits, runner: _Runner, checkpoint_every: int | None,
            checkpoint_seconds: float) -> None:

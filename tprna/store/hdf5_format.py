@@ -65,6 +65,10 @@ class Hdf5Reader:
         self._file = file  # an already-open h5py.File (a writer's partial): never reopened
         self._pinned = file is not None
         self._inode: tuple[int, int] | None = None
+        # counts re-opens: the index token.  Not the inode, which the file system hands to a
+        # later file once this reader has closed the one that had it (seen in CI: a token
+        # equal across two replacements served the index of an older file)
+        self._opened = 0
         self._attrs: dict[tuple, dict | None] = {}  # decoded attributes of the open (immutable) file
         self._fletcher: dict[str, bool] = {}  # dataset -> chunks carry Fletcher-32 (same file)
 
@@ -89,6 +93,7 @@ class Hdf5Reader:
             except OSError as e:
                 raise TprnaError(f"cannot open HDF5 store ({e})", self.path) from None
             self._inode = ident
+            self._opened += 1
 
     def _h5(self):
         if self._file is None:
@@ -181,7 +186,7 @@ class Hdf5Reader:
 
     def index_token(self) -> object:
         self.refresh()
-        return object() if self._pinned else self._inode  # the live file changes only by replacement
+        return object() if self._pinned else self._opened  # the live file changes only by replacement
 
     def read_index(self) -> dict | None:
         return (self.read_attrs(INDEX, (INDEX_KEY,)) or {}).get(INDEX_KEY)
