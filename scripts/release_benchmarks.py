@@ -7,8 +7,8 @@ Every figure is scored by tpRNA's own metrics code, the model run through the se
 (:class:`tprna.serve.Predictor`, onnxruntime), the peers read from their published maps:
 
 1. SPOT-RNA-2D's test chains (TS1, TS2, TS3, all), single sequences, the source's labels,
-   the chains with both peers' maps: the model vs SPOT-RNA-2D, RNAcontact and ViennaRNA
-   base-pair probabilities.  Headline: the chains < 70 % identical to every RNA the model
+   the chains with both peers' maps: the model vs SPOT-RNA-2D, RNAcontact (both published
+   with alignments) and ViennaRNA base-pair probabilities.  Headline: the chains < 70 % identical to every RNA the model
    trained on (``leakage.json`` of ``scripts/train_release.py``); the table on all chains
    follows with the overlap counted.
 2. The 14 coconet test families with their alignments: the model vs CoCoNet, plmDCA,
@@ -43,6 +43,12 @@ from train_release import coconet_rows, read_fasta_sequence, spot_rows  # noqa: 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
 OURS = "tpRNA (shipped model)"
+# The peers' published maps were computed WITH alignments: SPOT-RNA-2D's repository keeps its
+# coevolution mode (PSSM + DCA of RNAcmap alignments searched in NCBI nt) in predictions/SPOT-RNA-2D
+# and its single-sequence mode apart (predictions/SPOT-RNA-2D-Single, not in the shared data);
+# RNAcontact reads alignments too.  tpRNA is given the sequence alone here.
+SPOT = "SPOT-RNA-2D (RNAcmap alignments)"
+RNACONTACT = "RNAcontact (alignments)"
 HEADLINE = ("long|L", "long|L/2", "long|L/5", "long|L/10")
 COMPONENT_TEXT = {"cov": "covariance of the alignment (25 channels)",
                   "bpp": "ViennaRNA base-pair probabilities of the query (1)",
@@ -67,12 +73,11 @@ def spot_benchmark(data: Path, predictor: Predictor, leakage: dict) -> tuple[dic
             if r["split"].startswith("TS") and r["label"] and r["rnacontact_pred"] and r["spot_rna_2d_pred"]]
     peers = {}
     for r in rows:  # a published file can be empty (RNAcontact's 6vu1_A): that chain is left out
-        pair = {"SPOT-RNA-2D": read_matrix(root / r["spot_rna_2d_pred"]),
-                "RNAcontact": read_matrix(root / r["rnacontact_pred"])}
+        pair = {SPOT: read_matrix(root / r["spot_rna_2d_pred"]), RNACONTACT: read_matrix(root / r["rnacontact_pred"])}
         if all(m.shape == (int(r["length"]), int(r["length"])) for m in pair.values()):
             peers[r["id"]] = pair
     rows = [r for r in rows if r["id"] in peers]
-    labels, maps = {}, {OURS: {}, "SPOT-RNA-2D": {}, "RNAcontact": {}, "Thermodynamics (bpp)": {}}
+    labels, maps = {}, {OURS: {}, SPOT: {}, RNACONTACT: {}, "Thermodynamics (bpp)": {}}
     predictions = {p.id: p for p in predictor.predict([(r["id"], r["sequence"]) for r in rows])}
     for r in rows:
         contacts, observed = read_label_matrix(root / r["label"])
@@ -165,8 +170,9 @@ def candidate_table(choice: dict) -> list[str]:
 
 
 def feature_set_table(choice: dict) -> list[str]:
-    """The feature-set stage: long top-L of each stage feature set's runs on VL and the held-out
-    TR clusters (runs that never saw them); empty for a choice made before the stage existed."""
+    """The stage: long top-L of each stage recipe's runs on VL and the held-out TR clusters (runs
+    that never saw them), the feature sets first, then the schedules; empty for a choice made
+    before the stage existed."""
     stage = choice.get("feature_set_stage")
     if not stage:
         return []
@@ -174,14 +180,27 @@ def feature_set_table(choice: dict) -> list[str]:
     lines = [f"The input features were chosen first: each stage feature set trained {len(seeds)} times (seeds "
              f"{', '.join(seeds)}) without {stage['held_out']} SPOT-RNA-2D TR chains (whole clusters of "
              f"{stage['clusters']} at 70 % identity, `{stage['file']}`), scored on the {stage['scored']} of them < 70 % "
-             "identical, both ways, to every RNA that still trains, and on the VL chains; long top-L:", "",
-             "| feature set | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "identical, both ways, to every RNA that still trains, and on the VL chains; long top-L:", ""]
+    lines += _stage_rows(stage["feature_sets"], stage["chosen"], seeds, "feature set")
+    schedules = stage.get("schedules")
+    if not schedules:
+        return lines + ["", "Then the schedule, among the candidates of that feature set, by VL. Every candidate:", ""]
+    seeds = list(next(iter(schedules.values()))["seeds"])
+    lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
+              f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
+    lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
+    return lines + ["", "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and "
+                    "their average), VL chooses. Every candidate:", ""]
+
+
+def _stage_rows(rows: dict, chosen: str, seeds: list[str], what: str) -> list[str]:
+    lines = [f"| {what} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|" + "---:|" * (len(seeds) + 1)]
-    for features, row in stage["feature_sets"].items():
-        mark = " **(chosen)**" if features == stage["chosen"] else ""
-        lines.append(f"| `{features}`{mark} | " + " | ".join(f"{row['seeds'][s]:.3f}" for s in seeds)
+    for recipe, row in rows.items():
+        mark = " **(chosen)**" if recipe == chosen else ""
+        lines.append(f"| `{recipe}`{mark} | " + " | ".join(f"{row['seeds'][s]:.3f}" for s in seeds)
                      + f" | {row['mean']:.3f} |")
-    return lines + ["", "Then the schedule, among the candidates of that feature set, by VL. Every candidate:", ""]
+    return lines
 
 
 def benchmark_arguments(parser: argparse.ArgumentParser, out: Path) -> argparse.ArgumentParser:
@@ -219,6 +238,10 @@ def main() -> int:
         "Long range = |i−j| ≥ 24. Rule: no scored chain is ≥ 70 % identical (`tprna.redundancy`) to any RNA "
         "the model trained on.", "",
         "## 1. SPOT-RNA-2D test chains, single sequences", "",
+        "tpRNA is given each chain's sequence alone. The peers' published maps are not single-sequence "
+        "predictions: SPOT-RNA-2D's are its coevolution mode (PSSM and DCA of RNAcmap alignments searched in "
+        "NCBI nt; its repository keeps the single-sequence mode, SPOT-RNA-2D-Single, apart), and RNAcontact "
+        "reads alignments too.", "",
         f"Chains of TS1–TS3 with both peers' published maps: {spot_info['n']}. The model keeps every coconet "
         f"train family (their alignments are its only covariance data), so the {spot_info['n_overlap']} chains "
         "≥ 70 % identical to one of their queries are left out of the clean tables and counted in the last "
@@ -283,7 +306,8 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
            "their own base-pair probabilities and the query's labels. " if homologs else "")
         + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on"
         + (f"; {choice['feature_set_stage']['scored']} TR chains, held out of the runs that chose its input "
-           "features, chose them with VL (the shipped model trains on them)." if choice.get("feature_set_stage")
+           + ("features and schedule" if choice["feature_set_stage"].get("schedules") else "features")
+           + ", chose them with VL (the shipped model trains on them)." if choice.get("feature_set_stage")
            else "."), "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "

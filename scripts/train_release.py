@@ -20,10 +20,13 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    SPOT-RNA-2D's validation chains (``spot_vl``) are held out of every candidate: they
    choose the shipped model (long-range top-L precision, single-sequence mode), never the
    test chains.  With several seeds of a recipe, their average (one ONNX graph) competes too.
-   VL is 28 chains of 33–64 nt and no tRNA, so the *input features* are chosen first on more
-   (:func:`held_out_clusters`): ``cov+ss`` and ``cov+ss+profile`` train twice each without 37
-   TR chains (whole 70 % clusters), and score on VL plus the 26 of those < 70 % identical to
-   every RNA that still trains; the winning feature set's candidates then compete on VL.
+   VL is 28 chains of 33–64 nt and no tRNA, so the recipe is chosen first on more
+   (:func:`held_out_clusters`), by runs trained without 37 TR chains (whole 70 % clusters) and
+   scored on VL plus the 26 of those < 70 % identical to every RNA that still trains: first the
+   feature set (``cov+ss`` and ``cov+ss+profile``, two seeds each), then its schedule (depth
+   sampling, depth + homolog sampling, against the plain recipe; two seeds each).  The chosen
+   recipe's candidates (its seeds and their average) then compete on VL; the recipe gets a
+   candidate run when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
@@ -32,9 +35,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
-default candidates (thirteen networks from scratch, eight continued) take ~4.5 h (a ``more`` recipe
-~10 min; homolog recipes spend ~3 min first screening their homologs), the feature-set stage's
-four runs ~1 h more, and scoring each candidate on the validation and test sets ~1 min.
+default candidates (fifteen networks from scratch, eight continued) take ~5.5 h (a ``more``
+recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), the stage's
+four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
+candidate on the validation and test sets ~1 min.
 """
 from __future__ import annotations
 
@@ -57,12 +61,13 @@ SELECTION_KEY = "long|L"  # long-range top-L precision on the validation chains
 # the covariance, depth and homolog sampling from the first epoch, and the first two
 # continued for EXTRA_EPOCHS with and without depth or homolog sampling (the same extra
 # epochs, so each sampling is measured against its own control; cov+ss's with both seeds), and
-# the dca and RNAalifold maps each alone beside cov+ss (two seeds).  Not yet measured: cov+ss+apc.
+# the dca and RNAalifold maps each alone beside cov+ss (two seeds), and the stage's schedule
+# options on cov+ss+profile.  Not yet measured: cov+ss+apc.
 DEFAULT_CANDIDATES = ("cov+ss:0,1 cov+ss+profile:0 cov+ss+profile+coupling:0 precision+ss:0 "
                       "cov+ss+alifold:0,1 cov+ss+dca:0,1 "
                       "cov+ss/depth:0 cov+ss+profile/depth:0 cov+ss/homolog:0 "
                       "cov+ss/more:0,1 cov+ss/more+depth:0,1 cov+ss/more+homolog:0,1 "
-                      "cov+ss+profile/more:0 cov+ss+profile/more+depth:0")
+                      "cov+ss+profile/more:0 cov+ss+profile/more+depth:0 cov+ss+profile/depth+homolog:0,1")
 
 
 def log(message: str) -> None:
@@ -356,34 +361,49 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
     return rows
 
 
-# The feature-set stage: which inputs the shipped model reads is chosen on VL plus held-out TR
-# clusters (runs that never saw them); the schedule then by VL among that set's candidates.
+# The stage: what the shipped model reads and how it trains are chosen on VL plus held-out TR
+# clusters (runs that never saw them), not on VL alone: first the feature set (the plain recipe of
+# each, two seeds), then the schedule (each option on the chosen feature set, against the plain
+# recipe).  VL is short chains without a tRNA: on VL alone homolog sampling, which multiplies the
+# single-sequence examples of the families (tRNAs among them), could not show what it does.
 STAGE_FEATURE_SETS = ("cov+ss", "cov+ss+profile")
 STAGE_SEEDS = (0, 1)
+STAGE_SCHEDULES = ("depth", "depth+homolog")  # recipe options tried on the chosen feature set
+STAGE_SCHEDULE_SEEDS = (0, 1)
 
 
-def score_feature_sets(store: Path, runs: Path, chains: list[str]) -> dict:
-    """Long top-L on ``chains`` (VL and the held-out clusters) of every stage run, and the mean
-    over seeds of each feature set: the highest mean chooses."""
+def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, tuple[int, ...]]) -> dict:
+    """Long top-L on ``chains`` (VL and the held-out clusters) of every stage run of ``recipes``
+    ({recipe: seeds}), and the mean over each recipe's seeds: the highest mean chooses."""
     import numpy as np
 
     from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
 
     rows: dict[str, dict] = {}
-    for features in STAGE_FEATURE_SETS:
-        evaluation = load_evaluation_set(str(store), None, features, ids=chains)
-        seeds = {}
-        for seed in STAGE_SEEDS:
-            maps = predict_with_checkpoint(runs / slug(features, seed) / "last.ckpt", evaluation, device="cpu")
-            seeds[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
-        rows[features] = {"seeds": seeds, "mean": round(float(np.mean(list(seeds.values()))), 4)}
+    for recipe, seeds in recipes.items():
+        evaluation = load_evaluation_set(str(store), None, recipe_options(recipe)[0], ids=chains)
+        figures = {}
+        for seed in seeds:
+            maps = predict_with_checkpoint(runs / slug(recipe, seed) / "last.ckpt", evaluation, device="cpu")
+            figures[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
+        rows[recipe] = {"seeds": figures, "mean": round(float(np.mean(list(figures.values()))), 4)}
     return rows
 
 
-def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], features: str) -> str:
-    """The candidate with the best VL figure among those reading ``features`` (all of them when
-    none does); ties go to fewer networks."""
-    pool = [n for n in rows if recipe_options(recipe_of[n])[0] == features] or list(rows)
+def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:
+    """The recipe with the best stage mean among the chosen feature set's plain recipe (its
+    feature-set figure) and its schedule options; ties go to the plain recipe."""
+    pool = {features: feature_sets[features]["mean"]}
+    pool.update({r: row["mean"] for r, row in schedules.items() if recipe_options(r)[0] == features})
+    return max(pool, key=lambda r: (pool[r], r == features))
+
+
+def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], recipe: str) -> str:
+    """The candidate with the best VL figure among ``recipe``'s (its seeds and their average);
+    ties go to fewer networks."""
+    pool = [n for n in rows if recipe_of[n] == recipe]
+    if not pool:
+        raise SystemExit(f"no candidate trains the chosen recipe {recipe!r}")
     return max(pool, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
 
 
@@ -434,75 +454,96 @@ def main() -> int:
 
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
-    running: list[tuple[subprocess.Popen, str, Path]] = []
+    running: list[tuple[subprocess.Popen, Path, Path]] = []
 
-    def train(out: Path, features: str, epochs: int, seed: int, options: list) -> None:
+    def train(out: Path, recipe: str, epochs: int, seed: int, extra: tuple = (), screen: Path = held_out) -> None:
+        features, options, _ = recipe_options(recipe)
+        if "--homolog-sampling" in options:
+            options = options + ["--homolog-exclude", screen]
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", "train,spot_tr",
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
-                       "--init-from", pre / "last.ckpt"] + options + common
-        name = out.relative_to(args.runs)
-        logfile = args.work / f"{str(name).replace('/', '_')}.log"
-        running.append((start(cmd, logfile, env), out.name, logfile))
+                       "--init-from", pre / "last.ckpt"] + options + list(extra) + common
+        logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
+        running.append((start(cmd, logfile, env), out, logfile))
         while len([p for p, _, _ in running if p.poll() is None]) >= args.parallel:
             time.sleep(10)
 
-    # the feature-set stage: the plain recipe of each stage feature set, without the held-out clusters
+    def wait(runs: list[Path] | None = None) -> None:
+        """Until the given runs (every run when None) have finished; a failed one stops the release."""
+        for proc, out, logfile in running:
+            if (runs is None or out in runs) and proc.wait() != 0:
+                raise SystemExit(f"training {out.name} failed: see {logfile}")
+
+    # the stage's runs never see the held-out clusters; their homologs are screened against them too
     stage = held_out_clusters(args.data, plan)
     stage_exclude = work / "held_out_clusters.txt"
     stage_exclude.write_text("\n".join(stage["held_out"]) + "\n")
+    sequence = {r["id"]: r["sequence"] for r in spot_rows(args.data)}
+    stage_screen = work / "held_out_chains_and_clusters.fasta"
+    stage_screen.write_text(held_out.read_text() + "".join(f">{c}\n{sequence[c]}\n" for c in stage["held_out"]))
     stage_runs = args.runs / "held_out_clusters"
-    for features in STAGE_FEATURE_SETS:
-        for seed in STAGE_SEEDS:
-            if finished(stage_runs / slug(features, seed), args.epochs):
-                log(f"held_out_clusters/{slug(features, seed)}: trained ({args.epochs} epochs), kept")
+
+    def train_stage(recipe: str, seeds: tuple[int, ...]) -> list[Path]:
+        outs = [stage_runs / slug(recipe, seed) for seed in seeds]
+        for seed, out in zip(seeds, outs):
+            if finished(out, args.epochs):
+                log(f"held_out_clusters/{out.name}: trained ({args.epochs} epochs), kept")
             else:
-                train(stage_runs / slug(features, seed), features, args.epochs, seed, ["--exclude", stage_exclude])
-    # base runs first: a "more" recipe continues one
-    for recipe, seed in sorted(jobs, key=lambda job: recipe_options(job[0])[2]):
+                train(out, recipe, args.epochs, seed, ("--exclude", stage_exclude), stage_screen)
+        return outs
+
+    first = [out for features in STAGE_FEATURE_SETS for out in train_stage(features, STAGE_SEEDS)]
+
+    def train_candidate(recipe: str, seed: int) -> None:
         name = slug(recipe, seed)
-        features, options, continues = recipe_options(recipe)
+        features, _, continues = recipe_options(recipe)
         epochs = args.epochs + (EXTRA_EPOCHS if continues else 0)
         if finished(args.runs / name, epochs):
             log(f"{name}: trained ({epochs} epochs), kept")
-            continue
+            return
         if continues and not (args.runs / name / "last.ckpt").is_file():
             base = args.runs / slug(features, seed)
-            for proc, other, other_log in running:  # the base run may still be training
-                if other == base.name and proc.wait() != 0:
-                    raise SystemExit(f"training {other} failed: see {other_log}")
+            wait([base])  # the base run may still be training
             if not finished(base, args.epochs):
                 raise SystemExit(f"{name} continues {base.name}, which has not finished {args.epochs} epochs")
             (args.runs / name).mkdir(parents=True, exist_ok=True)
             for file in ("last.ckpt", "metrics.jsonl", "metrics.csv"):
                 shutil.copy2(base / file, args.runs / name / file)
-        if "--homolog-sampling" in options:
-            options = options + ["--homolog-exclude", held_out]
-        train(args.runs / name, features, epochs, seed, options)
-    for proc, name, logfile in running:
-        if proc.wait() != 0:
-            raise SystemExit(f"training {name} failed: see {logfile}")
+        train(args.runs / name, recipe, epochs, seed)
 
-    # the validation chains choose (single models and seed averages alike); the test is reported
+    for recipe, seed in sorted(jobs, key=lambda job: recipe_options(job[0])[2]):  # base runs first
+        train_candidate(recipe, seed)
+
+    # the stage: the feature set, then its schedule, on VL and the held-out clusters
+    chains = plan["spot_vl"] + stage["scored"]
+    wait(first)
+    stage["feature_sets"] = score_stage(args.store, stage_runs, chains, dict.fromkeys(STAGE_FEATURE_SETS, STAGE_SEEDS))
+    stage["chosen"] = max(stage["feature_sets"], key=lambda f: stage["feature_sets"][f]["mean"])
+    schedules = {f"{stage['chosen']}/{option}": STAGE_SCHEDULE_SEEDS for option in STAGE_SCHEDULES}
+    wait([out for recipe, seeds in schedules.items() for out in train_stage(recipe, seeds)])
+    stage["schedules"] = score_stage(args.store, stage_runs, chains, schedules)
+    stage["chosen_recipe"] = choose_schedule(stage["feature_sets"], stage["schedules"], stage["chosen"])
+    for recipe, row in (stage["feature_sets"] | stage["schedules"]).items():
+        log(f"stage: {recipe} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
+    if not any(recipe == stage["chosen_recipe"] for recipe, _ in jobs):
+        jobs.append((stage["chosen_recipe"], 0))  # the stage's choice always has a candidate
+        train_candidate(stage["chosen_recipe"], 0)
+    wait()
+
+    # the validation chains choose among the chosen recipe's runs (its seeds, their average); the
+    # test is reported
     rows = score_candidates(args.store, args.runs, jobs, args.work / "candidate_maps")
     for name, row in rows.items():
         log(f"{name}: validation long top-L {row['spot_vl'][SELECTION_KEY]:.3f}, "
             f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
     recipe_of = {slug(r, seed): r for r, seed in jobs} | {
         name: name.split(" average")[0] for name in rows if " average" in name}
-    # the feature set first (VL and the held-out clusters), then its schedule by VL
-    stage["feature_sets"] = score_feature_sets(args.store, stage_runs, plan["spot_vl"] + stage["scored"])
-    stage["chosen"] = max(stage["feature_sets"], key=lambda f: stage["feature_sets"][f]["mean"])
-    for features, row in stage["feature_sets"].items():
-        log(f"feature-set stage: {features} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
-    winner = choose_winner(rows, recipe_of, stage["chosen"])
+    winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    n_chains = len(plan["spot_vl"]) + len(stage["scored"])
-    choice = {"selection": f"the feature set by {SELECTION_KEY} precision on {n_chains} single sequences (spot_vl and "
-                           f"{len(stage['scored'])} held-out TR chains; the mean of {len(STAGE_SEEDS)} seeds trained "
-                           f"without them), then {SELECTION_KEY} on spot_vl among its candidates (ties: fewer "
-                           "networks)",
-              "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen")}
+    choice = {"selection": selection_text(len(chains), len(stage["scored"])),
+              "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen", "schedules",
+                                                          "chosen_recipe")}
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
@@ -513,8 +554,7 @@ def main() -> int:
               else None,
               "train_split": "train,spot_tr",
               "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
-                                            + [stage_runs / slug(f, s) for f in STAGE_FEATURE_SETS
-                                               for s in STAGE_SEEDS]), 2)}
+                                            + sorted(stage_runs.glob("mffnet36_*"))), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0
@@ -526,6 +566,13 @@ def main() -> int:
          "--data", args.data, "--work", args.work, "--store", args.store], logfile)
     log(f"done in {(time.time() - t0) / 3600:.2f} h: tprna/serve/model/, results/RELEASE.md")
     return 0
+
+
+def selection_text(n_chains: int, n_held_out: int) -> str:
+    return (f"the feature set, then its schedule, by {SELECTION_KEY} precision on {n_chains} single sequences "
+            f"(spot_vl and {n_held_out} held-out TR chains; runs trained without them: the mean of "
+            f"{len(STAGE_SEEDS)} seeds per feature set, {len(STAGE_SCHEDULE_SEEDS)} per schedule option), then "
+            f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 
 def training_hours(runs: list[Path]) -> float:

@@ -79,18 +79,31 @@ def test_held_out_clusters_leave_no_close_chain_in_training(shared_data):
     assert len(scored) >= 20
 
 
-def test_winner_is_the_best_vl_candidate_of_the_chosen_feature_set():
+def test_the_stage_chooses_the_schedule_against_the_plain_recipe():
+    feature_sets = {"cov+ss": {"mean": 0.44}, "cov+ss+profile": {"mean": 0.46}}
+    schedules = {"cov+ss+profile/depth": {"mean": 0.45}, "cov+ss+profile/depth+homolog": {"mean": 0.47}}
+    assert train_release.choose_schedule(feature_sets, schedules, "cov+ss+profile") == "cov+ss+profile/depth+homolog"
+    schedules["cov+ss+profile/depth+homolog"]["mean"] = 0.46  # a tie goes to the plain recipe
+    assert train_release.choose_schedule(feature_sets, schedules, "cov+ss+profile") == "cov+ss+profile"
+    # another feature set's schedules never compete
+    assert train_release.choose_schedule(feature_sets, {"cov+ss+profile/depth": {"mean": 0.9}}, "cov+ss") == "cov+ss"
+
+
+def test_winner_is_the_best_vl_run_of_the_chosen_recipe():
     def row(vl, members=1):
         return {"spot_vl": {"long|L": vl}, "members": ["m"] * members}
     rows = {"mffnet36_cov_ss_seed0": row(0.48), "mffnet36_cov_ss_profile_seed0": row(0.46),
-            "mffnet36_cov_ss_profile_depth_seed0": row(0.47), "cov+ss+profile average of seeds 0,1": row(0.47, 2)}
+            "mffnet36_cov_ss_profile_seed1": row(0.45), "mffnet36_cov_ss_profile_depth_seed0": row(0.47),
+            "cov+ss+profile average of seeds 0,1": row(0.46, 2)}
     recipe_of = {"mffnet36_cov_ss_seed0": "cov+ss", "mffnet36_cov_ss_profile_seed0": "cov+ss+profile",
+                 "mffnet36_cov_ss_profile_seed1": "cov+ss+profile",
                  "mffnet36_cov_ss_profile_depth_seed0": "cov+ss+profile/depth",
                  "cov+ss+profile average of seeds 0,1": "cov+ss+profile"}
-    assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile") == "mffnet36_cov_ss_profile_depth_seed0"
-    assert train_release.choose_winner(rows, recipe_of, "cov+ss") == "mffnet36_cov_ss_seed0"
-    # a feature set no candidate reads: every candidate competes
-    assert train_release.choose_winner(rows, recipe_of, "precision+ss") == "mffnet36_cov_ss_seed0"
+    # another recipe's better VL figure never wins; a tie goes to fewer networks
+    assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile") == "mffnet36_cov_ss_profile_seed0"
+    assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile/depth") == "mffnet36_cov_ss_profile_depth_seed0"
+    with pytest.raises(SystemExit, match="no candidate trains"):
+        train_release.choose_winner(rows, recipe_of, "precision+ss")
 
 
 def test_release_report_prints_the_feature_set_stage():
@@ -102,4 +115,13 @@ def test_release_report_prints_the_feature_set_stage():
     assert "| `cov+ss` | 0.441 | 0.437 | 0.439 |" in lines
     assert "| `cov+ss+profile` **(chosen)** | 0.469 | 0.454 | 0.462 |" in lines
     assert "without 37 SPOT-RNA-2D TR chains" in lines[0] and "the 26 of them" in lines[0]
+    assert "Then the schedule, among the candidates of that feature set, by VL" in lines[-2]
     assert release_benchmarks.feature_set_table({}) == []  # a choice made before the stage existed
+    stage |= {"chosen_recipe": "cov+ss+profile/depth+homolog",
+              "schedules": {"cov+ss+profile/depth": {"seeds": {"0": 0.458}, "mean": 0.458},
+                            "cov+ss+profile/depth+homolog": {"seeds": {"0": 0.481}, "mean": 0.481}}}
+    lines = release_benchmarks.feature_set_table({"feature_set_stage": stage})
+    assert "| `cov+ss+profile` **(chosen)** | 0.469 | 0.454 | 0.462 |" in lines
+    assert "| `cov+ss+profile/depth` | 0.458 | 0.458 |" in lines
+    assert "| `cov+ss+profile/depth+homolog` **(chosen)** | 0.481 | 0.481 |" in lines
+    assert "among the runs of the chosen recipe" in lines[-2]
