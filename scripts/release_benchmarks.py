@@ -8,9 +8,9 @@ Every figure is scored by tpRNA's own metrics code, the model run through the se
 
 1. SPOT-RNA-2D's test chains (TS1, TS2, TS3, all), single sequences, the source's labels,
    the chains with both peers' maps: the model vs SPOT-RNA-2D, RNAcontact (both published
-   with alignments) and ViennaRNA base-pair probabilities.  Headline: the chains < 70 % identical to every RNA the model
-   trained on (``leakage.json`` of ``scripts/train_release.py``); the table on all chains
-   follows with the overlap counted.
+   with alignments) and ViennaRNA base-pair probabilities.  Headline: the chains < 70 %
+   identical to every RNA the model trained on (``leakage.json`` of
+   ``scripts/train_release.py``); the table on all chains follows with the overlap counted.
 2. The 14 coconet test families with their alignments: the model vs CoCoNet, plmDCA,
    mfDCA, EVcouplings, PSICOV, APC and thermodynamics.
 3. The same families as single sequences (the query alone): what the alignment adds.
