@@ -189,8 +189,35 @@ def feature_set_table(choice: dict) -> list[str]:
     lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
               f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
     lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
-    return lines + ["", "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and "
-                    "their average), VL chooses. Every candidate:", ""]
+    return lines + [""] + coupling_table(choice) + [
+        "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), VL "
+        "chooses. Every candidate:", ""]
+
+
+def coupling_table(choice: dict) -> list[str]:
+    """The coupling stage: the chosen recipe with and without the coupling channel, by runs that
+    never saw the held-out coconet train families, scored with those families' alignments and
+    on the stage's single sequences; empty for a choice made before the stage existed."""
+    stage = choice.get("coupling_stage")
+    if not stage:
+        return []
+    aligned, single = stage["aligned"], stage["single"]
+    seeds = list(next(iter(aligned.values()))["seeds"])
+    lines = [f"Then the coupling channel: the chosen recipe with and without it, each trained {len(seeds)} times "
+             f"without {len(stage['held_out'])} coconet train families (drawn with a fixed seed, `{stage['file']}`; "
+             f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
+             f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
+             "identical to every RNA that still trains, and on the single sequences above. The channel wins only "
+             "when it is better with alignments and costs the single sequences at most 0.01; long top-L:", "",
+             "| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
+             + " | ".join(f"single, seed {s}" for s in seeds) + " | single, mean |",
+             "|---|" + "---:|" * (2 * len(seeds) + 2)]
+    for recipe in aligned:
+        mark = " **(chosen)**" if recipe == stage["chosen_recipe"] else ""
+        cells = [f"{v:.3f}" for row in (aligned[recipe], single[recipe])
+                 for v in [*(row["seeds"][s] for s in seeds), row["mean"]]]
+        lines.append(f"| `{recipe}`{mark} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _stage_rows(rows: dict, chosen: str, seeds: list[str], what: str) -> list[str]:

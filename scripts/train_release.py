@@ -24,21 +24,30 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    (:func:`held_out_clusters`), by runs trained without 37 TR chains (whole 70 % clusters) and
    scored on VL plus the 26 of those < 70 % identical to every RNA that still trains: first the
    feature set (``cov+ss`` and ``cov+ss+profile``, two seeds each), then its schedule (depth
-   sampling, depth + homolog sampling, against the plain recipe; two seeds each).  The chosen
-   recipe's candidates (its seeds and their average) then compete on VL; the recipe gets a
-   candidate run when it has none.
+   sampling, depth + homolog sampling, against the plain recipe; two seeds each).  Those chains
+   are single sequences, where an alignment channel cannot show anything, so the coupling
+   stage (:func:`held_out_families`) then trains the chosen recipe with and without the
+   ``dca`` channel (two seeds each) without 14 coconet train families and scores them with
+   those families' alignments: the channel is added when it wins there and costs the single
+   sequences at most 0.01.  The chosen recipe's candidates (its seeds and their average) then
+   compete on VL; the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
 
     python scripts/train_release.py [--epochs 14] [--candidates 'cov+ss:0,1 cov+ss/depth:0']
+        [--from-record] [--stages-only]
+
+Runs are not kept in git; ``--from-record`` keeps the figures ``choice.json`` records for the
+runs no longer on disk instead of training them again, so a fresh clone trains only what the
+record lacks.  ``--stages-only`` stops after the stages and writes them into ``choice.json``.
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
 default candidates (fifteen networks from scratch, eight continued) take ~5.5 h (a ``more``
 recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), the stage's
 four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
-candidate on the validation and test sets ~1 min.
+candidate on the validation and test sets ~1 min; the coupling stage's four runs ~1.5 h.
 """
 from __future__ import annotations
 
@@ -209,6 +218,45 @@ def held_out_clusters(data: Path, plan: dict) -> dict:
     return {"held_out": held, "scored": scored, "clusters": len(groups), "not_scored": not_scored}
 
 
+HELD_OUT_FAMILIES = 14  # coconet train families the coupling stage holds out and scores with alignments
+
+
+def held_out_families(data: Path, plan: dict, stage: dict) -> dict:
+    """Coconet train families drawn with a fixed seed, for the coupling stage: its runs train
+    without them, without the SPOT-RNA-2D TR chains ≥ 70 % identical (either direction) to
+    their queries, and without the held-out clusters of ``stage`` (so the same runs are scored
+    on the single sequences too).  The stage scores single sequences only, where an alignment
+    channel (dca) cannot show anything; these families are scored with their alignments.  A
+    held-out family is scored only when its query is < 70 % identical, both directions, to
+    every family query and SPOT-RNA-2D chain that still trains."""
+    import numpy as np
+
+    from tprna.redundancy import sequence_identity
+
+    def close(a: str, b: str) -> bool:
+        return max(sequence_identity(a, b), sequence_identity(b, a)) >= 0.7
+
+    query = {r["id"]: r["query"] for r in coconet_rows(data) if r["id"] in plan["coconet_train_families"]}
+    families = sorted(query)
+    held = sorted(families[k] for k in np.random.default_rng(1).permutation(len(families))[:HELD_OUT_FAMILIES])
+    sequence = {r["id"]: r["sequence"] for r in spot_rows(data)}
+    tr = [c for c in plan["spot_tr"] if c not in set(stage["held_out"])]
+    spot_left_out = sorted(c for c in tr if any(close(sequence[c], query[f]) for f in held))
+    training = {f: query[f] for f in families if f not in held} | {
+        c: sequence[c] for c in tr if c not in set(spot_left_out)}
+    not_scored = {}
+    for f in held:
+        for name, other in training.items():
+            if close(query[f], other):
+                not_scored[f] = name
+                break
+    scored = [f for f in held if f not in not_scored]
+    log(f"coupling stage: {len(held)} coconet train families held out (with {len(spot_left_out)} SPOT-RNA-2D TR "
+        f"chains close to them), {len(scored)} scored with their alignments")
+    return {"held_out": held, "spot_left_out": spot_left_out, "scored": scored, "not_scored": not_scored,
+            "exclude": held + spot_left_out + list(stage["held_out"])}
+
+
 def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
     """Two manifests: the coconet families (alignments), and the kept SPOT-RNA-2D chains as
     single-sequence FASTA files with the source's label matrices."""
@@ -372,15 +420,20 @@ STAGE_SCHEDULES = ("depth", "depth+homolog")  # recipe options tried on the chos
 STAGE_SCHEDULE_SEEDS = (0, 1)
 
 
-def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, tuple[int, ...]]) -> dict:
+def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, tuple[int, ...]],
+                recorded: dict | None = None) -> dict:
     """Long top-L on ``chains`` (VL and the held-out clusters) of every stage run of ``recipes``
-    ({recipe: seeds}), and the mean over each recipe's seeds: the highest mean chooses."""
+    ({recipe: seeds}), and the mean over each recipe's seeds: the highest mean chooses.  A
+    recipe in ``recorded`` (:func:`stage_record`) keeps its recorded row."""
     import numpy as np
 
     from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
 
     rows: dict[str, dict] = {}
     for recipe, seeds in recipes.items():
+        if recipe in (recorded or {}):
+            rows[recipe] = recorded[recipe]
+            continue
         evaluation = load_evaluation_set(str(store), None, recipe_options(recipe)[0], ids=chains)
         figures = {}
         for seed in seeds:
@@ -390,12 +443,61 @@ def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, t
     return rows
 
 
+def stage_record(recorded: dict, runs: Path, n_scored: int, parts: tuple[str, ...]) -> dict:
+    """The rows of a stage's record (``parts`` of it) whose runs are all gone from ``runs``,
+    when the record scored as many chains as this draw does (the same draw; else none)."""
+    scored = recorded.get("scored")  # a count (the feature-set stage) or the scored ids (the coupling stage)
+    if scored is not None and (scored if isinstance(scored, int) else len(scored)) != n_scored:
+        return {}
+    rows = {recipe: row for part in parts for recipe, row in recorded.get(part, {}).items()}
+    return {recipe: row for recipe, row in rows.items()
+            if not any((runs / slug(recipe, int(seed)) / "last.ckpt").is_file() for seed in row["seeds"])}
+
+
+def record_runs(record: dict, runs: Path) -> set[str]:
+    """The runs (paths under ``runs``) whose epochs the record's ``hours`` already counts."""
+    if not record:
+        return set()
+    names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
+    for key, folder, parts in (("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules")),
+                               ("coupling_stage", "held_out_families", ("aligned",))):
+        for part in parts:
+            for recipe, row in record.get(key, {}).get(part, {}).items():
+                names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
+    return {str(runs / name) for name in names}
+
+
 def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:
     """The recipe with the best stage mean among the chosen feature set's plain recipe (its
     feature-set figure) and its schedule options; ties go to the plain recipe."""
     pool = {features: feature_sets[features]["mean"]}
     pool.update({r: row["mean"] for r, row in schedules.items() if recipe_options(r)[0] == features})
     return max(pool, key=lambda r: (pool[r], r == features))
+
+
+COUPLING_CHANNEL = "dca"  # the coupling map the coupling stage adds (the best alone beside cov+ss)
+SINGLE_SEQUENCE_TOLERANCE = 0.01  # the coupling channel may cost single sequences at most this
+
+
+def coupling_recipe(recipe: str) -> str:
+    """The recipe with the coupling channel added to its feature set, its options kept."""
+    from tprna.features import FEATURE_SETS
+
+    features, _, option = recipe.partition("/")
+    variant = f"{features}+{COUPLING_CHANNEL}"
+    if variant not in FEATURE_SETS:
+        raise SystemExit(f"no feature set {variant!r} (the coupling stage adds {COUPLING_CHANNEL} to {features})")
+    return variant + (f"/{option}" if option else "")
+
+
+def choose_coupling(coupling: dict, recipe: str, variant: str) -> str:
+    """The variant wins when its mean on the held-out families (with alignments) is higher and
+    its mean on the single sequences is no more than ``SINGLE_SEQUENCE_TOLERANCE`` lower; ties
+    go to the recipe without the channel."""
+    aligned, single = coupling["aligned"], coupling["single"]
+    better = aligned[variant]["mean"] > aligned[recipe]["mean"]
+    kept = single[variant]["mean"] >= single[recipe]["mean"] - SINGLE_SEQUENCE_TOLERANCE
+    return variant if better and kept else recipe
 
 
 def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], recipe: str) -> str:
@@ -424,6 +526,12 @@ def main() -> int:
                         help="Drop coconet train families ≥ 70 %% identical to a TS chain instead of "
                              "scoring those chains apart")
     parser.add_argument("--no-ship", action="store_true", help="Train and validate only")
+    parser.add_argument("--stages-only", action="store_true",
+                        help="Stop after the stages: write their figures into choice.json (the winner and the "
+                             "shipped model unchanged); a later run trains the chosen recipe's candidates")
+    parser.add_argument("--from-record", action="store_true",
+                        help="Runs no longer on disk (runs are not kept in git) keep the figures the kept "
+                             "choice.json records instead of training again; what it does not record trains")
     args = parser.parse_args()
     if not (args.data / "coconet/manifest.csv").is_file():
         print(f"no coconet data under {args.data}; pass --data DIR", file=sys.stderr)
@@ -433,7 +541,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     logfile = args.work / "release.log"
     jobs = parse_candidates(args.candidates)
-    feature_sets = list(dict.fromkeys([recipe_options(r)[0] for r, _ in jobs] + list(STAGE_FEATURE_SETS)))
+    record = json.loads((args.work / "choice.json").read_text()) if args.from_record else {}
+    # candidates the record scores whose runs are gone: their rows are carried over, they do not train
+    gone = [(r, s) for r, s in jobs if slug(r, s) in record.get("candidates", {})
+            and not (args.runs / slug(r, s) / "last.ckpt").is_file()]
+    feature_sets = list(dict.fromkeys([recipe_options(r)[0] for r, s in jobs if (r, s) not in gone]
+                                      + list(STAGE_FEATURE_SETS)))
 
     plan = leakage_plan(args.data, args.drop_families)
     (args.work / "leakage.json").write_text(json.dumps(plan, indent=1) + "\n")
@@ -483,14 +596,20 @@ def main() -> int:
     stage_screen = work / "held_out_chains_and_clusters.fasta"
     stage_screen.write_text(held_out.read_text() + "".join(f">{c}\n{sequence[c]}\n" for c in stage["held_out"]))
     stage_runs = args.runs / "held_out_clusters"
+    recorded_stage = stage_record(record.get("feature_set_stage", {}), stage_runs, len(stage["scored"]),
+                                  ("feature_sets", "schedules"))
 
-    def train_stage(recipe: str, seeds: tuple[int, ...]) -> list[Path]:
-        outs = [stage_runs / slug(recipe, seed) for seed in seeds]
+    def train_stage(recipe: str, seeds: tuple[int, ...], runs: Path = stage_runs, recorded: dict = recorded_stage,
+                    extra: tuple = ("--exclude", stage_exclude), screen: Path = stage_screen) -> list[Path]:
+        if recipe in recorded:
+            log(f"{runs.name}/{recipe}: runs gone, the record's figures kept")
+            return []
+        outs = [runs / slug(recipe, seed) for seed in seeds]
         for seed, out in zip(seeds, outs):
             if finished(out, args.epochs):
-                log(f"held_out_clusters/{out.name}: trained ({args.epochs} epochs), kept")
+                log(f"{runs.name}/{out.name}: trained ({args.epochs} epochs), kept")
             else:
-                train(out, recipe, args.epochs, seed, ("--exclude", stage_exclude), stage_screen)
+                train(out, recipe, args.epochs, seed, extra, screen)
         return outs
 
     first = [out for features in STAGE_FEATURE_SETS for out in train_stage(features, STAGE_SEEDS)]
@@ -513,27 +632,83 @@ def main() -> int:
         train(args.runs / name, recipe, epochs, seed)
 
     for recipe, seed in sorted(jobs, key=lambda job: recipe_options(job[0])[2]):  # base runs first
-        train_candidate(recipe, seed)
+        if (recipe, seed) in gone:
+            log(f"{slug(recipe, seed)}: run gone, the record's figures kept")
+        else:
+            train_candidate(recipe, seed)
 
     # the stage: the feature set, then its schedule, on VL and the held-out clusters
     chains = plan["spot_vl"] + stage["scored"]
     wait(first)
-    stage["feature_sets"] = score_stage(args.store, stage_runs, chains, dict.fromkeys(STAGE_FEATURE_SETS, STAGE_SEEDS))
+    stage["feature_sets"] = score_stage(args.store, stage_runs, chains, dict.fromkeys(STAGE_FEATURE_SETS, STAGE_SEEDS),
+                                        recorded_stage)
     stage["chosen"] = max(stage["feature_sets"], key=lambda f: stage["feature_sets"][f]["mean"])
     schedules = {f"{stage['chosen']}/{option}": STAGE_SCHEDULE_SEEDS for option in STAGE_SCHEDULES}
     wait([out for recipe, seeds in schedules.items() for out in train_stage(recipe, seeds)])
-    stage["schedules"] = score_stage(args.store, stage_runs, chains, schedules)
+    stage["schedules"] = score_stage(args.store, stage_runs, chains, schedules, recorded_stage)
     stage["chosen_recipe"] = choose_schedule(stage["feature_sets"], stage["schedules"], stage["chosen"])
     for recipe, row in (stage["feature_sets"] | stage["schedules"]).items():
         log(f"stage: {recipe} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
-    if not any(recipe == stage["chosen_recipe"] for recipe, _ in jobs):
-        jobs.append((stage["chosen_recipe"], 0))  # the stage's choice always has a candidate
-        train_candidate(stage["chosen_recipe"], 0)
+
+    # the coupling stage: the chosen recipe with and without the dca channel, by runs that never saw
+    # the held-out families (nor the clusters), scored with the families' alignments and on the
+    # single sequences above
+    coupling = held_out_families(args.data, plan, stage)
+    coupling_exclude = work / "held_out_families.txt"
+    coupling_exclude.write_text("\n".join(coupling["exclude"]) + "\n")
+    queries = {r["id"]: r["query"] for r in coconet_rows(args.data)}
+    coupling_screen = work / "held_out_chains_clusters_and_families.fasta"
+    coupling_screen.write_text(stage_screen.read_text()
+                               + "".join(f">{f}\n{queries[f]}\n" for f in coupling["held_out"]))
+    variant = coupling_recipe(stage["chosen_recipe"])
+    for manifest in (families, spot):
+        run(TPRNA + ["store", "build", args.store, "--manifest", manifest, "--features",
+                     recipe_options(variant)[0], "--jobs", args.jobs, "-q"], logfile)
+    coupling_runs = args.runs / "held_out_families"
+    recorded = {part: stage_record(record.get("coupling_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
+                for part in ("aligned", "single")}
+    recipes = {stage["chosen_recipe"]: STAGE_SEEDS, variant: STAGE_SEEDS}
+    wait([out for recipe, seeds in recipes.items() for out in
+          train_stage(recipe, seeds, coupling_runs, recorded["aligned"], ("--exclude", coupling_exclude),
+                      coupling_screen)])
+    coupling["aligned"] = score_stage(args.store, coupling_runs, coupling["scored"], recipes, recorded["aligned"])
+    coupling["single"] = score_stage(args.store, coupling_runs, chains, recipes, recorded["single"])
+    for recipe in recipes:
+        log(f"coupling stage: {recipe} long top-L {coupling['aligned'][recipe]['mean']:.3f} on the held-out "
+            f"families (seeds {coupling['aligned'][recipe]['seeds']}), "
+            f"{coupling['single'][recipe]['mean']:.3f} on the single sequences")
+    coupling["chosen_recipe"] = choose_coupling(coupling, stage["chosen_recipe"], variant)
+    coupling_record = {k: coupling[k] for k in ("held_out", "spot_left_out", "scored", "aligned", "single",
+                                                "chosen_recipe")} | {"file": coupling_exclude.name}
+    log(f"coupling stage: {coupling['chosen_recipe']} chosen")
+    if args.stages_only:
+        kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
+        counted = record_runs(kept, args.runs)
+        kept["coupling_stage"] = coupling_record
+        if coupling["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
+            # the shipped model's recipe stands: the record says how it was chosen, stage included
+            kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
+        else:
+            log(f"{coupling['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
+                "them and ship the winner")
+        kept["hours"] = round(kept.get("hours", 0.0) + training_hours(
+            [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*")), counted=counted), 2)
+        (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
+        log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
+        return 0
+    stage["chosen_recipe"] = coupling["chosen_recipe"]
+    for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
+        if (stage["chosen_recipe"], seed) not in jobs:
+            jobs.append((stage["chosen_recipe"], seed))
+            train_candidate(stage["chosen_recipe"], seed)
     wait()
 
     # the validation chains choose among the chosen recipe's runs (its seeds, their average); the
     # test is reported
-    rows = score_candidates(args.store, args.runs, jobs, args.work / "candidate_maps")
+    trained = [j for j in jobs if j not in gone]
+    rows = score_candidates(args.store, args.runs, trained, args.work / "candidate_maps") if trained else {}
+    gone_runs = {slug(r, s) for r, s in gone}  # their rows, and those of averages with one of them, as recorded
+    rows = {n: row for n, row in record.get("candidates", {}).items() if set(row["members"]) & gone_runs} | rows
     for name, row in rows.items():
         log(f"{name}: validation long top-L {row['spot_vl'][SELECTION_KEY]:.3f}, "
             f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
@@ -541,11 +716,12 @@ def main() -> int:
         name: name.split(" average")[0] for name in rows if " average" in name}
     winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    choice = {"selection": selection_text(len(chains), len(stage["scored"])),
+    choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),
               "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen", "schedules",
                                                           "chosen_recipe")}
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
+              "coupling_stage": coupling_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -553,33 +729,47 @@ def main() -> int:
               "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
               else None,
               "train_split": "train,spot_tr",
-              "hours": round(training_hours([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
-                                            + sorted(stage_runs.glob("mffnet36_*"))), 2)}
+              "hours": round(record.get("hours", 0.0) + training_hours(
+                  [args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
+                  + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")),
+                  counted=record_runs(record, args.runs)), 2)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0
 
     onnx = args.work / "release.onnx"
-    run(TPRNA + ["export", "onnx", *[args.runs / m / "last.ckpt" for m in choice["members"]], "-o", onnx],
-        logfile)
+    checkpoints = [args.runs / m / "last.ckpt" for m in choice["members"]]
+    if all(c.is_file() for c in checkpoints):
+        run(TPRNA + ["export", "onnx", *checkpoints, "-o", onnx], logfile)
+    elif winner == record.get("winner"):  # the record's winner, its runs gone: it is the model shipped now
+        log(f"{winner}: runs gone; it is the shipped model, which is benchmarked again")
+        onnx = REPO / "tprna" / "serve" / "model" / "tprna-rna.onnx"
+    else:
+        raise SystemExit(f"the winner {winner} has no checkpoints under {args.runs} to export")
     run([sys.executable, REPO / "scripts" / "release_benchmarks.py", "--ship", "--model", onnx,
          "--data", args.data, "--work", args.work, "--store", args.store], logfile)
     log(f"done in {(time.time() - t0) / 3600:.2f} h: tprna/serve/model/, results/RELEASE.md")
     return 0
 
 
-def selection_text(n_chains: int, n_held_out: int) -> str:
+def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
     return (f"the feature set, then its schedule, by {SELECTION_KEY} precision on {n_chains} single sequences "
             f"(spot_vl and {n_held_out} held-out TR chains; runs trained without them: the mean of "
             f"{len(STAGE_SEEDS)} seeds per feature set, {len(STAGE_SCHEDULE_SEEDS)} per schedule option), then "
+            f"whether to add the {COUPLING_CHANNEL} channel, by {SELECTION_KEY} on {n_families} held-out coconet "
+            f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
+            f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 
-def training_hours(runs: list[Path]) -> float:
+def training_hours(runs: list[Path], counted: set[str] = frozenset()) -> float:
     """Training time summed from the runs' epoch logs; an epoch logged in several (a resumed
-    run, a continued run's copied history) counts once."""
+    run, a continued run's copied history) counts once, and a run in ``counted`` (the record
+    already counts it) not at all."""
     epochs = set()
     for path in runs:
+        if str(path) in counted:
+            continue
         log_file = path / "metrics.jsonl"
         if log_file.is_file():
             epochs |= {line for line in log_file.read_text().splitlines() if line.strip()}

@@ -82,9 +82,10 @@ def complete(line: str) -> list[str]:
 def test_choices_complete_in_the_shell():
     root = typer.main.get_command(cli.app)
     assert any("--install-completion" in p.opts for p in root.params)
-    assert complete("tprna train --features cov+ss+p") == ["cov+ss+profile", "cov+ss+profile+coupling"]
+    assert complete("tprna train --features cov+ss+p") == ["cov+ss+profile", "cov+ss+profile+coupling",
+                                                                 "cov+ss+profile+dca"]
     assert complete("tprna train --features cov+ss+") == ["cov+ss+profile", "cov+ss+profile+coupling", "cov+ss+apc",
-                                                          "cov+ss+dca", "cov+ss+alifold"]
+                                                          "cov+ss+dca", "cov+ss+alifold", "cov+ss+profile+dca"]
     assert complete("tprna infer --device c") == ["cpu", "cuda"]
     assert complete("tprna train --loss t") == ["tploss"]
     assert complete("tprna store build s.zarr --molecule p") == ["protein"]

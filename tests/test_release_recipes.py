@@ -125,3 +125,98 @@ def test_release_report_prints_the_feature_set_stage():
     assert "| `cov+ss+profile/depth` | 0.458 | 0.458 |" in lines
     assert "| `cov+ss+profile/depth+homolog` **(chosen)** | 0.481 | 0.481 |" in lines
     assert "among the runs of the chosen recipe" in lines[-2]
+
+
+def test_held_out_families_leave_no_close_rna_in_training(shared_data):
+    plan = train_release.leakage_plan(shared_data, drop_families=False)
+    stage = train_release.held_out_clusters(shared_data, plan)
+    coupling = train_release.held_out_families(shared_data, plan, stage)
+    assert coupling == train_release.held_out_families(shared_data, plan, stage)  # a fixed draw
+    held = coupling["held_out"]
+    assert len(held) == train_release.HELD_OUT_FAMILIES and set(held) <= set(plan["coconet_train_families"])
+    assert set(coupling["scored"]) | set(coupling["not_scored"]) == set(held)
+    # the runs also leave out the stage's clusters, so they can be scored on those single sequences
+    assert set(coupling["exclude"]) == set(held) | set(coupling["spot_left_out"]) | set(stage["held_out"])
+    from tprna.redundancy import sequence_identity
+
+    def identity(a, b):
+        return max(sequence_identity(a, b), sequence_identity(b, a))
+
+    queries = {r["id"]: r["query"] for r in train_release.coconet_rows(shared_data)}
+    sequence = {r["id"]: r["sequence"] for r in csv.DictReader(open(shared_data / "spot_rna_2d/manifest.csv"))}
+    excluded = set(coupling["exclude"])
+    training = {f: queries[f] for f in plan["coconet_train_families"] if f not in excluded} | {
+        c: sequence[c] for c in plan["spot_tr"] if c not in excluded}
+    assert all(identity(queries[f], other) < 0.7 for f in coupling["scored"] for other in training.values())
+    # a TR chain left out is close to a held-out query; every TR chain that trains is not
+    assert all(any(identity(sequence[c], queries[f]) >= 0.7 for f in held) for c in coupling["spot_left_out"])
+
+
+def test_the_coupling_channel_wins_only_with_alignments_and_at_little_single_sequence_cost():
+    recipe, variant = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog"
+    assert train_release.coupling_recipe(recipe) == variant
+    assert train_release.coupling_recipe("cov+ss") == "cov+ss+dca"
+    with pytest.raises(SystemExit, match="no feature set 'precision\\+ss\\+dca'"):
+        train_release.coupling_recipe("precision+ss")
+
+    def stage(aligned, single):
+        return {"aligned": {recipe: {"mean": aligned[0]}, variant: {"mean": aligned[1]}},
+                "single": {recipe: {"mean": single[0]}, variant: {"mean": single[1]}}}
+    assert train_release.choose_coupling(stage((0.60, 0.65), (0.48, 0.475)), recipe, variant) == variant
+    assert train_release.choose_coupling(stage((0.60, 0.65), (0.48, 0.465)), recipe, variant) == recipe
+    assert train_release.choose_coupling(stage((0.60, 0.60), (0.48, 0.50)), recipe, variant) == recipe  # a tie
+
+
+def test_a_stage_record_stands_in_only_for_gone_runs_of_the_same_draw(tmp_path):
+    row = {"seeds": {"0": 0.5, "1": 0.6}, "mean": 0.55}
+    record = {"scored": ["RF1", "RF2"], "aligned": {"cov+ss": row, "cov+ss+dca": row}}
+    assert train_release.stage_record(record, tmp_path, 2, ("aligned",)) == {"cov+ss": row, "cov+ss+dca": row}
+    assert train_release.stage_record(record, tmp_path, 3, ("aligned",)) == {}  # another draw
+    assert train_release.stage_record({"scored": 26, "feature_sets": {"cov+ss": row}}, tmp_path, 26,
+                                      ("feature_sets",)) == {"cov+ss": row}
+    assert train_release.stage_record({"scored": 26, "feature_sets": {"cov+ss": row}}, tmp_path, 25,
+                                      ("feature_sets",)) == {}
+    run = tmp_path / train_release.slug("cov+ss+dca", 1)  # one seed's run on disk: that recipe is scored again
+    run.mkdir()
+    (run / "last.ckpt").write_bytes(b"")
+    assert train_release.stage_record(record, tmp_path, 2, ("aligned",)) == {"cov+ss": row}
+
+
+def test_training_hours_count_each_epoch_once_and_skip_what_the_record_counts(tmp_path):
+    def epochs(name, seconds):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": k, "seconds": s}) + "\n" for k, s in enumerate(seconds)))
+        return tmp_path / name
+    a, b = epochs("a", [1800, 1800]), epochs("b", [3600])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "metrics.jsonl").write_text((a / "metrics.jsonl").read_text())  # a continued copy
+    assert train_release.training_hours([a, b, tmp_path / "c"]) == 2.0
+    assert train_release.training_hours([a, b], counted={str(b)}) == 1.0
+    record = {"candidates": {"x": {"members": ["a"]}},
+              "coupling_stage": {"aligned": {"cov+ss": {"seeds": {"0": 0.5}}}}}
+    counted = train_release.record_runs(record, tmp_path)
+    assert counted == {str(tmp_path / "a"), str(tmp_path / "protein"),
+                       str(tmp_path / "held_out_families" / train_release.slug("cov+ss", 0))}
+
+
+def test_release_report_prints_the_coupling_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog"
+    coupling = {"held_out": ["RF1", "RF2", "RF3"], "spot_left_out": ["1abc_A"], "scored": ["RF1", "RF2"],
+                "file": "held_out_families.txt", "chosen_recipe": variant,
+                "aligned": {recipe: {"seeds": {"0": 0.61, "1": 0.63}, "mean": 0.62},
+                            variant: {"seeds": {"0": 0.66, "1": 0.68}, "mean": 0.67}},
+                "single": {recipe: {"seeds": {"0": 0.48, "1": 0.47}, "mean": 0.475},
+                           variant: {"seeds": {"0": 0.47, "1": 0.47}, "mean": 0.47}}}
+    lines = release_benchmarks.coupling_table({"coupling_stage": coupling})
+    assert "without 3 coconet train families" in lines[0] and "the 2 of them" in lines[0]
+    assert f"| `{recipe}` | 0.610 | 0.630 | 0.620 | 0.480 | 0.470 | 0.475 |" in lines
+    assert f"| `{variant}` **(chosen)** | 0.660 | 0.680 | 0.670 | 0.470 | 0.470 | 0.470 |" in lines
+    assert release_benchmarks.coupling_table({}) == []
+    stage = {"clusters": 72, "held_out": 37, "scored": 26, "file": "held_out_clusters.txt", "chosen": "cov+ss",
+             "feature_sets": {"cov+ss": {"seeds": {"0": 0.44}, "mean": 0.44}}, "chosen_recipe": "cov+ss",
+             "schedules": {"cov+ss/depth": {"seeds": {"0": 0.43}, "mean": 0.43}}}
+    lines = release_benchmarks.feature_set_table({"feature_set_stage": stage, "coupling_stage": coupling})
+    assert lines.index(f"| `{variant}` **(chosen)** | 0.660 | 0.680 | 0.670 | 0.470 | 0.470 | 0.470 |") \
+        < len(lines) - 2 and "among the runs of the chosen recipe" in lines[-2]

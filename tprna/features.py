@@ -65,6 +65,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "cov+ss+apc": ("cov", "bpp", "apc"),
     "cov+ss+dca": ("cov", "bpp", "dca"),
     "cov+ss+alifold": ("cov", "bpp", "alifold"),
+    # the best of those (dca) beside the profile the shipped model reads
+    "cov+ss+profile+dca": ("cov", "bpp", "profile", "dca"),
 }
 
 PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b
