@@ -15,7 +15,10 @@ Writes ``results/ALIGNMENT.md`` and ``results/alignment_depth.png``, and puts th
 
     python scripts/alignment_report.py RECIPE=seed0.onnx[,seed1.onnx…] [RECIPE=… …]
 
-The first model of each recipe fills the full tables; every seed enters the summary.
+The first model of each recipe fills the full tables; every seed enters the summary.  The
+summary rows and depth curves of every recipe ever scored are kept in
+``results/alignment_record.json`` (in git, as the runs are not): a recipe scored again replaces
+its row, the others keep theirs, so the report keeps every option measured.
 """
 from __future__ import annotations
 
@@ -139,6 +142,18 @@ def plot_depth(curves: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def merge_record(path: Path, summary: dict[str, list[dict]], curves: dict[str, dict]
+                 ) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """The recorded recipes' summary rows and depth curves with this run's in place of theirs
+    (recorded order first, new recipes after); writes the merged record back to ``path``."""
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update({r: {"seeds": summary[r], "curve": {str(d): list(c) for d, c in curves[r].items()}}
+                   for r in summary})
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    return ({r: v["seeds"] for r, v in merged.items()},
+            {r: {int(d): tuple(c) for d, c in v["curve"].items()} for r, v in merged.items()})
+
+
 def put_section(report: Path, text: str) -> None:
     """Replace (or append) the marked section of ``report``."""
     old = report.read_text() if report.is_file() else ""
@@ -174,6 +189,8 @@ def main() -> int:
     parser.add_argument("models", nargs="+", help="RECIPE=seed0.onnx[,seed1.onnx…]")
     parser.add_argument("--report", type=Path, default=REPO / "results" / "REPORT.md",
                         help="Report that gets the summary section")
+    parser.add_argument("--record", type=Path, default=REPO / "results" / "alignment_record.json",
+                        help="Every recipe's summary rows and depth curve, kept across runs")
     args = benchmark_arguments(parser, REPO / "results" / "ALIGNMENT.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
     trained = training_sequences(args.data, leakage)
@@ -207,6 +224,7 @@ def main() -> int:
                 n = seed + 1
                 curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
                                   for d, v in curve.items()}
+    summary, curves = merge_record(args.record, summary, curves)
     plot = args.out.parent / "alignment_depth.png"
     plot_depth(curves, plot)
     thermo = {"alignment": long_l(coconet["Thermodynamics (bpp)"]),
@@ -225,7 +243,9 @@ def main() -> int:
         "epochs at lr 0.001, and `/more+depth`, `/more+homolog` the same 3 epochs with that sampling, so "
         "`/more` is their control. Feature sets `cov+ss+apc`, `+dca`, `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
-        "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.", "",
+        "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.",
+        f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
+        "tables hold the recipes that command scored.", "",
         *summary_table(summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "

@@ -220,3 +220,18 @@ def test_release_report_prints_the_coupling_stage():
     lines = release_benchmarks.feature_set_table({"feature_set_stage": stage, "coupling_stage": coupling})
     assert lines.index(f"| `{variant}` **(chosen)** | 0.660 | 0.680 | 0.670 | 0.470 | 0.470 | 0.470 |") \
         < len(lines) - 2 and "among the runs of the chosen recipe" in lines[-2]
+
+
+def test_alignment_record_keeps_every_recipe_and_replaces_the_rescored(tmp_path):
+    import alignment_report
+    record = tmp_path / "record.json"
+    old = {"cov+ss": [{"alignment": 0.68}, {"alignment": 0.70}], "cov+ss+dca": [{"alignment": 0.72}]}
+    curve = {1: (0.1, 0.6, 14), 0: (40.0, 0.7, 14)}
+    summary, curves = alignment_report.merge_record(record, old, {r: curve for r in old})
+    assert summary == old and curves["cov+ss"] == curve  # depth 0 ("all rows") survives the JSON keys
+    new = {"cov+ss+dca": [{"alignment": 0.74}, {"alignment": 0.76}], "cov+ss+profile+dca": [{"alignment": 0.75}]}
+    summary, curves = alignment_report.merge_record(record, new, {r: {1: (0.1, 0.5, 14)} for r in new})
+    assert list(summary) == ["cov+ss", "cov+ss+dca", "cov+ss+profile+dca"]  # the recorded order, new ones after
+    assert summary["cov+ss"] == old["cov+ss"] and summary["cov+ss+dca"] == new["cov+ss+dca"]
+    assert curves["cov+ss+dca"] == {1: (0.1, 0.5, 14)} and curves["cov+ss"] == curve
+    assert json.loads(record.read_text())["cov+ss+profile+dca"]["seeds"] == [{"alignment": 0.75}]
