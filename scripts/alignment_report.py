@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import pickle
+import shlex
 import sys
 from pathlib import Path
 
@@ -128,16 +129,20 @@ def depth_table(curves: dict[str, dict]) -> list[str]:
 def plot_depth(curves: dict[str, dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 4))
+    import matplotlib
+
+    fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
-    for recipe, curve in curves.items():
-        ax.plot([max(v[0], 0.05) for v in curve.values()], [v[1] for v in curve.values()], marker="o",
-                label=recipe)
+    colors = matplotlib.colormaps["tab20"].colors  # one colour per recipe: the default cycle repeats after 10
+    markers = "osD^v<>ph*"
+    for k, (recipe, curve) in enumerate(curves.items()):
+        ax.plot([max(v[0], 0.05) for v in curve.values()], [v[1] for v in curve.values()],
+                marker=markers[k % len(markers)], color=colors[k % len(colors)], label=recipe)
     ax.set_xscale("log")
     ax.set_xlabel("mean Neff of the cut alignments (log)")
     ax.set_ylabel("long-range top-L precision")
     ax.set_title("coconet test families, alignments cut to fixed depths")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -245,7 +250,9 @@ def main() -> int:
         "`cov` and `bpp`; `precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
         "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
-        "tables hold the recipes that command scored.", "",
+        "tables hold the recipes that command scored. Rows named `stage: …` are runs of the release's coupling "
+        "stage, trained without 14 coconet train families (fewer training RNAs than the other rows; "
+        "`results/release/choice.json`), so they compare with each other.", "",
         *summary_table(summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "
@@ -253,7 +260,7 @@ def main() -> int:
         "(seed mean):", "",
         *depth_table(curves), "",
         f"![precision against depth]({plot.name})", ""]
-    command = "python scripts/alignment_report.py " + " ".join(args.models)
+    command = "python scripts/alignment_report.py " + shlex.join(args.models)  # quoted: recipe names have spaces
     lines = ["# What the alignment adds", "", f"Command: `{command}`", "", *section[2:], ""]
     for subset in SUBSETS:
         lines += [f"## coconet test, {subset} (seed 0 of each recipe)", "", markdown_table(coconet, subset)]

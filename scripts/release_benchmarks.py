@@ -334,8 +334,11 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on"
         + (f"; {choice['feature_set_stage']['scored']} TR chains, held out of the runs that chose its input "
            + ("features and schedule" if choice["feature_set_stage"].get("schedules") else "features")
-           + ", chose them with VL (the shipped model trains on them)." if choice.get("feature_set_stage")
-           else "."), "",
+           + ", chose them with VL (the shipped model trains on them)" if choice.get("feature_set_stage")
+           else "")
+        + (f"; {len(choice['coupling_stage']['scored'])} coconet train families, held out of the runs that "
+           "chose whether to add the coupling channel, chose it with their alignments (the shipped model trains "
+           "on them)" if choice.get("coupling_stage") else "") + ".", "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "
