@@ -44,6 +44,7 @@ from tprna.msa import MSA, read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
+from train_release import HELD_OUT_FAMILIES  # noqa: E402
 
 SUBSETS = ("all", "neff<1", "1<=neff<10", "neff>=10")
 DEPTHS = (1, 4, 16, 64, 256)  # rows kept (the query included); the full alignment is the last point
@@ -127,9 +128,8 @@ def depth_table(curves: dict[str, dict]) -> list[str]:
 
 
 def plot_depth(curves: dict[str, dict], path: Path) -> None:
-    from matplotlib.figure import Figure
-
     import matplotlib
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 4.5))
     ax = fig.add_subplot()
@@ -250,9 +250,10 @@ def main() -> int:
         "`cov` and `bpp`; `precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
         "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
-        "tables hold the recipes that command scored. Rows named `stage: …` are runs of the release's coupling "
-        "stage, trained without 14 coconet train families (fewer training RNAs than the other rows; "
-        "`results/release/choice.json`), so they compare with each other.", "",
+        "tables hold the recipes that command scored." + (
+            f" Rows named `stage: …` are runs of the release's coupling stage, trained without {HELD_OUT_FAMILIES} "
+            "coconet train families (fewer training RNAs than the other rows; `results/release/choice.json`), so "
+            "they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "

@@ -38,7 +38,8 @@ from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
-from train_release import coconet_rows, read_fasta_sequence, spot_rows  # noqa: E402  (scripts/)
+from train_release import (SINGLE_SEQUENCE_TOLERANCE, coconet_rows, read_fasta_sequence,  # noqa: E402
+                           spot_rows)  # (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -208,7 +209,8 @@ def coupling_table(choice: dict) -> list[str]:
              f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
              f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
              "identical to every RNA that still trains, and on the single sequences above. The channel wins only "
-             "when it is better with alignments and costs the single sequences at most 0.01; long top-L:", "",
+             f"when it is better with alignments and costs the single sequences at most {SINGLE_SEQUENCE_TOLERANCE}; "
+             "long top-L:", "",
              "| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
              + " | ".join(f"single, seed {s}" for s in seeds) + " | single, mean |",
              "|---|" + "---:|" * (2 * len(seeds) + 2)]
