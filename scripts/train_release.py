@@ -164,6 +164,16 @@ def write_held_out_chains(data: Path, work: Path, plan: dict) -> Path:
     return out
 
 
+def close_to(sequence: str, others: dict[str, str]) -> str | None:
+    """The first of ``others`` ≥ 70 % identical to ``sequence`` in either direction of
+    :func:`tprna.redundancy.sequence_identity` (the aligner's identity can differ by a few
+    points with the order near the threshold), or None."""
+    from tprna.redundancy import sequence_identity
+
+    return next((name for name, other in others.items()
+                 if max(sequence_identity(sequence, other), sequence_identity(other, sequence)) >= 0.7), None)
+
+
 HELD_OUT_CHAINS = 35  # TR chains (whole clusters) the feature-set stage holds out and scores
 
 
@@ -206,12 +216,8 @@ def held_out_clusters(data: Path, plan: dict) -> dict:
     # and to every coconet train query (those families train every run)
     queries = {r["id"]: r["query"] for r in coconet_rows(data) if r["id"] in plan["coconet_train_families"]}
     training = {c: sequence[c] for c in chains if c not in set(held)}
-    not_scored = {}
-    for c in held:
-        for name, other in (queries | training).items():
-            if max(sequence_identity(sequence[c], other), sequence_identity(other, sequence[c])) >= 0.7:
-                not_scored[c] = name
-                break
+    closest = {c: close_to(sequence[c], queries | training) for c in held}
+    not_scored = {c: name for c, name in closest.items() if name is not None}
     scored = [c for c in held if c not in not_scored]
     log(f"feature-set stage: {len(held)} TR chains held out ({len(groups)} clusters at 70 %), {len(scored)} "
         f"scored beside the {len(plan['spot_vl'])} VL chains")
@@ -231,30 +237,22 @@ def held_out_families(data: Path, plan: dict, stage: dict) -> dict:
     every family query and SPOT-RNA-2D chain that still trains."""
     import numpy as np
 
-    from tprna.redundancy import sequence_identity
-
-    def close(a: str, b: str) -> bool:
-        return max(sequence_identity(a, b), sequence_identity(b, a)) >= 0.7
-
     query = {r["id"]: r["query"] for r in coconet_rows(data) if r["id"] in plan["coconet_train_families"]}
     families = sorted(query)
     held = sorted(families[k] for k in np.random.default_rng(1).permutation(len(families))[:HELD_OUT_FAMILIES])
     sequence = {r["id"]: r["sequence"] for r in spot_rows(data)}
     tr = [c for c in plan["spot_tr"] if c not in set(stage["held_out"])]
-    spot_left_out = sorted(c for c in tr if any(close(sequence[c], query[f]) for f in held))
+    held_queries = {f: query[f] for f in held}
+    spot_left_out = sorted(c for c in tr if close_to(sequence[c], held_queries) is not None)
     training = {f: query[f] for f in families if f not in held} | {
         c: sequence[c] for c in tr if c not in set(spot_left_out)}
-    not_scored = {}
-    for f in held:
-        for name, other in training.items():
-            if close(query[f], other):
-                not_scored[f] = name
-                break
+    closest = {f: close_to(query[f], training) for f in held}
+    not_scored = {f: name for f, name in closest.items() if name is not None}
     scored = [f for f in held if f not in not_scored]
     log(f"coupling stage: {len(held)} coconet train families held out (with {len(spot_left_out)} SPOT-RNA-2D TR "
         f"chains close to them), {len(scored)} scored with their alignments")
     return {"held_out": held, "spot_left_out": spot_left_out, "scored": scored, "not_scored": not_scored,
-            "exclude": held + spot_left_out + list(stage["held_out"])}
+            "exclude": held + spot_left_out + list(stage["held_out"]), "queries": held_queries}
 
 
 def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
@@ -656,10 +654,9 @@ def main() -> int:
     coupling = held_out_families(args.data, plan, stage)
     coupling_exclude = work / "held_out_families.txt"
     coupling_exclude.write_text("\n".join(coupling["exclude"]) + "\n")
-    queries = {r["id"]: r["query"] for r in coconet_rows(args.data)}
     coupling_screen = work / "held_out_chains_clusters_and_families.fasta"
     coupling_screen.write_text(stage_screen.read_text()
-                               + "".join(f">{f}\n{queries[f]}\n" for f in coupling["held_out"]))
+                               + "".join(f">{f}\n{q}\n" for f, q in coupling["queries"].items()))
     variant = coupling_recipe(stage["chosen_recipe"])
     for manifest in (families, spot):
         run(TPRNA + ["store", "build", args.store, "--manifest", manifest, "--features",
