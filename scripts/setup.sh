@@ -24,7 +24,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: GPU found: CUDA torch, onnxruntime-gpu"
     "${pip[@]}" install "torch>=2.3"
-    "${pip[@]}" install -e ".[gpu,train,test]"
+    "${pip[@]}" install -e ".[gpu,train,test,search]"
     "${pip[@]}" uninstall -y onnxruntime >/dev/null 2>&1 || true
     "${pip[@]}" install --force-reinstall --no-deps "onnxruntime-gpu>=1.17"
 else
@@ -35,6 +35,6 @@ else
         "${pip[@]}" install --force-reinstall --no-deps "onnxruntime>=1.17"
     fi
     "${pip[@]}" install "torch==2.13.0" ${TPRNA_TORCH_INDEX:+--index-url "$TPRNA_TORCH_INDEX"}
-    "${pip[@]}" install -e ".[train,test]"
+    "${pip[@]}" install -e ".[train,test,search]"
 fi
 .venv/bin/python -c "import torch, onnxruntime, tprna; print('setup: tprna', tprna.__version__, '| torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"

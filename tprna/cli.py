@@ -26,6 +26,7 @@ from rich.table import Table
 
 from tprna import __version__
 from tprna.errors import TprnaError
+from tprna.search import DEFAULT_E_VALUE, DEFAULT_ITERATIONS, DEFAULT_MAX_SEQUENCES, HomologSearch
 
 app = typer.Typer(name="tprna", no_args_is_help=True, add_completion=True,
                   help="RNA contact-map prediction from MSAs: feature store, models, ONNX serving.")
@@ -74,6 +75,29 @@ def device_option() -> typer.models.OptionInfo:
     return typer.Option("auto", "--device", metavar="[auto|cpu|cuda|cuda:N]",
                         help="Where the model runs: auto (CUDA when there is one), cpu, cuda or cuda:N.",
                         autocompletion=_complete(DEVICES))
+
+
+def database_option(what: str) -> typer.models.OptionInfo:
+    return typer.Option(None, "--database", "-d", help=f"FASTA file of nucleotide sequences (gzip or not; repeatable): {what}.")
+
+
+def evalue_option() -> typer.models.OptionInfo:
+    return typer.Option(DEFAULT_E_VALUE, "--evalue", help="Homology search: hits with a larger E-value are left out.")
+
+
+def iterations_option() -> typer.models.OptionInfo:
+    return typer.Option(DEFAULT_ITERATIONS, "--iterations", help="Homology search rounds (from the second on, with a profile of the last round's hits).")
+
+
+def max_homologs_option() -> typer.models.OptionInfo:
+    return typer.Option(DEFAULT_MAX_SEQUENCES, "--max-homologs", help="Homology search: at most this many hits, best first.")
+
+
+def homolog_search(database: Optional[list[Path]], evalue: float, iterations: int, max_homologs: int):
+    """The search the --database options ask for, or None without a database."""
+    if not database:
+        return None
+    return HomologSearch(database, e_value=evalue, max_sequences=max_homologs, iterations=iterations)
 
 
 def _version(value: bool) -> None:
@@ -496,10 +520,15 @@ def infer_cmd(
     max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the job's summary (summary.json) as JSON."),
+    database: Optional[list[Path]] = database_option("a bare sequence is predicted from the alignment of its homologs found there (nhmmer)"),
+    evalue: float = evalue_option(),
+    iterations: int = iterations_option(),
+    max_homologs: int = max_homologs_option(),
 ) -> None:
     """Contact maps of sequences and alignments (onnxruntime): <id>.npz and <id>.rr by default, summary.json.
 
     tprna infer --seq GGGAGCUCAGCCGGUAGAGCGCAAGGCUCCCAGGC -o out/      (the shipped model)
+    tprna infer --seq GGGAGCUCAGCCGGUAGAGCGCAAGGCUCCCAGGC --database Rfam.fa -o out/
     """
     from tprna.serve import infer
     from tprna.serve.inputs import STDIN, sequence_argument
@@ -507,18 +536,66 @@ def infer_cmd(
     with user_errors():
         given = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
         given += [value if value == STDIN else Path(value) for value in inputs or []]
+        search = homolog_search(database, evalue, iterations, max_homologs)
         report = infer(model, given, out, batch_pixels=batch_pixels, max_batch=max_batch, store=store, split=split,
                        png=png, formats=formats, single=single, top=top, device=device, max_length=max_length,
-                       threads=threads, progress=console.is_terminal)
+                       threads=threads, progress=console.is_terminal, search=search)
         if as_json:
             print(json.dumps(report.to_dict()))
         else:
             console.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
-        for line in report.low_information_notices():  # stderr under --json: stdout stays JSON
+        notices = report.low_information_notices()
+        if notices and search is None:
+            notices.append("an alignment lifts that: give one, or --database FILE to search for homologs")
+        for line in notices:  # stderr under --json: stdout stays JSON
             (err_console if as_json else console).print(line, style="yellow", highlight=False, markup=False,
                                                         soft_wrap=True)
         for failure in report.failed:
             err_console.print(f"skipped {failure['file']}: {failure['reason']}", style="yellow",
                               markup=False, highlight=False, soft_wrap=True)
         if report.failed:
+            raise typer.Exit(1)
+
+
+@app.command("search")
+def search_cmd(
+    inputs: Optional[list[str]] = typer.Argument(None, help="Files of sequences (FASTA or one a line; each record its own RNA), or '-' for standard input."),
+    seq: Optional[list[str]] = typer.Option(None, "--seq", help="A sequence to search: ACGU… or NAME=ACGU…; repeatable."),
+    database: Optional[list[Path]] = database_option("the sequences to search"),
+    out: Path = typer.Option(Path("results/alignments"), "--out", "-o", help="Output folder: <id>.afa per RNA."),
+    evalue: float = evalue_option(),
+    iterations: int = iterations_option(),
+    max_homologs: int = max_homologs_option(),
+) -> None:
+    """Alignments of sequences' homologs in a database (nhmmer): <id>.afa, aligned FASTA on each query's columns.
+
+    tprna search --seq GGGAGCUCAGCCGGUAGAGCGCAAGGCUCCCAGGC --database Rfam.fa -o alignments/
+    """
+    from tprna.features import neff
+    from tprna.serve.inputs import STDIN, BadInput, expand_inputs, file_stem, sequence_argument
+
+    with user_errors():
+        if not database:
+            raise TprnaError("give the sequences to search with --database FILE")
+        search = homolog_search(database, evalue, iterations, max_homologs)
+        queries = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
+        queries += list(expand_inputs([v if v == STDIN else Path(v) for v in inputs or []], single=True))
+        if not queries:
+            raise TprnaError("give sequences: files, '-' or --seq")
+        out.mkdir(parents=True, exist_ok=True)
+        table = Table("id", "L", "homologs", "Neff", "alignment", title=search.describe())
+        failed = 0
+        for query in queries:
+            try:
+                if isinstance(query, BadInput):
+                    raise TprnaError(query.reason, query.source)
+                found = search.search(query.id, "".join(query.text.split()))
+                path = out / f"{file_stem(query.id)}.afa"
+                path.write_text(found.text)
+                table.add_row(query.id, str(found.msa.length), str(found.hits), f"{neff(found.msa):.2f}", str(path))
+            except TprnaError as e:
+                failed += 1
+                err_console.print(f"skipped {e}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+        console.print(table)
+        if failed:
             raise typer.Exit(1)

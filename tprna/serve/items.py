@@ -9,6 +9,8 @@ a :class:`~tprna.serve.results.Failure` saying why it cannot be predicted.
   its store entry.
 * **Store reuse.**  An MSA file whose entry is in an open store (built from the same bytes,
   with the model's spec) is read from the store instead of recomputed.
+* **Homology search.**  With a :class:`~tprna.search.HomologSearch`, a bare sequence (an
+  MSA of one row) is predicted from its searched alignment instead of alone.
 * **Bad inputs are failures**, never exceptions: an unreadable / empty / wrong-alphabet MSA,
   a duplicate id, or one longer than ``max_length``.
 """
@@ -28,6 +30,7 @@ from tprna.contract import model_input, rounded_features
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec
 from tprna.msa import MSA, read_msa
+from tprna.search import HomologSearch
 from tprna.serve.inputs import BadInput, InputLike, NamedInput, describe, path_id, string_input
 from tprna.serve.results import Failure
 
@@ -66,6 +69,7 @@ class InputResolver:
     feature_device: str
     max_length: int | None
     store_lock: threading.Lock
+    search: HomologSearch | None = None  # a bare sequence's alignment comes from this search
 
     def resolve(self, chunk: list[tuple[int, InputLike]], store: Any, seen: dict[str, str],
                 workers: int) -> list[WorkItem | Failure]:
@@ -123,6 +127,9 @@ class InputResolver:
 
     def msa_item(self, index: int, entry_id: str, source: str, msa: MSA) -> WorkItem:
         spec, device = self.spec, self.feature_device
+        if self.search is not None and msa.depth == 1:
+            msa = self.search.alignment(entry_id, msa)
+            source = f"{source} + {msa.depth - 1} homologs from {self.search.name}"
         aligned = msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
         return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query,
                         lambda: serving_input(msa, spec, device), aligned)

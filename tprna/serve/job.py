@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tprna.errors import TprnaError
+from tprna.search import HomologSearch
 from tprna.serve.inputs import InputLike, expand_inputs
 from tprna.serve.predictor import (DEFAULT_BATCH_PIXELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_LENGTH,
                                    DEFAULT_MAX_PADDING, RunStats)
@@ -43,6 +44,7 @@ class InferReport:
     neff: dict[str, float | None] = field(default_factory=dict)  # id → Neff of each done RNA
     # the model card's {"single_sequence" | "alignment": {"long|L": precision, …}}, if any
     expected_precision: dict[str, dict[str, float]] | None = None
+    homolog_search: str | None = None  # how bare sequences found their alignments, if they did
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,8 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
           top: int | None = None, min_separation: int = 6, device: str = "auto",
           max_length: int | None = DEFAULT_MAX_LENGTH, max_padding: float = DEFAULT_MAX_PADDING,
           threads: int | None = None, workers: int | None = None, progress: bool = True,
-          formats: Sequence[str] | str | None = None, single: bool = False) -> InferReport:
+          formats: Sequence[str] | str | None = None, single: bool = False,
+          search: HomologSearch | None = None) -> InferReport:
     """Predict every input and write ``<id>.<format>`` under ``out_dir`` for each of
     ``formats`` (npz, rr, png, txt; default npz + rr, ``png=True`` adds png), plus
     ``summary.json``.
@@ -86,7 +89,8 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     ``model_path``: an exported ONNX model, or None for the shipped one.  ``inputs``: MSA
     files or folders of them, ``-`` (standard input) and anything :meth:`Predictor.predict`
     takes; with ``single``, each record of a file (or of standard input) is its own RNA
-    (:func:`tprna.serve.inputs.expand_inputs`).  ``store``: a feature store — alone, its
+    (:func:`tprna.serve.inputs.expand_inputs`); with ``search``, each bare sequence is
+    predicted from the alignment of its homologs that search finds.  ``store``: a feature store — alone, its
     entries (``split`` or all) are predicted from their stored features; with ``inputs``,
     an MSA whose entry is in the store (same file content, the model's spec) is read from
     the store rather than recomputed.  Bad inputs are reported in the summary and skipped."""
@@ -98,7 +102,8 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     if split is not None and store is None:
         raise TprnaError("a split names entries of a store: give the store too")
     predictor = load(model_path, device=device, batch_pixels=batch_pixels, max_length=max_length,
-                     max_batch=max_batch, threads=threads, workers=workers, max_padding=max_padding)
+                     max_batch=max_batch, threads=threads, workers=workers, max_padding=max_padding,
+                     search=search)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +114,8 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
                          feature_spec_key=predictor.spec.key, out_dir=str(out),
                          providers=predictor.providers, outputs=list(chosen),
                          expected_precision={k: dict(v) for k, v in card.expected_precision.items()}
-                         if card is not None else None)
+                         if card is not None else None,
+                         homolog_search=search.describe() if search is not None else None)
     stats = RunStats()
 
     opened = None

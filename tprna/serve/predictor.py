@@ -35,6 +35,7 @@ from tprna import __version__
 from tprna.contract import length_batches, pad_batch
 from tprna.errors import TprnaError
 from tprna.features import FEATURE_CODE_VERSION, FeatureSpec
+from tprna.search import HomologSearch
 from tprna.serve.inputs import InputLike, flatten_inputs
 from tprna.serve.items import InputResolver, WorkItem
 from tprna.serve.results import Failure, Prediction
@@ -93,13 +94,15 @@ class Predictor:
         threads: onnxruntime intra-op threads (default: physical cores).
         workers: feature-computing threads (default: half the cores, at least 1).
         feature_device: device of :func:`tprna.features.make_features` (``"cpu"``/``"auto"``/``"cuda"``).
+        search: a bare sequence is predicted from the alignment this homology search finds.
     """
 
     def __init__(self, model_path: str | os.PathLike, device: str = "auto",
                  batch_pixels: int = DEFAULT_BATCH_PIXELS, max_length: int | None = DEFAULT_MAX_LENGTH,
                  max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
                  workers: int | None = None, feature_device: str = "cpu",
-                 io_binding: bool | None = None, max_padding: float = DEFAULT_MAX_PADDING) -> None:
+                 io_binding: bool | None = None, max_padding: float = DEFAULT_MAX_PADDING,
+                 search: HomologSearch | None = None) -> None:
         self.model_path = Path(model_path)
         if batch_pixels < 1 or max_batch < 1 or (max_length is not None and max_length < 1):
             raise TprnaError("batch_pixels, max_batch and max_length must be positive")
@@ -125,6 +128,7 @@ class Predictor:
         self.max_padding = float(max_padding)
         self.workers = max(1, int(workers) if workers else physical_cores() // 2)
         self.feature_device = feature_device
+        self.search = search
         self.method = f"tpRNA {__version__} {self.model_name} (ONNX)"
         self.card: Any = None  # the model card (tprna.serve.shipped.ModelCard), set by tprna.load
         self._store_lock = threading.Lock()  # one store handle, read from several threads
@@ -205,7 +209,7 @@ class Predictor:
 
     def _resolver(self) -> InputResolver:
         # made per run, so that settings changed on the predictor since apply
-        return InputResolver(self.spec, self.feature_device, self.max_length, self._store_lock)
+        return InputResolver(self.spec, self.feature_device, self.max_length, self._store_lock, self.search)
 
     # ------------------------------------------------------------------ the loop
 
