@@ -92,6 +92,24 @@ def test_more_rounds_find_more_distant_members(tmp_path):
     assert not [n for n in rows_by_name(three.text) if n.startswith("decoy")]
 
 
+def test_many_queries_at_once_equal_one_at_a_time(tmp_path):
+    families = [simulate_family(50, 12, seed, **CLOSE) for seed in (5, 6)]
+    db = tmp_path / "db.fa"
+    db.write_text("".join(family_database(tmp_path / f"f{n}.fa", f, decoys=5, seed=n).read_text()
+                          for n, f in enumerate(families)))
+    queries = {"first one": families[0].query, "x/y": families[1].query, "none": "GAUUACA" * 6}
+    search = HomologSearch(db, iterations=2, cpus=2)
+    together = search.search_many(queries)
+    assert list(together) == list(queries)
+    for query_id, query in queries.items():
+        assert together[query_id].text == search.search(query_id, query).text
+    assert together["none"].hits == 0 and together["first one"].hits >= 10
+    # a query that cannot be searched fails alone; the others are searched as before
+    results = dict(search.iter_search({"bad": "GGG-9-AAA", **queries}, chunk=2))
+    assert isinstance(results["bad"], TprnaError)
+    assert [results[i].text for i in queries] == [together[i].text for i in queries]
+
+
 def test_caps_and_a_gzipped_database(tmp_path):
     family = simulate_family(60, 20, 2, **CLOSE)
     db = family_database(tmp_path / "db.fa", family, decoys=5)

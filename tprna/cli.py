@@ -93,11 +93,12 @@ def max_homologs_option() -> typer.models.OptionInfo:
     return typer.Option(DEFAULT_MAX_SEQUENCES, "--max-homologs", help="Homology search: at most this many hits, best first.")
 
 
-def homolog_search(database: Optional[list[Path]], evalue: float, iterations: int, max_homologs: int):
+def homolog_search(database: Optional[list[Path]], evalue: float, iterations: int, max_homologs: int,
+                   cpus: int = 1):
     """The search the --database options ask for, or None without a database."""
     if not database:
         return None
-    return HomologSearch(database, e_value=evalue, max_sequences=max_homologs, iterations=iterations)
+    return HomologSearch(database, e_value=evalue, max_sequences=max_homologs, iterations=iterations, cpus=cpus)
 
 
 def _version(value: bool) -> None:
@@ -577,7 +578,7 @@ def search_cmd(
     with user_errors():
         if not database:
             raise TprnaError("give the sequences to search with --database FILE")
-        search = homolog_search(database, evalue, iterations, max_homologs)
+        search = homolog_search(database, evalue, iterations, max_homologs, cpus=0)
         queries = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
         queries += list(expand_inputs([v if v == STDIN else Path(v) for v in inputs or []], single=True))
         if not queries:
@@ -585,17 +586,28 @@ def search_cmd(
         out.mkdir(parents=True, exist_ok=True)
         table = Table("id", "L", "homologs", "Neff", "alignment", title=search.describe())
         failed = 0
+
+        def skip(source: str, why: str) -> None:
+            nonlocal failed
+            failed += 1
+            err_console.print(f"skipped {source}: {why}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+        good: dict[str, str] = {}
         for query in queries:
-            try:
-                if isinstance(query, BadInput):
-                    raise TprnaError(query.reason, query.source)
-                found = search.search(query.id, "".join(query.text.split()))
-                path = out / f"{file_stem(query.id)}.afa"
-                path.write_text(found.text)
-                table.add_row(query.id, str(found.msa.length), str(found.hits), f"{neff(found.msa):.2f}", str(path))
-            except TprnaError as e:
-                failed += 1
-                err_console.print(f"skipped {e}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+            if isinstance(query, BadInput):
+                skip(query.source, query.reason)
+            elif query.id in good:
+                skip(query.source, f"duplicate id {query.id!r}; rename one of the records")
+            else:
+                good[query.id] = "".join(query.text.split())
+
+        for query_id, result in search.iter_search(good):
+            if isinstance(result, TprnaError):
+                skip(query_id, result.reason)
+                continue
+            path = out / f"{file_stem(query_id)}.afa"
+            path.write_text(result.text)
+            table.add_row(query_id, str(result.msa.length), str(result.hits), f"{neff(result.msa):.2f}", str(path))
         console.print(table)
         if failed:
             raise typer.Exit(1)

@@ -23,7 +23,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from tprna.errors import TprnaError
 from tprna.msa import MSA, parse_msa
@@ -77,7 +77,8 @@ class HomologSearch:
         e_value: hits with a larger E-value are left out.
         max_sequences: at most this many hits, best first, join the query.
         iterations: search rounds; from the second on, with a profile of the last round's hits.
-        cpus: threads of one search (0: pyhmmer's choice).
+        cpus: threads of one search call (0: pyhmmer's choice, every core); they share the
+            queries of :meth:`search_many`, so one query uses one thread.
     """
 
     def __init__(self, database: str | os.PathLike | Sequence[str | os.PathLike],
@@ -122,43 +123,78 @@ class HomologSearch:
             return self._sequences
 
     def search(self, query_id: str, query: str) -> SearchResult:
-        """The query's homologs in the database as a query-anchored alignment: the first
-        round searches with the query alone; each further round with a profile HMM built
-        from the previous round's alignment (one match state per query column), which
-        finds the more distant members of the family (the jackhmmer scheme)."""
-        pyhmmer = _pyhmmer()
-        letters = query.upper().replace("T", "U")
-        if not letters:
-            raise TprnaError("empty sequence", query_id)
-        rna = pyhmmer.easel.Alphabet.rna()
-        # a letter outside ACGU (N, a modified base written as X …) is searched as N
-        searched = _NOT_NUCLEOTIDE.sub("N", letters)
-        model: Any = pyhmmer.easel.TextSequence(name=query_id, sequence=searched).digitize(rna)
-        rows: list[tuple[str, str]] = []
-        for round_ in range(self.iterations):
-            rows = self._hits(pyhmmer, model, len(letters))
-            if not rows or round_ + 1 == self.iterations:
-                break
-            model = _profile(pyhmmer, rna, query_id, searched, rows)
-        text = "".join(f">{name}\n{row}\n" for name, row in [(query_id, query)] + rows)
-        return SearchResult(parse_msa(text, "fasta", "rna", source=f"{query_id} (searched in {self.name})"),
-                            text, len(rows))
+        """The query's homologs in the database as a query-anchored alignment."""
+        return self.search_many({query_id: query})[query_id]
 
-    def _hits(self, pyhmmer: Any, model: Any, length: int) -> list[tuple[str, str]]:
-        """(name/from-to, row) of every included hit of ``model``, best first, at most
-        ``max_sequences``."""
-        rows = []
-        for hits in pyhmmer.nhmmer([model], self.database(), cpus=self.cpus, E=self.e_value, incE=self.e_value):
+    def search_many(self, queries: Mapping[str, str]) -> dict[str, SearchResult]:
+        """Every query's alignment ({id: sequence} → {id: result}), the queries of each round
+        searched in one nhmmer call (``cpus`` threads share them).  The first round searches
+        with each query alone; each further round with a profile HMM built from that query's
+        alignment so far (one match state per query column), which finds the family's more
+        distant members (the jackhmmer scheme); a query without hits stops there."""
+        pyhmmer = _pyhmmer()
+        rna = pyhmmer.easel.Alphabet.rna()
+        letters = {}
+        for query_id, query in queries.items():
+            if not query:
+                raise TprnaError("empty sequence", query_id)
+            # a letter outside ACGU (N, a modified base written as X …) is searched as N
+            letters[query_id] = _NOT_NUCLEOTIDE.sub("N", query.upper().replace("T", "U"))
+        # searched under their position's name (q0, q1 …): an id may hold any character
+        models: dict[str, Any] = {i: pyhmmer.easel.TextSequence(name=f"q{n}", sequence=q).digitize(rna)
+                                  for n, (i, q) in enumerate(letters.items())}
+        rows: dict[str, list[tuple[str, str]]] = {i: [] for i in queries}
+        for round_ in range(self.iterations):
+            found = self._hits(pyhmmer, models, {i: len(q) for i, q in letters.items()})
+            rows.update(found)
+            if round_ + 1 == self.iterations:
+                break
+            models = {i: _profile(pyhmmer, rna, _name(models[i].name), letters[i], found[i]) for i in models if found[i]}
+            if not models:
+                break
+        results = {}
+        for query_id, query in queries.items():
+            text = "".join(f">{name}\n{row}\n" for name, row in [(query_id, query)] + rows[query_id])
+            msa = parse_msa(text, "fasta", "rna", source=f"{query_id} (searched in {self.name})")
+            results[query_id] = SearchResult(msa, text, len(rows[query_id]))
+        return results
+
+    def iter_search(self, queries: Mapping[str, str], chunk: int = 64) -> Iterator[tuple[str, SearchResult | TprnaError]]:
+        """(id, result) for every query, ``chunk`` of them searched together (every core
+        busy); a query that cannot be searched yields its error instead, and the rest go on."""
+        names = list(queries)
+        for start in range(0, len(names), chunk):
+            part = {i: queries[i] for i in names[start:start + chunk]}
+            try:
+                yield from self.search_many(part).items()
+            except TprnaError:  # one bad query: search this chunk one by one, so that only it fails
+                for query_id, query in part.items():
+                    try:
+                        yield query_id, self.search(query_id, query)
+                    except TprnaError as e:
+                        yield query_id, e
+
+    def _hits(self, pyhmmer: Any, models: dict[str, Any], lengths: dict[str, int]) -> dict[str, list[tuple[str, str]]]:
+        """{query id: [(name/from-to, row) of every included hit, best first, at most
+        ``max_sequences``]} of one round."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        id_of = {_name(model.name): query_id for query_id, model in models.items()}
+        every = pyhmmer.nhmmer(list(models.values()), self.database(), cpus=self.cpus, E=self.e_value,
+                               incE=self.e_value)
+        for hits in every:
+            query_id = id_of[_name(hits.query.name)]
+            rows = found[query_id] = []
             for hit in hits:
+                if len(rows) >= self.max_sequences:
+                    break
                 if not hit.included:
                     continue
                 for domain in hit.domains.included:
                     a = domain.alignment
                     rows.append((f"{_name(hit.name)}/{a.target_from}-{a.target_to}",
-                                 hit_row(length, a.hmm_from, a.hmm_to, a.hmm_sequence, a.target_sequence)))
-                    if len(rows) >= self.max_sequences:
-                        return rows
-        return rows
+                                 hit_row(lengths[query_id], a.hmm_from, a.hmm_to, a.hmm_sequence, a.target_sequence)))
+            del rows[self.max_sequences:]
+        return found
 
     def alignment(self, query_id: str, msa: MSA) -> MSA:
         """A one-sequence MSA's searched alignment, its query written as it came."""
