@@ -154,7 +154,13 @@ def test_without_pyhmmer_the_error_says_how_to_install(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_pyhmmer)
     with pytest.raises(TprnaError, match=r"pip install 'tprna\[search\]'"):
-        HomologSearch(db).search("q", "GGGAAACCC")
+        HomologSearch(db)
+    # the command says so once and stops, before any query
+    for command in (["infer", "--seq", "GGGAAACCC", "-d", str(db), "-o", str(tmp_path / "p")],
+                    ["search", "--seq", "GGGAAACCC", "-d", str(db), "-o", str(tmp_path / "a")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and result.output.count("pip install 'tprna[search]'") == 1
+        assert not (tmp_path / "p" / "summary.json").exists() and not (tmp_path / "a").exists()
 
 
 # --------------------------------------------------------------------------- serving

@@ -84,6 +84,7 @@ class HomologSearch:
     def __init__(self, database: str | os.PathLike | Sequence[str | os.PathLike],
                  e_value: float = DEFAULT_E_VALUE, max_sequences: int = DEFAULT_MAX_SEQUENCES,
                  iterations: int = DEFAULT_ITERATIONS, cpus: int = 1) -> None:
+        _pyhmmer()  # say at once, not once per query, that the search cannot run here
         paths = [database] if isinstance(database, (str, os.PathLike)) else list(database)
         if not paths:
             raise TprnaError("no sequence database given")
