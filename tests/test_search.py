@@ -176,6 +176,17 @@ def test_predictor_predicts_a_bare_sequence_from_its_searched_alignment(tmp_path
     assert with_search.neff == pytest.approx(direct.neff) and with_search.neff > alone.neff
     assert f"{family.depth - 1} homologs from db.fa" in with_search.source
     assert not np.allclose(with_search.probabilities, alone.probabilities)
+    # several inputs at once: the bare ones searched together, an alignment left as it is
+    lonely = "GAUUACA" * 8
+    mixed = tprna.load(device="cpu", threads=1, search=search).predict(
+        [("aln", searched), ("lonely", lonely), ("fam", family.query)])
+    assert [p.id for p in mixed] == ["aln", "lonely", "fam"]
+    np.testing.assert_array_equal(mixed[0].probabilities, direct.probabilities)
+    np.testing.assert_array_equal(mixed[2].probabilities, direct.probabilities)
+    [lonely_alone] = tprna.load(device="cpu", threads=1).predict(("lonely", lonely))
+    # batched with longer RNAs, so padded: equal to float rounding
+    np.testing.assert_allclose(mixed[1].probabilities, lonely_alone.probabilities, atol=1e-6)
+    assert "0 homologs" in mixed[1].source and "homologs" not in mixed[0].source
 
 
 def test_infer_and_search_commands(tmp_path):

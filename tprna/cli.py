@@ -93,12 +93,11 @@ def max_homologs_option() -> typer.models.OptionInfo:
     return typer.Option(DEFAULT_MAX_SEQUENCES, "--max-homologs", help="Homology search: at most this many hits, best first.")
 
 
-def homolog_search(database: Optional[list[Path]], evalue: float, iterations: int, max_homologs: int,
-                   cpus: int = 1):
-    """The search the --database options ask for, or None without a database."""
+def homolog_search(database: Optional[list[Path]], evalue: float, iterations: int, max_homologs: int):
+    """The search the --database options ask for (many queries share every core), or None."""
     if not database:
         return None
-    return HomologSearch(database, e_value=evalue, max_sequences=max_homologs, iterations=iterations, cpus=cpus)
+    return HomologSearch(database, e_value=evalue, max_sequences=max_homologs, iterations=iterations, cpus=0)
 
 
 def _version(value: bool) -> None:
@@ -578,7 +577,7 @@ def search_cmd(
     with user_errors():
         if not database:
             raise TprnaError("give the sequences to search with --database FILE")
-        search = homolog_search(database, evalue, iterations, max_homologs, cpus=0)
+        search = homolog_search(database, evalue, iterations, max_homologs)
         queries = [sequence_argument(s, n) for n, s in enumerate(seq or [], 1)]
         queries += list(expand_inputs([v if v == STDIN else Path(v) for v in inputs or []], single=True))
         if not queries:

@@ -2,9 +2,10 @@
 sequence database, so that a user with a bare sequence gets what an alignment gives the
 model (covariance, profile, couplings) instead of single-sequence mode.
 
-The search is HMMER's ``nhmmer`` through pyhmmer (the ``[search]`` extra): a profile HMM
-built from the query alone, both strands, HMMER's scoring.  Every hit with E ≤ ``e_value``,
-best first, at most ``max_sequences`` of them, becomes one row over the query's columns —
+The search is HMMER's ``nhmmer`` through pyhmmer (the ``[search]`` extra), both strands,
+HMMER's scoring, in rounds as jackhmmer does: the first with the query alone, each further
+one with a profile HMM of the hits so far.  Every hit with E ≤ ``e_value``, best first, at
+most ``max_sequences`` of them, becomes one row over the query's columns —
 the hit's letter where it matches a query position, ``-`` where it skips one or lies
 outside the hit, its insertions dropped (the A3M rule, without keeping them in lower case).
 The rows are written as aligned FASTA and read back by :func:`tprna.msa.parse_msa`, so a
@@ -28,7 +29,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from tprna.errors import TprnaError
 from tprna.msa import MSA, parse_msa
 
-__all__ = ["HomologSearch", "SearchResult", "hit_row", "DEFAULT_E_VALUE", "DEFAULT_MAX_SEQUENCES"]
+__all__ = ["HomologSearch", "SearchResult", "hit_row", "DEFAULT_E_VALUE", "DEFAULT_ITERATIONS",
+           "DEFAULT_MAX_SEQUENCES"]
 
 DEFAULT_E_VALUE = 1e-3
 DEFAULT_MAX_SEQUENCES = 5000  # rows kept, best E-value first: the covariance cost grows with them
@@ -196,10 +198,6 @@ class HomologSearch:
                                  hit_row(lengths[query_id], a.hmm_from, a.hmm_to, a.hmm_sequence, a.target_sequence)))
             del rows[self.max_sequences:]
         return found
-
-    def alignment(self, query_id: str, msa: MSA) -> MSA:
-        """A one-sequence MSA's searched alignment, its query written as it came."""
-        return self.search(query_id, msa.query_text or msa.query).msa
 
 
 def _profile(pyhmmer: Any, alphabet: Any, query_id: str, query: str, rows: list[tuple[str, str]]) -> Any:

@@ -58,6 +58,7 @@ class WorkItem:
     sequence: str
     load: Callable[[], tuple[np.ndarray, float | None]]  # → ((C, L, L) float32, neff)
     aligned: bool = False  # features from several distinct rows: numba's compiled loops run
+    msa: MSA | None = None  # the alignment its input is computed from (None: read from a store)
 
 
 @dataclass
@@ -77,6 +78,8 @@ class InputResolver:
         failure; ``seen`` (id → source) carries over between chunks to refuse duplicates."""
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda pair: self.input_item(pair[0], pair[1], store), chunk))
+        if self.search is not None:
+            results = self.with_homologs(results)
         out: list[WorkItem | Failure] = []
         for result in results:
             if isinstance(result, WorkItem):
@@ -125,14 +128,29 @@ class InputResolver:
         except Exception as e:  # a parser bug must not stop the batch
             return Failure(source, f"{type(e).__name__}: {e}", None, index)
 
+    def with_homologs(self, results: list[WorkItem | Failure]) -> list[WorkItem | Failure]:
+        """The bare sequences (MSAs of one row) among ``results`` given their searched
+        alignments, the chunk's searches run together (every core busy); a sequence whose
+        search fails becomes a failure."""
+        bare = {str(r.index): r for r in results if isinstance(r, WorkItem) and r.msa is not None and r.msa.depth == 1}
+        if not bare:
+            return results
+        found = dict(self.search.iter_search({k: r.msa.query_text or r.msa.query for k, r in bare.items()}))
+        out: list[WorkItem | Failure] = []
+        for r in results:
+            got = found.get(str(r.index)) if isinstance(r, WorkItem) else None
+            if isinstance(got, TprnaError):
+                r = Failure(r.source, got.reason, r.id, r.index)
+            elif got is not None:
+                r = self.msa_item(r.index, r.id, f"{r.source} + {got.hits} homologs from {self.search.name}", got.msa)
+            out.append(r)
+        return out
+
     def msa_item(self, index: int, entry_id: str, source: str, msa: MSA) -> WorkItem:
         spec, device = self.spec, self.feature_device
-        if self.search is not None and msa.depth == 1:
-            msa = self.search.alignment(entry_id, msa)
-            source = f"{source} + {msa.depth - 1} homologs from {self.search.name}"
         aligned = msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
         return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query,
-                        lambda: serving_input(msa, spec, device), aligned)
+                        lambda: serving_input(msa, spec, device), aligned, msa)
 
     def store_copy(self, store: Any, entry_id: str, path: Path, index: int) -> WorkItem | None:
         """The store's entry for this MSA file when it was built from the same bytes."""

@@ -90,10 +90,11 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     files or folders of them, ``-`` (standard input) and anything :meth:`Predictor.predict`
     takes; with ``single``, each record of a file (or of standard input) is its own RNA
     (:func:`tprna.serve.inputs.expand_inputs`); with ``search``, each bare sequence is
-    predicted from the alignment of its homologs that search finds.  ``store``: a feature store — alone, its
-    entries (``split`` or all) are predicted from their stored features; with ``inputs``,
-    an MSA whose entry is in the store (same file content, the model's spec) is read from
-    the store rather than recomputed.  Bad inputs are reported in the summary and skipped."""
+    predicted from the alignment of its homologs that search finds.  ``store``: a feature
+    store — alone, its entries (``split`` or all) are predicted from their stored features;
+    with ``inputs``, an MSA whose entry is in the store (same file content, the model's spec)
+    is read from the store rather than recomputed.  Bad inputs are reported in the summary
+    and skipped."""
     t0 = time.perf_counter()
     chosen = parse_formats(formats, png)
     inputs = list(expand_inputs(inputs or [], single))
