@@ -57,8 +57,13 @@ class WorkItem:
     length: int
     sequence: str
     load: Callable[[], tuple[np.ndarray, float | None]]  # → ((C, L, L) float32, neff)
-    aligned: bool = False  # features from several distinct rows: numba's compiled loops run
     msa: MSA | None = None  # the alignment its input is computed from (None: read from a store)
+
+    @property
+    def aligned(self) -> bool:
+        """Its features come from several distinct rows: numba's compiled loops run."""
+        msa = self.msa
+        return msa is not None and msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
 
 
 @dataclass
@@ -148,9 +153,8 @@ class InputResolver:
 
     def msa_item(self, index: int, entry_id: str, source: str, msa: MSA) -> WorkItem:
         spec, device = self.spec, self.feature_device
-        aligned = msa.depth > 1 and bool((msa.codes != msa.codes[0]).any())
         return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query,
-                        lambda: serving_input(msa, spec, device), aligned, msa)
+                        lambda: serving_input(msa, spec, device), msa)
 
     def store_copy(self, store: Any, entry_id: str, path: Path, index: int) -> WorkItem | None:
         """The store's entry for this MSA file when it was built from the same bytes."""
