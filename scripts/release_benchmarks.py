@@ -202,16 +202,36 @@ def coupling_table(choice: dict) -> list[str]:
     stage = choice.get("coupling_stage")
     if not stage:
         return []
-    aligned, single = stage["aligned"], stage["single"]
-    seeds = list(next(iter(aligned.values()))["seeds"])
+    seeds = list(next(iter(stage["aligned"].values()))["seeds"])
     lines = [f"Then the coupling channel: the chosen recipe with and without it, each trained {len(seeds)} times "
              f"without {len(stage['held_out'])} coconet train families (drawn with a fixed seed, `{stage['file']}`; "
              f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
              f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
              "identical to every RNA that still trains, and on the single sequences above. The channel wins only "
              f"when it is better with alignments and costs the single sequences at most {SINGLE_SEQUENCE_TOLERANCE}; "
-             "long top-L:", "",
-             "| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
+             "long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""] + search_table(choice)
+
+
+def search_table(choice: dict) -> list[str]:
+    """The search stage: the coupling stage's choice trained on searched alignments too, by runs
+    like that stage's, against that stage's runs of it; empty for a choice made before it."""
+    stage = choice.get("search_stage")
+    if not stage:
+        return []
+    database = stage["database"]
+    lines = ["Then searched alignments: the same recipe trained again, in the same way, with each training "
+             f"family also seen with its query's alignment searched by {database['search']} ({database['sequences']} "
+             f"sequences of the {database['families']} training families' Rfam alignments; median "
+             f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence. "
+             "By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""]
+
+
+def _aligned_single_rows(stage: dict) -> list[str]:
+    aligned, single = stage["aligned"], stage["single"]
+    seeds = list(next(iter(aligned.values()))["seeds"])
+    lines = ["| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
              + " | ".join(f"single, seed {s}" for s in seeds) + " | single, mean |",
              "|---|" + "---:|" * (2 * len(seeds) + 2)]
     for recipe in aligned:
@@ -219,7 +239,7 @@ def coupling_table(choice: dict) -> list[str]:
         cells = [f"{v:.3f}" for row in (aligned[recipe], single[recipe])
                  for v in [*(row["seeds"][s] for s in seeds), row["mean"]]]
         lines.append(f"| `{recipe}`{mark} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines
 
 
 def _stage_rows(rows: dict, chosen: str, seeds: list[str], what: str) -> list[str]:
@@ -331,6 +351,9 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         f"GPL-3.0), then {len(leakage['coconet_train_families'])} coconet train families with their Rfam "
         f"alignments and PDB structures (KIT-MBS/coconet, MIT) and {len(leakage['spot_tr'])} SPOT-RNA-2D TR "
         "chains as single sequences with the source's labels (jaswindersingh2/SPOT-RNA-2D, MIT). "
+        + ("Each family also trained with its query's alignment searched by nhmmer (tprna.search) in the "
+           "sequences of the training families' own Rfam alignments. " if "train_searched" in choice["train_split"]
+           else "")
         + ("In its homolog-sampling epochs, homologs from those families' alignments trained alone, with "
            "their own base-pair probabilities and the query's labels. " if homologs else "")
         + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on"
@@ -339,8 +362,10 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
            + ", chose them with VL (the shipped model trains on them)" if choice.get("feature_set_stage")
            else "")
         + (f"; {len(choice['coupling_stage']['scored'])} coconet train families, held out of the runs that "
-           "chose whether to add the coupling channel, chose it with their alignments (the shipped model trains "
-           "on them)" if choice.get("coupling_stage") else "") + ".", "",
+           "chose whether to add the coupling channel"
+           + (" and whether to train on searched alignments" if choice.get("search_stage") else "")
+           + ", chose it with their alignments (the shipped model trains on them)"
+           if choice.get("coupling_stage") else "") + ".", "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
         f"{len(leakage['ts_overlapping_training'])} test chains close to a coconet train family are scored "

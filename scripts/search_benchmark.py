@@ -34,14 +34,14 @@ sys.path.insert(0, str(REPO))
 
 from tprna.evaluate import Labels, score_maps  # noqa: E402
 from tprna.features import neff  # noqa: E402
-from tprna.msa import fasta_records, read_msa  # noqa: E402
+from tprna.msa import read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.search import DEFAULT_E_VALUE, DEFAULT_ITERATIONS, HomologSearch  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store import open_store  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
 from release_benchmarks import MODEL_FILE, PACKAGE_MODEL, SPOT, read_matrix  # noqa: E402  (scripts/)
-from train_release import leakage_plan, slug  # noqa: E402
+from train_release import leakage_plan, sequence_database, slug  # noqa: E402
 
 VALIDATION_GRID = [(1e-3, 1), (1.0, 1), (1e-3, 2), (1e-3, 3), (1e-1, 3)]  # (E-value, rounds)
 KEY = ("long", "L")
@@ -49,17 +49,9 @@ KEY = ("long", "L")
 
 def write_database(data: Path, path: Path) -> int:
     """Every sequence of the coconet Rfam alignments, gaps removed, as one FASTA file."""
-    n = 0
     files = sorted((data / "coconet").glob("RNA_*SET/MSA/*.faclean"))
     files += sorted((data / "coconet_extra").glob("RNA_TESTSET/MSA_200/*.faclean"))
-    with open(path, "w") as out:
-        for f in files:
-            for _, aligned in fasta_records(f.read_text(), str(f)):
-                sequence = aligned.replace("-", "").replace(".", "")
-                if len(sequence) >= 10:
-                    out.write(f">{f.stem}_{n}\n{sequence}\n")
-                    n += 1
-    return n
+    return sequence_database(files, path)
 
 
 def searched(search: HomologSearch, queries: dict[str, str]) -> dict:
@@ -85,39 +77,64 @@ def family_labels(data: Path, store: Path, ids: list[str]) -> tuple[dict, dict]:
     return labels, msas
 
 
+def stage_models(recipe: str, seeds, work: Path) -> list[tuple[str, Predictor]]:
+    """(run name, predictor) of the held-out-family runs of ``recipe`` still on disk, exported once."""
+    models = []
+    for seed in sorted(seeds):
+        ckpt = REPO / "runs" / "release" / "held_out_families" / slug(recipe, int(seed)) / "last.ckpt"
+        if ckpt.is_file():
+            onnx = work / f"{ckpt.parent.name}.onnx"
+            if not onnx.is_file():
+                subprocess.run([sys.executable, "-m", "tprna", "export", "onnx", str(ckpt), "--out", str(onnx)],
+                               check=True)
+            models.append((ckpt.parent.name, Predictor(onnx, device="cpu")))
+    return models
+
+
+def scored_rows(models: list, inputs: dict, labels: dict, depth: dict) -> dict:
+    rows = {}
+    for name, given in inputs.items():
+        seeds = [long_top_l(m, given, labels) for _, m in models]
+        rows[name] = {"seeds": [round(s, 4) for s in seeds], "mean": round(float(np.mean(seeds)), 4),
+                      "mean_neff": round(depth[name], 2)}
+    return rows
+
+
 def validation(data: Path, store: Path, db: Path, work: Path, record: Path) -> dict:
-    """Long top-L of the coupling stage's shipped-recipe runs on their held-out families."""
+    """Long top-L of the coupling stage's chosen-recipe runs on their held-out families, given
+    each search setting; and, when the search stage trained them, of its runs (searched
+    alignments trained on too) given the Rfam alignment, the default search and the query."""
     choice = json.loads((REPO / "results" / "release" / "choice.json").read_text())
     stage = choice["coupling_stage"]
     recipe = stage["chosen_recipe"]
-    runs = [path for seed in sorted(stage["aligned"][recipe]["seeds"])
-            if (path := REPO / "runs" / "release" / "held_out_families" / slug(recipe, int(seed)) / "last.ckpt").is_file()]
-    if not runs:
+    models = stage_models(recipe, stage["aligned"][recipe]["seeds"], work)
+    if not models:
         print(f"no coupling-stage runs of {recipe} on disk: the recorded validation is shown", flush=True)
         return json.loads(record.read_text())
-    models = []
-    for ckpt in runs:
-        onnx = work / f"{ckpt.parent.name}.onnx"
-        if not onnx.is_file():
-            subprocess.run([sys.executable, "-m", "tprna", "export", "onnx", str(ckpt), "--out", str(onnx)], check=True)
-        models.append(Predictor(onnx, device="cpu"))
     ids = stage["scored"]
     labels, msas = family_labels(data, store, ids)
     queries = {i: msas[i].query for i in ids}
     inputs = {"Rfam alignment": msas, "query alone": queries}
     depth = {"Rfam alignment": float(np.mean([neff(m) for m in msas.values()])),
              "query alone": float(np.mean([1 / np.sqrt(m.length) for m in msas.values()]))}  # one sequence: 1/√L
+    default = None
     for e_value, rounds in VALIDATION_GRID:
         name = f"searched, E ≤ {e_value:g}, {rounds} round{'s' if rounds > 1 else ''}"
         inputs[name] = searched(HomologSearch(db, e_value=e_value, iterations=rounds, cpus=0), queries)
         depth[name] = float(np.mean([neff(m) for m in inputs[name].values()]))
+        default = name if (e_value, rounds) == (DEFAULT_E_VALUE, DEFAULT_ITERATIONS) else default
         print(name, f"mean Neff {depth[name]:.2f}", flush=True)
-    rows = {}
-    for name, given in inputs.items():
-        seeds = [long_top_l(m, given, labels) for m in models]
-        rows[name] = {"seeds": [round(s, 4) for s in seeds], "mean": round(float(np.mean(seeds)), 4),
-                      "mean_neff": round(depth[name], 2)}
-    result = {"recipe": recipe, "families": ids, "runs": [c.parent.name for c in runs], "rows": rows}
+    result = {"recipe": recipe, "families": ids, "runs": [n for n, _ in models],
+              "rows": scored_rows(models, inputs, labels, depth)}
+    search_stage = choice.get("search_stage", {})
+    variant = next((r for r in search_stage.get("aligned", {}) if r != recipe), None)
+    trained = stage_models(variant, search_stage["aligned"][variant]["seeds"], work) if variant else []
+    if trained:
+        kept = {name: inputs[name] for name in ("Rfam alignment", default, "query alone")}
+        result["trained_on_searched"] = {"recipe": variant, "runs": [n for n, _ in trained],
+                                         "rows": scored_rows(trained, kept, labels, depth)}
+    elif record.is_file() and "trained_on_searched" in json.loads(record.read_text()):
+        result["trained_on_searched"] = json.loads(record.read_text())["trained_on_searched"]
     record.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -204,7 +221,18 @@ def main() -> int:
     lines += [
         "", f"Defaults chosen: E ≤ {DEFAULT_E_VALUE:g}, {DEFAULT_ITERATIONS} rounds (jackhmmer's scheme: the later rounds "
         "search with a profile of the hits so far). The strict E-value is kept over the looser ones, whose edge here is "
-        "inside the seed spread, because a user's database is far larger than this one and E-values grow with it.", "",
+        "inside the seed spread, because a user's database is far larger than this one and E-values grow with it.", ""]
+    if "trained_on_searched" in valid:
+        other = valid["trained_on_searched"]
+        lines += [f"The release's search stage then trained `{other['recipe']}` ({', '.join(other['runs'])}) the same "
+                  "way, with each training family also seen with its query's searched alignment (searched in the "
+                  "training families' own sequences); on the same families:", "",
+                  "| input | seeds | mean | mean Neff |", "|---|---|---:|---:|"]
+        for name, row in other["rows"].items():
+            lines.append(f"| {name} | {' / '.join(f'{s:.3f}' for s in row['seeds'])} | {row['mean']:.3f} "
+                         f"| {row['mean_neff']:.2f} |")
+        lines.append("")
+    lines += [
         "## 2. The shipped model, coconet test families", "",
         f"Mean Neff: Rfam alignments {coconet_neff['Rfam']:.2f}, searched {coconet_neff['searched']:.2f}.", "",
         markdown_table(coconet),

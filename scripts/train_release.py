@@ -29,8 +29,12 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    stage (:func:`held_out_families`) then trains the chosen recipe with and without the
    ``dca`` channel (two seeds each) without 14 coconet train families and scores them with
    those families' alignments: the channel is added when it wins there and costs the single
-   sequences at most 0.01.  The chosen recipe's candidates (its seeds and their average) then
-   compete on VL; the recipe gets its two seeds' runs when it has none.
+   sequences at most 0.01.  The search stage then trains that recipe again, by the same rule and
+   on the same families, with every training family also seen with its query's alignment
+   searched by :mod:`tprna.search` in the training families' own sequences (the ``search``
+   option, :func:`searched_manifest`): the input ``tprna infer --database`` gives a bare
+   sequence.  The chosen recipe's candidates (its seeds and their average) then compete on VL;
+   the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
@@ -47,7 +51,8 @@ Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candi
 default candidates (fifteen networks from scratch, eight continued) take ~5.5 h (a ``more``
 recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), the stage's
 four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
-candidate on the validation and test sets ~1 min; the coupling stage's four runs ~1.5 h.
+candidate on the validation and test sets ~1 min; the coupling stage's four runs ~1.5 h; the
+searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min).
 """
 from __future__ import annotations
 
@@ -281,6 +286,53 @@ def write_manifests(data: Path, work: Path, plan: dict) -> tuple[Path, Path]:
     return fam, spot
 
 
+def sequence_database(files: list[Path], path: Path) -> int:
+    """Every sequence of the alignment files, gaps removed (≥ 10 nt), as one FASTA file (named
+    by file stem and number): a database for :mod:`tprna.search`.  Returns the count."""
+    from tprna.msa import fasta_records
+
+    n = 0
+    with open(path, "w") as out:
+        for f in files:
+            for _, aligned in fasta_records(f.read_text(), str(f)):
+                sequence = aligned.replace("-", "").replace(".", "")
+                if len(sequence) >= 10:
+                    out.write(f">{f.stem}_{n}\n{sequence}\n")
+                    n += 1
+    return n
+
+
+def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
+    """The ``search`` recipes' extra training entries: each training family's query searched by
+    :mod:`tprna.search` (its defaults) in the sequences of the training families' own Rfam
+    alignments (never a test family's: a searched alignment may reach into related families),
+    one alignment each, as a manifest of split ``SEARCHED_SPLIT`` (ids ``<family>_nhmmer``, the
+    family's structure).  Deterministic, so the store keeps the same entries run after run."""
+    from tprna.msa import read_msa
+    from tprna.search import HomologSearch
+
+    rows = [r for r in csv.DictReader(open(families)) if r["split"] == "train"]
+    folder = work / "searched"
+    folder.mkdir(parents=True, exist_ok=True)
+    database = folder / "train_family_sequences.fa"
+    n = sequence_database([Path(r["msa"]) for r in rows], database)
+    search = HomologSearch(database, cpus=0)
+    found = search.search_many({r["id"]: read_msa(r["msa"]).query for r in rows})
+    manifest = work / "searched_manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "msa", "structure", "chain", "split"])
+        for r in rows:
+            path = folder / f"{r['id']}_nhmmer.afa"
+            path.write_text(found[r["id"]].text)
+            writer.writerow([f"{r['id']}_nhmmer", path, r["structure"], r["chain"], SEARCHED_SPLIT])
+    hits = sorted(found[r["id"]].hits for r in rows)
+    log(f"searched alignments: {len(rows)} training families' queries, {search.describe()} ({n} sequences); "
+        f"hits per query: median {hits[len(hits) // 2]}, {sum(h == 0 for h in hits)} with none")
+    return manifest, {"families": len(rows), "sequences": n, "search": search.describe(),
+                      "median_hits": hits[len(hits) // 2], "without_hits": sum(h == 0 for h in hits)}
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -296,17 +348,39 @@ def slug(recipe: str, seed: int) -> str:
 def recipe_options(recipe: str) -> tuple[str, list, bool]:
     """``"cov+ss/more+depth"`` → (the feature set, the training options the recipe adds,
     whether it continues the feature set's own run).  Options, joined by ``+``: ``depth``
-    (depth sampling), ``homolog`` (homolog sampling), ``more`` (the base run continued for
-    ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those epochs
-    only)."""
+    (depth sampling), ``homolog`` (homolog sampling), ``search`` (every training family also
+    trains with its query's searched alignment: :func:`trains_searched`), ``more`` (the base run
+    continued for ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those
+    epochs only)."""
     features, _, option = recipe.partition("/")
     flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING]}
     tokens = option.split("+") if option else []
-    unknown = [t for t in tokens if t not in flags and t != "more"]
+    unknown = [t for t in tokens if t not in flags and t not in ("more", "search")]
     if unknown or len(set(tokens)) != len(tokens):
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, {', '.join(flags)}, "
-                         "joined by '+')")
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, "
+                         f"{', '.join(flags)}, joined by '+')")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
+
+
+TRAIN_SPLIT = "train,spot_tr"
+SEARCHED_SPLIT = "train_searched"  # each training family's query with its nhmmer-searched alignment
+
+
+def trains_searched(recipe: str) -> bool:
+    """The recipe's training families train twice: with their Rfam alignment and with their
+    query's alignment searched by :mod:`tprna.search` (split ``SEARCHED_SPLIT``), the input a
+    user with a bare sequence and ``tprna infer --database`` gives the model."""
+    return "search" in recipe.partition("/")[2].split("+")
+
+
+def recipe_split(recipe: str) -> str:
+    return TRAIN_SPLIT + (f",{SEARCHED_SPLIT}" if trains_searched(recipe) else "")
+
+
+def with_option(recipe: str, option: str) -> str:
+    """The recipe with one more option (``cov+ss/depth`` + ``search`` → ``cov+ss/depth+search``)."""
+    features, _, options = recipe.partition("/")
+    return f"{features}/{options}+{option}" if options else f"{features}/{option}"
 
 
 def recipe_text(recipe: str, epochs: int) -> str:
@@ -322,6 +396,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     used = [words[flag] for flag in options[::2]]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
+    if trains_searched(recipe):
+        text += (", every coconet training family seen twice an epoch: with its Rfam alignment and with its "
+                 "query's alignment searched by nhmmer (tprna.search's defaults) in the training families' sequences")
     return text
 
 
@@ -458,7 +535,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
         return set()
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
     for key, folder, parts in (("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules")),
-                               ("coupling_stage", "held_out_families", ("aligned",))):
+                               ("coupling_stage", "held_out_families", ("aligned",)),
+                               ("search_stage", "held_out_families", ("aligned",))):
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -488,11 +566,11 @@ def coupling_recipe(recipe: str) -> str:
     return variant + (f"/{option}" if option else "")
 
 
-def choose_coupling(coupling: dict, recipe: str, variant: str) -> str:
-    """The variant wins when its mean on the held-out families (with alignments) is higher and
-    its mean on the single sequences is no more than ``SINGLE_SEQUENCE_TOLERANCE`` lower; ties
-    go to the recipe without the channel."""
-    aligned, single = coupling["aligned"], coupling["single"]
+def choose_variant(stage: dict, recipe: str, variant: str) -> str:
+    """The variant (the coupling channel added, or searched alignments trained on too) wins
+    when its mean on the held-out families (with alignments) is higher and its mean on the
+    single sequences is no more than ``SINGLE_SEQUENCE_TOLERANCE`` lower; ties go to the recipe."""
+    aligned, single = stage["aligned"], stage["single"]
     better = aligned[variant]["mean"] > aligned[recipe]["mean"]
     kept = single[variant]["mean"] >= single[recipe]["mean"] - SINGLE_SEQUENCE_TOLERANCE
     return variant if better and kept else recipe
@@ -554,6 +632,11 @@ def main() -> int:
         for manifest in (families, spot):
             run(TPRNA + ["store", "build", args.store, "--manifest", manifest, "--features", features,
                          "--jobs", args.jobs, "-q"], logfile)
+    # the searched alignments the search stage (and any ``search`` candidate) trains on too
+    searched, database = searched_manifest(work, families)
+    for features in dict.fromkeys(recipe_options(r)[0] for r, s in jobs if trains_searched(r) and (r, s) not in gone):
+        run(TPRNA + ["store", "build", args.store, "--manifest", searched, "--features", features,
+                     "--jobs", args.jobs, "-q"], logfile)
     protein = args.store.parent / "protein.zarr"
     run(TPRNA + ["store", "build", protein, "--manifest", args.data / "protein/manifest.csv",
                  "--molecule", "protein", "--jobs", args.jobs, "-q"], logfile)
@@ -571,7 +654,7 @@ def main() -> int:
         features, options, _ = recipe_options(recipe)
         if "--homolog-sampling" in options:
             options = options + ["--homolog-exclude", screen]
-        cmd = TPRNA + ["train", args.store, "--out", out, "--split", "train,spot_tr",
+        cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
                        "--init-from", pre / "last.ckpt"] + options + list(extra) + common
@@ -653,7 +736,7 @@ def main() -> int:
     # single sequences above
     coupling = held_out_families(args.data, plan, stage)
     coupling_exclude = work / "held_out_families.txt"
-    coupling_exclude.write_text("\n".join(coupling["exclude"]) + "\n")
+    coupling_exclude.write_text("\n".join(coupling["exclude"] + [f"{f}_nhmmer" for f in coupling["held_out"]]) + "\n")
     coupling_screen = work / "held_out_chains_clusters_and_families.fasta"
     coupling_screen.write_text(stage_screen.read_text()
                                + "".join(f">{f}\n{q}\n" for f, q in coupling["queries"].items()))
@@ -674,26 +757,44 @@ def main() -> int:
         log(f"coupling stage: {recipe} long top-L {coupling['aligned'][recipe]['mean']:.3f} on the held-out "
             f"families (seeds {coupling['aligned'][recipe]['seeds']}), "
             f"{coupling['single'][recipe]['mean']:.3f} on the single sequences")
-    coupling["chosen_recipe"] = choose_coupling(coupling, stage["chosen_recipe"], variant)
+    coupling["chosen_recipe"] = choose_variant(coupling, stage["chosen_recipe"], variant)
     coupling_record = {k: coupling[k] for k in ("held_out", "spot_left_out", "scored", "aligned", "single",
                                                 "chosen_recipe")} | {"file": coupling_exclude.name}
     log(f"coupling stage: {coupling['chosen_recipe']} chosen")
+
+    # the search stage: the coupling stage's choice trained on searched alignments too, by runs like
+    # its own (the same held-out families, clusters and screen), against its runs of that recipe
+    searched_recipe = with_option(coupling["chosen_recipe"], "search")
+    run(TPRNA + ["store", "build", args.store, "--manifest", searched, "--features",
+                 recipe_options(searched_recipe)[0], "--jobs", args.jobs, "-q"], logfile)
+    recorded = {part: stage_record(record.get("search_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
+                for part in ("aligned", "single")}
+    wait(train_stage(searched_recipe, STAGE_SEEDS, coupling_runs, recorded["aligned"],
+                     ("--exclude", coupling_exclude), coupling_screen))
+    search = {part: {coupling["chosen_recipe"]: coupling[part][coupling["chosen_recipe"]]} | score_stage(
+        args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
+        {searched_recipe: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
+    search["chosen_recipe"] = choose_variant(search, coupling["chosen_recipe"], searched_recipe)
+    search_record = search | {"scored": coupling["scored"], "database": database}
+    log(f"search stage: {searched_recipe} long top-L {search['aligned'][searched_recipe]['mean']:.3f} on the "
+        f"held-out families, {search['single'][searched_recipe]['mean']:.3f} on the single sequences; "
+        f"{search['chosen_recipe']} chosen")
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
-        kept["coupling_stage"] = coupling_record
-        if coupling["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
+        kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
+        if search["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
         else:
-            log(f"{coupling['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
+            log(f"{search['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
         kept["hours"] = round(kept.get("hours", 0.0) + training_hours(
             [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*")), counted=counted), 2)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
-    stage["chosen_recipe"] = coupling["chosen_recipe"]
+    stage["chosen_recipe"] = search["chosen_recipe"]
     for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
         if (stage["chosen_recipe"], seed) not in jobs:
             jobs.append((stage["chosen_recipe"], seed))
@@ -718,14 +819,14 @@ def main() -> int:
                                                           "chosen_recipe")}
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
-              "coupling_stage": coupling_record,
+              "coupling_stage": coupling_record, "search_stage": search_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
               # the chains its homologs were screened against, when it trained homologs alone
               "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
               else None,
-              "train_split": "train,spot_tr",
+              "train_split": recipe_split(recipe_of[winner]),
               "hours": round(record.get("hours", 0.0) + training_hours(
                   [args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
                   + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")),
@@ -755,7 +856,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"{len(STAGE_SEEDS)} seeds per feature set, {len(STAGE_SCHEDULE_SEEDS)} per schedule option), then "
             f"whether to add the {COUPLING_CHANNEL} channel, by {SELECTION_KEY} on {n_families} held-out coconet "
             f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
-            f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then "
+            f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
+            "alignments too, by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

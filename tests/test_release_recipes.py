@@ -28,6 +28,14 @@ def test_recipe_options_by_hand():
             train_release.recipe_options(bad)
     text = train_release.recipe_text("cov+ss/more+homolog", 14)
     assert text.startswith("14 epochs") and "then 3 more" in text and "the last 3 with homolog sampling" in text
+    # search adds no training flag: it adds the searched alignments' split
+    assert train_release.recipe_options("cov+ss/depth+search") == ("cov+ss", depth, False)
+    assert train_release.recipe_split("cov+ss/depth+search") == "train,spot_tr,train_searched"
+    assert train_release.recipe_split("cov+ss/depth") == "train,spot_tr"
+    assert not train_release.trains_searched("cov+ss")
+    assert "searched by nhmmer" in train_release.recipe_text("cov+ss/search", 14)
+    assert train_release.with_option("cov+ss+dca/depth+homolog", "search") == "cov+ss+dca/depth+homolog+search"
+    assert train_release.with_option("cov+ss", "search") == "cov+ss/search"
 
 
 def test_candidates_parse_and_continuations_need_their_base():
@@ -162,9 +170,9 @@ def test_the_coupling_channel_wins_only_with_alignments_and_at_little_single_seq
     def stage(aligned, single):
         return {"aligned": {recipe: {"mean": aligned[0]}, variant: {"mean": aligned[1]}},
                 "single": {recipe: {"mean": single[0]}, variant: {"mean": single[1]}}}
-    assert train_release.choose_coupling(stage((0.60, 0.65), (0.48, 0.475)), recipe, variant) == variant
-    assert train_release.choose_coupling(stage((0.60, 0.65), (0.48, 0.465)), recipe, variant) == recipe
-    assert train_release.choose_coupling(stage((0.60, 0.60), (0.48, 0.50)), recipe, variant) == recipe  # a tie
+    assert train_release.choose_variant(stage((0.60, 0.65), (0.48, 0.475)), recipe, variant) == variant
+    assert train_release.choose_variant(stage((0.60, 0.65), (0.48, 0.465)), recipe, variant) == recipe
+    assert train_release.choose_variant(stage((0.60, 0.60), (0.48, 0.50)), recipe, variant) == recipe  # a tie
 
 
 def test_a_stage_record_stands_in_only_for_gone_runs_of_the_same_draw(tmp_path):
@@ -194,10 +202,12 @@ def test_training_hours_count_each_epoch_once_and_skip_what_the_record_counts(tm
     assert train_release.training_hours([a, b, tmp_path / "c"]) == 2.0
     assert train_release.training_hours([a, b], counted={str(b)}) == 1.0
     record = {"candidates": {"x": {"members": ["a"]}},
-              "coupling_stage": {"aligned": {"cov+ss": {"seeds": {"0": 0.5}}}}}
+              "coupling_stage": {"aligned": {"cov+ss": {"seeds": {"0": 0.5}}}},
+              "search_stage": {"aligned": {"cov+ss/search": {"seeds": {"1": 0.5}}}}}
     counted = train_release.record_runs(record, tmp_path)
     assert counted == {str(tmp_path / "a"), str(tmp_path / "protein"),
-                       str(tmp_path / "held_out_families" / train_release.slug("cov+ss", 0))}
+                       str(tmp_path / "held_out_families" / train_release.slug("cov+ss", 0)),
+                       str(tmp_path / "held_out_families" / train_release.slug("cov+ss/search", 1))}
 
 
 def test_release_report_prints_the_coupling_stage():
@@ -220,6 +230,73 @@ def test_release_report_prints_the_coupling_stage():
     lines = release_benchmarks.feature_set_table({"feature_set_stage": stage, "coupling_stage": coupling})
     assert lines.index(f"| `{variant}` **(chosen)** | 0.660 | 0.680 | 0.670 | 0.470 | 0.470 | 0.470 |") \
         < len(lines) - 2 and "among the runs of the chosen recipe" in lines[-2]
+
+
+def test_release_report_prints_the_search_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+dca/depth", "cov+ss+dca/depth+search"
+    rows = {"aligned": {recipe: {"seeds": {"0": 0.72, "1": 0.70}, "mean": 0.71},
+                        variant: {"seeds": {"0": 0.74, "1": 0.74}, "mean": 0.74}},
+            "single": {recipe: {"seeds": {"0": 0.46, "1": 0.47}, "mean": 0.465},
+                       variant: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475}}}
+    search = rows | {"chosen_recipe": variant, "scored": ["RF1"],
+                     "database": {"families": 56, "sequences": 1234, "search": "nhmmer against db.fa",
+                                  "median_hits": 300, "without_hits": 0}}
+    coupling = rows | {"held_out": ["RF1"], "spot_left_out": [], "scored": ["RF1"], "file": "f.txt",
+                       "chosen_recipe": recipe}
+    lines = release_benchmarks.coupling_table({"coupling_stage": coupling, "search_stage": search})
+    at = next(k for k, line in enumerate(lines) if line.startswith("Then searched alignments"))
+    assert "1234 sequences of the 56 training families" in lines[at]
+    assert f"| `{recipe}` **(chosen)** | 0.720 | 0.700 | 0.710 | 0.460 | 0.470 | 0.465 |" in lines[:at]
+    assert f"| `{variant}` **(chosen)** | 0.740 | 0.740 | 0.740 | 0.470 | 0.480 | 0.475 |" in lines[at:]
+    assert release_benchmarks.search_table({"coupling_stage": coupling}) == []  # chosen before the stage
+
+
+def write_alignment(path: Path, family) -> Path:
+    path.write_text("".join(f">{family.id}_{n}\n{row}\n" for n, row in enumerate(family.sequences)))
+    return path
+
+
+def test_sequence_database_by_hand(tmp_path):
+    a = tmp_path / "RFa.faclean"
+    a.write_text(">q\nAC-GU.ACGUAC\n>short\n--ACG-------\n>b\nGGGG-CCCCAAU\n")
+    b = tmp_path / "RFb.faclean"
+    b.write_text(">x\nUUUUUAAAAAG\n")
+    database = tmp_path / "db.fa"
+    assert train_release.sequence_database([a, b], database) == 3  # the 3-nt row is dropped
+    assert database.read_text() == ">RFa_0\nACGUACGUAC\n>RFa_1\nGGGGCCCCAAU\n>RFb_2\nUUUUUAAAAAG\n"
+
+
+def test_searched_alignments_come_from_training_families_only(tmp_path):
+    """Each training family's query gets its searched alignment (the family's members, found in
+    the training families' sequences), as a train_searched entry with the family's structure; a
+    test family never enters the database, so its members never reach a training alignment."""
+    pytest.importorskip("pyhmmer")
+    from tprna.simulate import simulate_family
+
+    close = dict(pair_mutation=0.1, unpaired_mutation=0.15)
+    train = simulate_family(70, 20, 3, **close)
+    test = simulate_family(70, 20, 3, **close)  # the test family is the training family's twin
+    train.id, test.id = "RFtrain", "RFtest"
+    manifest = tmp_path / "coconet_manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "msa", "structure", "chain", "split"])
+        writer.writerow(["RFtrain", write_alignment(tmp_path / "RFtrain.faclean", train), "train.pdb", "A", "train"])
+        writer.writerow(["RFtest", write_alignment(tmp_path / "RFtest.faclean", test), "test.pdb", "B", "test"])
+    searched, database = train_release.searched_manifest(tmp_path, manifest)
+    rows = list(csv.DictReader(open(searched)))
+    assert [(r["id"], r["structure"], r["chain"], r["split"]) for r in rows] == [
+        ("RFtrain_nhmmer", "train.pdb", "A", "train_searched")]
+    db = (tmp_path / "searched" / "train_family_sequences.fa").read_text()
+    assert database["sequences"] == db.count(">") == train.depth and "RFtest" not in db
+    from tprna.msa import read_msa
+    msa = read_msa(rows[0]["msa"])
+    assert msa.query == train.query
+    # every member found (the query's own copy too); nhmmer also reads the reverse strand, where a
+    # simulated family's perfect stems make a member's reverse complement a weaker second hit
+    assert {name.split("/")[0] for name in msa.ids[1:]} == {f"RFtrain_{n}" for n in range(train.depth)}
+    assert database["families"] == 1 and database["without_hits"] == 0
 
 
 def test_alignment_record_keeps_every_recipe_and_replaces_the_rescored(tmp_path):
