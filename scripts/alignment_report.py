@@ -247,14 +247,15 @@ def main() -> int:
         "homologs alone, with its own bpp and the query's labels); `/more`, the recipe's run continued 3 "
         "epochs at lr 0.001, and `/more+depth`, `/more+homolog` the same 3 epochs with that sampling, so "
         "`/more` is their control; `/search`, each training family also seen with its query's alignment "
-        "searched by nhmmer (`tprna.search`) in the training families' sequences. Feature sets `cov+ss+apc`, `+dca`, `+alifold`: one coupling map beside "
-        "`cov` and `bpp`; `precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
-        "`scripts/alignment_report.py`; full tables in `results/ALIGNMENT.md`.",
+        "searched by nhmmer (`tprna.search`) in the training families' sequences. Feature sets `cov+ss+apc`, "
+        "`+dca`, `+alifold`: one coupling map beside `cov` and `bpp`; `precision+ss`: the shrunk precision "
+        "matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
+        "`results/ALIGNMENT.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
-            f" Rows named `stage: …` are runs of the release's coupling and search stages, trained without {HELD_OUT_FAMILIES} "
-            "coconet train families (fewer training RNAs than the other rows; `results/release/choice.json`), so "
-            "they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
+            " Rows named `stage: …` are runs of the release's coupling and search stages, trained without "
+            f"{HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
+            "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "

@@ -364,7 +364,7 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         + (f"; {len(choice['coupling_stage']['scored'])} coconet train families, held out of the runs that "
            "chose whether to add the coupling channel"
            + (" and whether to train on searched alignments" if choice.get("search_stage") else "")
-           + ", chose it with their alignments (the shipped model trains on them)"
+           + ", chose with their alignments (the shipped model trains on them)"
            if choice.get("coupling_stage") else "") + ".", "",
         f"**Filters.** {leakage['rule']}: {len(leakage['spot_dropped'])} SPOT-RNA-2D TR/VL chains dropped as "
         f"≥ 70 % identical to a SPOT-RNA-2D test chain or a coconet test query; "
