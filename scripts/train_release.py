@@ -308,6 +308,7 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
     alignments (never a test family's: a searched alignment may reach into related families),
     one alignment each, as a manifest of split ``SEARCHED_SPLIT`` (ids ``<family>_nhmmer``, the
     family's structure).  Deterministic, so the store keeps the same entries run after run."""
+    from tprna.errors import TprnaError
     from tprna.msa import read_msa
     from tprna.search import HomologSearch
 
@@ -316,7 +317,10 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     database = folder / "train_family_sequences.fa"
     n = sequence_database([Path(r["msa"]) for r in rows], database)
-    search = HomologSearch(database, cpus=0)
+    try:
+        search = HomologSearch(database, cpus=0)
+    except TprnaError as e:  # pyhmmer missing: one line, before any training starts
+        raise SystemExit(f"the release's search stage: {e}") from None
     found = search.search_many({r["id"]: read_msa(r["msa"]).query for r in rows})
     manifest = work / "searched_manifest.csv"
     with open(manifest, "w", newline="") as fh:
