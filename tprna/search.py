@@ -24,10 +24,12 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from tprna.errors import TprnaError
-from tprna.msa import MSA, parse_msa
+
+if TYPE_CHECKING:  # the CLI reads this module's defaults at start-up: numpy and tprna.msa load on use
+    from tprna.msa import MSA
 
 __all__ = ["HomologSearch", "SearchResult", "hit_row", "DEFAULT_E_VALUE", "DEFAULT_ITERATIONS",
            "DEFAULT_MAX_SEQUENCES"]
@@ -135,6 +137,8 @@ class HomologSearch:
         with each query alone; each further round with a profile HMM built from that query's
         alignment so far (one match state per query column), which finds the family's more
         distant members (the jackhmmer scheme); a query without hits stops there."""
+        from tprna.msa import parse_msa
+
         pyhmmer = _pyhmmer()
         rna = pyhmmer.easel.Alphabet.rna()
         letters = {}
