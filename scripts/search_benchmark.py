@@ -133,8 +133,8 @@ def validation(data: Path, store: Path, db: Path, work: Path, record: Path) -> d
         kept = {name: inputs[name] for name in ("Rfam alignment", default, "query alone")}
         result["trained_on_searched"] = {"recipe": variant, "runs": [n for n, _ in trained],
                                          "rows": scored_rows(trained, kept, labels, depth)}
-    elif record.is_file() and "trained_on_searched" in json.loads(record.read_text()):
-        result["trained_on_searched"] = json.loads(record.read_text())["trained_on_searched"]
+    elif record.is_file():  # its runs gone: the recorded rows, if any
+        result |= {k: v for k, v in json.loads(record.read_text()).items() if k == "trained_on_searched"}
     record.write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -632,15 +632,19 @@ def main() -> int:
     (args.work / "leakage.json").write_text(json.dumps(plan, indent=1) + "\n")
     families, spot = write_manifests(args.data, work, plan)
     held_out = write_held_out_chains(args.data, work, plan)
-    for features in feature_sets:
-        for manifest in (families, spot):
+
+    def build(manifests: tuple[Path, ...], features: str) -> None:
+        """The manifests' entries in the release store under ``features`` (a no-op once there)."""
+        for manifest in manifests:
             run(TPRNA + ["store", "build", args.store, "--manifest", manifest, "--features", features,
                          "--jobs", args.jobs, "-q"], logfile)
+
+    for features in feature_sets:
+        build((families, spot), features)
     # the searched alignments the search stage (and any ``search`` candidate) trains on too
     searched, database = searched_manifest(work, families)
     for features in dict.fromkeys(recipe_options(r)[0] for r, s in jobs if trains_searched(r) and (r, s) not in gone):
-        run(TPRNA + ["store", "build", args.store, "--manifest", searched, "--features", features,
-                     "--jobs", args.jobs, "-q"], logfile)
+        build((searched,), features)
     protein = args.store.parent / "protein.zarr"
     run(TPRNA + ["store", "build", protein, "--manifest", args.data / "protein/manifest.csv",
                  "--molecule", "protein", "--jobs", args.jobs, "-q"], logfile)
@@ -745,9 +749,7 @@ def main() -> int:
     coupling_screen.write_text(stage_screen.read_text()
                                + "".join(f">{f}\n{q}\n" for f, q in coupling["queries"].items()))
     variant = coupling_recipe(stage["chosen_recipe"])
-    for manifest in (families, spot):
-        run(TPRNA + ["store", "build", args.store, "--manifest", manifest, "--features",
-                     recipe_options(variant)[0], "--jobs", args.jobs, "-q"], logfile)
+    build((families, spot), recipe_options(variant)[0])
     coupling_runs = args.runs / "held_out_families"
     recorded = {part: stage_record(record.get("coupling_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
                 for part in ("aligned", "single")}
@@ -769,8 +771,7 @@ def main() -> int:
     # the search stage: the coupling stage's choice trained on searched alignments too, by runs like
     # its own (the same held-out families, clusters and screen), against its runs of that recipe
     searched_recipe = with_option(coupling["chosen_recipe"], "search")
-    run(TPRNA + ["store", "build", args.store, "--manifest", searched, "--features",
-                 recipe_options(searched_recipe)[0], "--jobs", args.jobs, "-q"], logfile)
+    build((searched,), recipe_options(searched_recipe)[0])
     recorded = {part: stage_record(record.get("search_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
                 for part in ("aligned", "single")}
     wait(train_stage(searched_recipe, STAGE_SEEDS, coupling_runs, recorded["aligned"],

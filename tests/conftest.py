@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data lives, and skipping cleanly when it does not."""
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_pyhmmer(monkeypatch):
+    """pyhmmer (the ``[search]`` extra) cannot be imported, as in a base install."""
+    real_import = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name == "pyhmmer" or name.startswith("pyhmmer."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)

@@ -299,15 +299,7 @@ def test_searched_alignments_come_from_training_families_only(tmp_path):
     assert database["families"] == 1 and database["without_hits"] == 0
 
 
-def test_searched_alignments_without_pyhmmer_stop_the_release_in_one_line(tmp_path, monkeypatch):
-    import builtins
-    real_import = builtins.__import__
-
-    def no_pyhmmer(name, *args, **kwargs):
-        if name == "pyhmmer" or name.startswith("pyhmmer."):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-    monkeypatch.setattr(builtins, "__import__", no_pyhmmer)
+def test_searched_alignments_without_pyhmmer_stop_the_release_in_one_line(tmp_path, no_pyhmmer):
     (tmp_path / "RFa.faclean").write_text(">q\nACGUACGUACGU\n")
     manifest = tmp_path / "coconet_manifest.csv"
     manifest.write_text(f"id,msa,structure,chain,split\nRFa,{tmp_path / 'RFa.faclean'},a.pdb,A,train\n")

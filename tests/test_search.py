@@ -5,7 +5,6 @@ database's errors, the predictor on a searched alignment, and a real Rfam family
 rows must land where Rfam's own alignment puts them."""
 from __future__ import annotations
 
-import builtins
 import gzip
 import json
 from pathlib import Path
@@ -142,17 +141,9 @@ def test_database_errors_are_one_line_and_name_the_file(tmp_path):
         HomologSearch(empty, e_value=0)
 
 
-def test_without_pyhmmer_the_error_says_how_to_install(tmp_path, monkeypatch):
+def test_without_pyhmmer_the_error_says_how_to_install(tmp_path, no_pyhmmer):
     db = tmp_path / "db.fa"
     db.write_text(">a\nGGGAAACCC\n")
-    real_import = builtins.__import__
-
-    def no_pyhmmer(name, *args, **kwargs):
-        if name == "pyhmmer" or name.startswith("pyhmmer."):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyhmmer)
     with pytest.raises(TprnaError, match=r"pip install 'tprna\[search\]'"):
         HomologSearch(db)
     # the command says so once and stops, before any query
