@@ -12,7 +12,7 @@ Prints, as ratios (machines here are noisy, so only ratios mean anything):
      times on this machine (16.4 s and 1.4 s) come from the issue: its source cannot be
      fetched here, so it cannot run beside us (target: under a tenth of its time);
   4. the cost of every channel beyond the covariance (bpp, profile, precision, apc, dca,
-     RNAalifold) on three RNA families, as a multiple of weights + covariance.
+     plm, RNAalifold) on three RNA families, as a multiple of weights + covariance.
 Exits non-zero when a target is missed.
 
     python scripts/bench_features.py [--data ../shared/data] [--repeats 3]
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tprna.features import (base_pair_probabilities, column_profile, consensus_base_pair_probabilities,
-                            coupling_map, covariance, neff, precision, sequence_weights)
+                            coupling_map, covariance, neff, plm_map, precision, sequence_weights)
 from tprna.msa import MSA, read_msa
 from tprna.testing import reference_covariance, reference_weights
 
@@ -125,6 +125,7 @@ def main() -> int:
                  "precision": lambda: precision(cov, 0.1),
                  "apc": lambda: coupling_map(cov),
                  "dca": lambda: coupling_map(precision(cov, 0.1)),
+                 "plm": lambda: plm_map(msa, w),
                  "alifold": lambda: consensus_base_pair_probabilities(msa)}
         costs = "  ".join(f"{k} {best_time(f, args.repeats) / base:5.2f}x" for k, f in extra.items())
         print(f"   {name:18s} weights+cov {base * 1e3:7.1f} ms; each channel as a multiple of that: {costs}")

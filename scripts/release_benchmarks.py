@@ -55,6 +55,7 @@ COMPONENT_TEXT = {"cov": "covariance of the alignment (25 channels)",
                   "bpp": "ViennaRNA base-pair probabilities of the query (1)",
                   "profile": "the column profile's outer product (25; one-hot for a single sequence)",
                   "apc": "APC-corrected covariance norms (1)", "dca": "APC-corrected precision norms (1)",
+                  "plm": "APC-corrected pseudo-likelihood (plmDCA) coupling norms (1)",
                   "alifold": "RNAalifold consensus base-pair probabilities (1)"}
 
 
@@ -196,20 +197,22 @@ def feature_set_table(choice: dict) -> list[str]:
 
 
 def coupling_table(choice: dict) -> list[str]:
-    """The coupling stage: the chosen recipe with and without the coupling channel, by runs that
+    """The coupling stage: the chosen recipe without and with each coupling channel, by runs that
     never saw the held-out coconet train families, scored with those families' alignments and
     on the stage's single sequences; empty for a choice made before the stage existed."""
     stage = choice.get("coupling_stage")
     if not stage:
         return []
     seeds = list(next(iter(stage["aligned"].values()))["seeds"])
-    lines = [f"Then the coupling channel: the chosen recipe with and without it, each trained {len(seeds)} times "
+    channels = len(stage["aligned"]) - 1
+    lines = [f"Then the coupling channel{'s' if channels > 1 else ''}: the chosen recipe without and with "
+             f"{'each' if channels > 1 else 'it'}, each trained {len(seeds)} times "
              f"without {len(stage['held_out'])} coconet train families (drawn with a fixed seed, `{stage['file']}`; "
              f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
              f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
-             "identical to every RNA that still trains, and on the single sequences above. The channel wins only "
-             f"when it is better with alignments and costs the single sequences at most {SINGLE_SEQUENCE_TOLERANCE}; "
-             "long top-L:", ""]
+             "identical to every RNA that still trains, and on the single sequences above. A channel wins only "
+             "when it is better with alignments and costs the single sequences at most "
+             f"{SINGLE_SEQUENCE_TOLERANCE} (of those, the best with alignments); long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""] + search_table(choice)
 
 

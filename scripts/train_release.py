@@ -26,9 +26,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    feature set (``cov+ss`` and ``cov+ss+profile``, two seeds each), then its schedule (depth
    sampling, depth + homolog sampling, against the plain recipe; two seeds each).  Those chains
    are single sequences, where an alignment channel cannot show anything, so the coupling
-   stage (:func:`held_out_families`) then trains the chosen recipe with and without the
-   ``dca`` channel (two seeds each) without 14 coconet train families and scores them with
-   those families' alignments: the channel is added when it wins there and costs the single
+   stage (:func:`held_out_families`) then trains the chosen recipe without and with each
+   coupling channel (``dca``, the mean-field couplings, and ``plm``, the pseudo-likelihood
+   ones; two seeds each) without 14 coconet train families and scores them with those
+   families' alignments: the best channel is added when it wins there and costs the single
    sequences at most 0.01.  The search stage then trains that recipe again, by the same rule and
    on the same families, with every training family also seen with its query's alignment
    searched by :mod:`tprna.search` in the training families' own sequences (the ``search``
@@ -555,29 +556,32 @@ def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:
     return max(pool, key=lambda r: (pool[r], r == features))
 
 
-COUPLING_CHANNEL = "dca"  # the coupling map the coupling stage adds (the best alone beside cov+ss)
-SINGLE_SEQUENCE_TOLERANCE = 0.01  # the coupling channel may cost single sequences at most this
+# the coupling maps the coupling stage tries beside the chosen recipe's channels: the mean-field
+# couplings (the best map alone beside cov+ss) and the pseudo-likelihood ones (plmDCA)
+COUPLING_CHANNELS = ("dca", "plm")
+SINGLE_SEQUENCE_TOLERANCE = 0.01  # a variant may cost single sequences at most this
 
 
-def coupling_recipe(recipe: str) -> str:
-    """The recipe with the coupling channel added to its feature set, its options kept."""
+def coupling_recipe(recipe: str, channel: str) -> str:
+    """The recipe with ``channel`` added to its feature set, its options kept."""
     from tprna.features import FEATURE_SETS
 
     features, _, option = recipe.partition("/")
-    variant = f"{features}+{COUPLING_CHANNEL}"
+    variant = f"{features}+{channel}"
     if variant not in FEATURE_SETS:
-        raise SystemExit(f"no feature set {variant!r} (the coupling stage adds {COUPLING_CHANNEL} to {features})")
+        raise SystemExit(f"no feature set {variant!r} (the coupling stage adds {channel} to {features})")
     return variant + (f"/{option}" if option else "")
 
 
-def choose_variant(stage: dict, recipe: str, variant: str) -> str:
-    """The variant (the coupling channel added, or searched alignments trained on too) wins
-    when its mean on the held-out families (with alignments) is higher and its mean on the
-    single sequences is no more than ``SINGLE_SEQUENCE_TOLERANCE`` lower; ties go to the recipe."""
+def choose_variant(stage: dict, recipe: str, variants: list[str]) -> str:
+    """The variant (a coupling channel added, or searched alignments trained on too) with the
+    best mean on the held-out families (with alignments) among those that beat the recipe there
+    and lose at most ``SINGLE_SEQUENCE_TOLERANCE`` on the single sequences; ties go to the
+    recipe, then to the earlier variant."""
     aligned, single = stage["aligned"], stage["single"]
-    better = aligned[variant]["mean"] > aligned[recipe]["mean"]
-    kept = single[variant]["mean"] >= single[recipe]["mean"] - SINGLE_SEQUENCE_TOLERANCE
-    return variant if better and kept else recipe
+    passing = [v for v in variants if aligned[v]["mean"] > aligned[recipe]["mean"]
+               and single[v]["mean"] >= single[recipe]["mean"] - SINGLE_SEQUENCE_TOLERANCE]
+    return max(passing, key=lambda v: (aligned[v]["mean"], -variants.index(v))) if passing else recipe
 
 
 def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], recipe: str) -> str:
@@ -739,7 +743,7 @@ def main() -> int:
     for recipe, row in (stage["feature_sets"] | stage["schedules"]).items():
         log(f"stage: {recipe} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
 
-    # the coupling stage: the chosen recipe with and without the dca channel, by runs that never saw
+    # the coupling stage: the chosen recipe with and without each coupling channel, by runs that never saw
     # the held-out families (nor the clusters), scored with the families' alignments and on the
     # single sequences above
     coupling = held_out_families(args.data, plan, stage)
@@ -748,12 +752,13 @@ def main() -> int:
     coupling_screen = work / "held_out_chains_clusters_and_families.fasta"
     coupling_screen.write_text(stage_screen.read_text()
                                + "".join(f">{f}\n{q}\n" for f, q in coupling["queries"].items()))
-    variant = coupling_recipe(stage["chosen_recipe"])
-    build((families, spot), recipe_options(variant)[0])
+    variants = [coupling_recipe(stage["chosen_recipe"], channel) for channel in COUPLING_CHANNELS]
+    for variant in variants:
+        build((families, spot), recipe_options(variant)[0])
     coupling_runs = args.runs / "held_out_families"
     recorded = {part: stage_record(record.get("coupling_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
                 for part in ("aligned", "single")}
-    recipes = {stage["chosen_recipe"]: STAGE_SEEDS, variant: STAGE_SEEDS}
+    recipes = dict.fromkeys([stage["chosen_recipe"], *variants], STAGE_SEEDS)
     wait([out for recipe, seeds in recipes.items() for out in
           train_stage(recipe, seeds, coupling_runs, recorded["aligned"], ("--exclude", coupling_exclude),
                       coupling_screen)])
@@ -763,7 +768,7 @@ def main() -> int:
         log(f"coupling stage: {recipe} long top-L {coupling['aligned'][recipe]['mean']:.3f} on the held-out "
             f"families (seeds {coupling['aligned'][recipe]['seeds']}), "
             f"{coupling['single'][recipe]['mean']:.3f} on the single sequences")
-    coupling["chosen_recipe"] = choose_variant(coupling, stage["chosen_recipe"], variant)
+    coupling["chosen_recipe"] = choose_variant(coupling, stage["chosen_recipe"], variants)
     coupling_record = {k: coupling[k] for k in ("held_out", "spot_left_out", "scored", "aligned", "single",
                                                 "chosen_recipe")} | {"file": coupling_exclude.name}
     log(f"coupling stage: {coupling['chosen_recipe']} chosen")
@@ -779,7 +784,7 @@ def main() -> int:
     search = {part: {coupling["chosen_recipe"]: coupling[part][coupling["chosen_recipe"]]} | score_stage(
         args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
         {searched_recipe: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
-    search["chosen_recipe"] = choose_variant(search, coupling["chosen_recipe"], searched_recipe)
+    search["chosen_recipe"] = choose_variant(search, coupling["chosen_recipe"], [searched_recipe])
     search_record = search | {"scored": coupling["scored"], "database": database}
     log(f"search stage: {searched_recipe} long top-L {search['aligned'][searched_recipe]['mean']:.3f} on the "
         f"held-out families, {search['single'][searched_recipe]['mean']:.3f} on the single sequences; "
@@ -859,7 +864,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
     return (f"the feature set, then its schedule, by {SELECTION_KEY} precision on {n_chains} single sequences "
             f"(spot_vl and {n_held_out} held-out TR chains; runs trained without them: the mean of "
             f"{len(STAGE_SEEDS)} seeds per feature set, {len(STAGE_SCHEDULE_SEEDS)} per schedule option), then "
-            f"whether to add the {COUPLING_CHANNEL} channel, by {SELECTION_KEY} on {n_families} held-out coconet "
+            f"which coupling channel to add ({' or '.join(COUPLING_CHANNELS)}, or none), by {SELECTION_KEY} on "
+            f"{n_families} held-out coconet "
             f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
             f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
             "alignments too, by the same rule on the same families, then "

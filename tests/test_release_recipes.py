@@ -160,19 +160,27 @@ def test_held_out_families_leave_no_close_rna_in_training(shared_data):
     assert all(any(identity(sequence[c], queries[f]) >= 0.7 for f in held) for c in coupling["spot_left_out"])
 
 
-def test_the_coupling_channel_wins_only_with_alignments_and_at_little_single_sequence_cost():
-    recipe, variant = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog"
-    assert train_release.coupling_recipe(recipe) == variant
-    assert train_release.coupling_recipe("cov+ss") == "cov+ss+dca"
+def test_a_coupling_channel_wins_only_with_alignments_and_at_little_single_sequence_cost():
+    recipe, dca, plm = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog", \
+        "cov+ss+profile+plm/depth+homolog"
+    assert train_release.coupling_recipe(recipe, "dca") == dca
+    assert train_release.coupling_recipe(recipe, "plm") == plm
+    assert train_release.coupling_recipe("cov+ss", "dca") == "cov+ss+dca"
     with pytest.raises(SystemExit, match="no feature set 'precision\\+ss\\+dca'"):
-        train_release.coupling_recipe("precision+ss")
+        train_release.coupling_recipe("precision+ss", "dca")
 
     def stage(aligned, single):
-        return {"aligned": {recipe: {"mean": aligned[0]}, variant: {"mean": aligned[1]}},
-                "single": {recipe: {"mean": single[0]}, variant: {"mean": single[1]}}}
-    assert train_release.choose_variant(stage((0.60, 0.65), (0.48, 0.475)), recipe, variant) == variant
-    assert train_release.choose_variant(stage((0.60, 0.65), (0.48, 0.465)), recipe, variant) == recipe
-    assert train_release.choose_variant(stage((0.60, 0.60), (0.48, 0.50)), recipe, variant) == recipe  # a tie
+        return {"aligned": {r: {"mean": a} for r, a in zip((recipe, dca, plm), aligned)},
+                "single": {r: {"mean": s} for r, s in zip((recipe, dca, plm), single)}}
+    both = [dca, plm]
+    assert train_release.choose_variant(stage((0.60, 0.65, 0.0), (0.48, 0.475, 0.0)), recipe, [dca]) == dca
+    assert train_release.choose_variant(stage((0.60, 0.65, 0.0), (0.48, 0.465, 0.0)), recipe, [dca]) == recipe
+    assert train_release.choose_variant(stage((0.60, 0.60, 0.0), (0.48, 0.50, 0.0)), recipe, [dca]) == recipe  # tie
+    assert train_release.choose_variant(stage((0.60, 0.65, 0.67), (0.48, 0.48, 0.475)), recipe, both) == plm
+    # the better one with alignments costs the single sequences too much: the other wins
+    assert train_release.choose_variant(stage((0.60, 0.65, 0.67), (0.48, 0.48, 0.46)), recipe, both) == dca
+    assert train_release.choose_variant(stage((0.60, 0.65, 0.65), (0.48, 0.48, 0.48)), recipe, both) == dca  # tie
+    assert train_release.choose_variant(stage((0.60, 0.59, 0.58), (0.48, 0.48, 0.48)), recipe, both) == recipe
 
 
 def test_a_stage_record_stands_in_only_for_gone_runs_of_the_same_draw(tmp_path):
@@ -221,6 +229,13 @@ def test_release_report_prints_the_coupling_stage():
                            variant: {"seeds": {"0": 0.47, "1": 0.47}, "mean": 0.47}}}
     lines = release_benchmarks.coupling_table({"coupling_stage": coupling})
     assert "without 3 coconet train families" in lines[0] and "the 2 of them" in lines[0]
+    assert lines[0].startswith("Then the coupling channel: the chosen recipe without and with it,")
+    plm = "cov+ss+profile+plm/depth+homolog"
+    both = coupling | {part: coupling[part] | {plm: {"seeds": {"0": 0.65, "1": 0.64}, "mean": 0.645}}
+                       for part in ("aligned", "single")}
+    lines_both = release_benchmarks.coupling_table({"coupling_stage": both})
+    assert lines_both[0].startswith("Then the coupling channels: the chosen recipe without and with each,")
+    assert f"| `{plm}` | 0.650 | 0.640 | 0.645 | 0.650 | 0.640 | 0.645 |" in lines_both
     assert f"| `{recipe}` | 0.610 | 0.630 | 0.620 | 0.480 | 0.470 | 0.475 |" in lines
     assert f"| `{variant}` **(chosen)** | 0.660 | 0.680 | 0.670 | 0.470 | 0.470 | 0.470 |" in lines
     assert release_benchmarks.coupling_table({}) == []

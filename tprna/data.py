@@ -9,9 +9,9 @@ a loss or a metric.
 **Depth sampling** (``depth_sampling`` > 0) teaches the network when to trust covariance:
 each epoch, that fraction of the alignment entries is trained on a random subset of its
 rows (the query always kept; a third of them on the query alone, the rest on a
-log-uniform depth), with weights, covariance and profile recomputed from the store's
-encoded alignment for the training window — the thermodynamic channel is the query's and
-stays as stored.  The draws are a function of (seed, epoch), so a resumed run sees the same.
+log-uniform depth), with weights, covariance, profile and coupling maps recomputed from the
+store's encoded alignment for the training window — the thermodynamic channel is the
+query's and stays as stored.  The draws are a function of (seed, epoch), so a resumed run sees the same.
 
 **Homolog sampling** (``homolog_sampling`` > 0) multiplies the single-sequence examples:
 each epoch, that fraction of the alignment entries is trained as one of its homologs
@@ -38,7 +38,7 @@ from tprna.contract import (PAPER_PIXEL_BUDGET, length_batches, model_input, pad
                             rounded_features)
 from tprna.errors import TprnaError
 from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, make_features, neff,
-                            precision, sequence_weights)
+                            plm_map, precision, sequence_weights)
 from tprna.msa import MSA
 from tprna.redundancy import close_to_any
 from tprna.store import open_store
@@ -49,7 +49,7 @@ __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET"
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
 # components recomputed from a row subset; "bpp" is the query's alone and stays as stored
-_RESAMPLED = {"cov", "precision", "profile", "apc", "dca"}
+_RESAMPLED = {"cov", "precision", "profile", "apc", "dca", "plm"}
 # A homolog stands in for the query only when its labels carry over: it covers most query
 # columns (few deletions to misplace) and is not a near copy (which would add nothing).
 HOMOLOG_MIN_COVERAGE = 0.9
@@ -183,7 +183,7 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     sub = MSA(ids=tuple(map(str, rows)), codes=np.ascontiguousarray(codes[rows]), alphabet=alphabet)
     weights = sequence_weights(sub, spec.identity)
     parts = set(spec.components)
-    glob = bool(parts & {"precision", "apc", "dca"})
+    glob = bool(parts & {"precision", "apc", "dca", "plm"})
     cols = slice(None) if glob else window
     part = MSA(ids=sub.ids, codes=np.ascontiguousarray(sub.codes[:, cols]), alphabet=alphabet)
     out: dict = {"weights": weights, "neff": np.float32(neff(sub, weights))}
@@ -198,6 +198,8 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
         cut = window if glob else slice(None)
         for name in parts & {"cov", "precision", "apc", "dca"}:
             out[name] = full[name][cut, cut]
+    if "plm" in parts:
+        out["plm"] = plm_map(sub, weights)[window, window]
     if "profile" in parts:
         out["profile"] = column_profile(part, weights)[window if glob else slice(None)]
     for name in list(out):

@@ -41,7 +41,7 @@ __all__ = [
     "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "FeatureSpec", "FeatureDict",
     "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
     "base_pair_probabilities", "consensus_base_pair_probabilities", "apc_frobenius",
-    "coupling_map", "column_profile", "make_features", "default_feature_set",
+    "coupling_map", "plm_map", "column_profile", "make_features", "default_feature_set",
     "feature_memory_bytes",
 ]
 
@@ -67,6 +67,9 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "cov+ss+alifold": ("cov", "bpp", "alifold"),
     # the best of those (dca) beside the profile the shipped model reads
     "cov+ss+profile+dca": ("cov", "bpp", "profile", "dca"),
+    # pseudo-likelihood couplings (plmDCA, :mod:`tprna.plmdca`) in place of the mean-field ones
+    "cov+ss+plm": ("cov", "bpp", "plm"),
+    "cov+ss+profile+plm": ("cov", "bpp", "profile", "plm"),
 }
 
 PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b
@@ -318,6 +321,8 @@ def make_features(msa: MSA, spec: FeatureSpec, device: str = "cpu") -> dict[str,
         out["apc"] = coupling_map(cov)
     if "dca" in spec.components:
         out["dca"] = coupling_map(out["precision"] if "precision" in out else precision(cov, spec.shrinkage))
+    if "plm" in spec.components:
+        out["plm"] = plm_map(msa, weights)
     if "alifold" in spec.components:
         out["alifold"] = consensus_base_pair_probabilities(msa)
     return out
@@ -344,6 +349,15 @@ def coupling_map(blocks: np.ndarray) -> np.ndarray:
     z = (s - s[off].mean()) / sd
     z[~off] = 0.0
     return z.astype(np.float32)
+
+
+def plm_map(msa: MSA, weights: np.ndarray) -> np.ndarray:
+    """:func:`coupling_map` of the pseudo-likelihood couplings (:func:`tprna.plmdca.plm_couplings`)
+    fitted on the distinct rows with their summed weights; all zero for one distinct row."""
+    from tprna.plmdca import plm_couplings  # scipy's optimiser: loaded only for this channel
+
+    rows, w = _merge_duplicates(msa, weights)
+    return coupling_map(plm_couplings(rows, w, msa.alphabet.q))
 
 
 ALIFOLD_MAX_SEQUENCES = 256  # RNAalifold's cost grows with depth; the first rows carry the query's family
