@@ -128,3 +128,22 @@ def test_the_channel_recomputed_on_a_cut_alignment_is_the_cut_alignments_own():
     expected = make_features(sub, spec)["plm"][window, window]  # on the whole length, then cut
     np.testing.assert_allclose(got["plm"], expected.astype(np.float16), atol=2e-3)
     assert got["plm"].shape == (12, 12)
+
+
+def test_the_memory_estimate_bounds_the_fit():
+    import tracemalloc
+
+    from tprna.features import feature_memory_bytes
+
+    rng = np.random.default_rng(0)
+    length, depth = 120, 200
+    msa = rna(*("".join(rng.choice(list("ACGU-"), length)) for _ in range(depth)))
+    w = sequence_weights(msa)
+    plm_map(msa, w)  # scipy's optimiser imported outside the measurement
+    tracemalloc.start()
+    plm_map(msa, w)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    share = (feature_memory_bytes(FeatureSpec(feature_set="cov+ss+plm"), length, depth)
+             - feature_memory_bytes(FeatureSpec(feature_set="cov+ss"), length, depth))
+    assert peak <= share <= 1.5 * peak  # the fit's share of the store's memory guard: above it, not far

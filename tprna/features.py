@@ -287,12 +287,17 @@ def feature_memory_bytes(spec: FeatureSpec, length: int, depth: int) -> int:
     needs for an alignment of ``depth`` sequences and ``length`` columns.  The covariance
     alone is L²·q²·4 bytes as float32 (100·L² for RNA); the Gram and its transposed copy,
     the packed upper triangle and its indices make ≈10·L²·q²; the precision matrix adds
-    float64 (Lq)² matrices (≈20·L²·q²), a pseudocount ≈24·L²·q², ViennaRNA's partition
-    function ≈64·L².  Measured with tracemalloc at L = 300: 230·L² (cov+ss), 700·L²
-    (precision+ss) for RNA, within these bounds."""
+    float64 (Lq)² matrices (≈20·L²·q², the dca map too), a pseudocount ≈24·L²·q², ViennaRNA's
+    partition function ≈64·L².  The plm map's (Lq)² couplings are held by scipy's L-BFGS-B
+    as float64 with 10 pairs of history and 5 work vectors (200·L²·q²) plus our float32 and
+    float64 copies (≈32·L²·q²) and four (N, Lq) float32 arrays.  Measured with tracemalloc
+    at L = 300: 230·L² (cov+ss), 700·L² (precision+ss) for RNA, within these bounds."""
     q, sq = spec.q, length * length
-    per_q2 = 10 + (20 if "precision" in spec.components else 0) + (24 if spec.pseudocount else 0)
+    parts = set(spec.components)
+    per_q2 = 10 + (20 if parts & {"precision", "dca"} else 0) + (24 if spec.pseudocount else 0)
+    per_q2 += 232 if "plm" in parts else 0
     total = per_q2 * sq * q * q + depth * length * 2
+    total += 16 * depth * length * q if "plm" in parts else 0
     total += min(depth, _ROW_BLOCK) * length * q * 8  # one-hot row blocks of the Gram
     if "bpp" in spec.components:
         total += 64 * sq
