@@ -52,7 +52,7 @@ Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candi
 default candidates (fifteen networks from scratch, eight continued) take ~5.5 h (a ``more``
 recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), the stage's
 four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
-candidate on the validation and test sets ~1 min; the coupling stage's four runs ~1.5 h; the
+candidate on the validation and test sets ~1 min; the coupling stage's six runs ~2 h; the
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min).
 """
 from __future__ import annotations
@@ -743,7 +743,7 @@ def main() -> int:
     for recipe, row in (stage["feature_sets"] | stage["schedules"]).items():
         log(f"stage: {recipe} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
 
-    # the coupling stage: the chosen recipe with and without each coupling channel, by runs that never saw
+    # the coupling stage: the chosen recipe without and with each coupling channel, by runs that never saw
     # the held-out families (nor the clusters), scored with the families' alignments and on the
     # single sequences above
     coupling = held_out_families(args.data, plan, stage)
