@@ -3,14 +3,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import SHARED_DATA
 
 from tprna.features import FeatureSpec
 from tprna.models import build_model, model_config
+from tprna.msa import MSA, parse_msa
 from tprna.simulate import write_example_dataset
 from tprna.store import BuildItem, build_store, items_from_manifest
+
+
+def rna(*rows: str) -> MSA:
+    """An RNA alignment of ``rows`` (the first is the query)."""
+    return parse_msa("".join(f">s{i}\n{r}\n" for i, r in enumerate(rows)), "fasta", "rna")
+
+
+def coupled_alignment(n: int, length: int = 12, seed: int = 0) -> MSA:
+    """``n`` random rows whose columns 1 and 9 co-vary perfectly (G-C / A-U / C-G / U-A);
+    every other column is mixed at random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        row = list(rng.choice(list("ACGU"), length))
+        row[1], row[9] = ["GC", "AU", "CG", "UA"][k % 4]
+        rows.append("".join(row))
+    return rna(*rows)
 
 
 def simulated_store(root: Path, name: str = "sim.zarr", **simulation) -> Path:

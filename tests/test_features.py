@@ -11,12 +11,9 @@ from tprna.errors import TprnaError
 from tprna.contract import model_input
 from tprna.features import (FeatureSpec, base_pair_probabilities, covariance, make_features, neff, precision,
                             sequence_weights)
-from tprna.msa import MSA, parse_msa, read_msa
+from tprna.msa import MSA, read_msa
 from tprna.testing import reference_covariance, reference_weights
-
-
-def rna(*rows: str) -> MSA:
-    return parse_msa("".join(f">s{i}\n{r}\n" for i, r in enumerate(rows)), "fasta", "rna")
+from helpers import coupled_alignment, rna
 
 
 def test_weights_and_neff_by_hand():
@@ -200,14 +197,7 @@ def test_coupling_maps_of_one_sequence_and_of_a_coupled_pair():
     # no covariance, no coupling; RNAalifold of one sequence is RNAfold's partition function
     assert not lone["apc"].any() and not lone["dca"].any()
     np.testing.assert_allclose(lone["alifold"], lone["bpp"], atol=1e-6)
-    # columns 1 and 9 co-vary perfectly (G-C / A-U / C-G / U-A); every other column is mixed at random
-    rng = np.random.default_rng(0)
-    rows = []
-    for k in range(40):
-        row = list(rng.choice(list("ACGU"), 12))
-        row[1], row[9] = ["GC", "AU", "CG", "UA"][k % 4]
-        rows.append("".join(row))
-    fd = make_features(rna(*rows), spec)
+    fd = make_features(coupled_alignment(40), spec)  # columns 1 and 9 co-vary perfectly
     for name in ("apc", "dca"):
         m = fd[name]
         assert m.shape == (12, 12) and np.allclose(m, m.T)

@@ -8,14 +8,11 @@ import pytest
 
 from tprna.data import subsampled_features
 from tprna.features import FeatureSpec, make_features, plm_map, sequence_weights
-from tprna.msa import MSA, parse_msa
+from tprna.msa import MSA
 from tprna.plmdca import coupling_regularisation, plm_couplings, pseudo_likelihood
+from helpers import coupled_alignment, rna
 
 Q = 5
-
-
-def rna(*rows: str) -> MSA:
-    return parse_msa("".join(f">s{i}\n{r}\n" for i, r in enumerate(rows)), "fasta", "rna")
 
 
 def random_parameters(length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -77,19 +74,8 @@ def test_regularisation_rule():
     assert coupling_regularisation(250) == pytest.approx(0.055)
 
 
-def coupled_alignment(n: int = 60, length: int = 12, seed: int = 0) -> MSA:
-    """Columns 1 and 9 co-vary perfectly (G-C / A-U / C-G / U-A); the others are random."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k in range(n):
-        row = list(rng.choice(list("ACGU"), length))
-        row[1], row[9] = ["GC", "AU", "CG", "UA"][k % 4]
-        rows.append("".join(row))
-    return rna(*rows)
-
-
 def test_the_fit_is_a_minimum_in_the_zero_sum_gauge():
-    msa = coupled_alignment()
+    msa = coupled_alignment(60)
     w = sequence_weights(msa).astype(np.float64)
     j = plm_couplings(msa.codes, w, Q, max_iterations=500)
     assert j.shape == (12, 12, Q, Q)
@@ -104,7 +90,7 @@ def test_the_fit_is_a_minimum_in_the_zero_sum_gauge():
 
 def test_plm_channel_finds_the_coupled_pair_and_is_empty_for_one_sequence():
     spec = FeatureSpec(feature_set="cov+ss+profile+plm")
-    fd = make_features(coupled_alignment(), spec)
+    fd = make_features(coupled_alignment(60), spec)
     m = fd["plm"]
     off = ~np.eye(12, dtype=bool)
     assert m.shape == (12, 12) and np.allclose(m, m.T)
