@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from typer.testing import CliRunner
 
 from tprna.cli import app
@@ -33,3 +34,19 @@ def test_infer_summary_as_json(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["done"] == ["hairpin"] and summary["failed"] == []
     assert summary == json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_infer_memory_limit_in_gib(tmp_path):
+    """--memory-limit is GiB: a 300-nt RNA's features (~27 MiB by estimate) fit under 1 GiB
+    and not under 0.01 (10.2 MiB), a hairpin's (0.2 MiB) do; the refused one is reported
+    and the exit status says so."""
+    rng = np.random.default_rng(0)
+    long_rna = "".join(rng.choice(list("ACGU"), 300))
+    args = ["infer", "--seq", "hairpin=GGGGAAACCCCAUGGGAAACCCAU", "--seq", f"long={long_rna}", "--json"]
+    fits = CliRunner().invoke(app, args + ["-o", str(tmp_path / "a"), "--memory-limit", "1"])
+    assert fits.exit_code == 0, fits.output
+    assert sorted(json.loads(fits.stdout)["done"]) == ["hairpin", "long"]
+    refused = CliRunner().invoke(app, args + ["-o", str(tmp_path / "b"), "--memory-limit", "0.01"])
+    assert refused.exit_code == 1
+    summary = json.loads(refused.stdout)
+    assert summary["done"] == ["hairpin"] and "need ~27.0 MiB of memory, above the limit of 10.2 MiB" in summary["failed"][0]["reason"]

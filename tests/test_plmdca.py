@@ -133,3 +133,11 @@ def test_the_memory_estimate_bounds_the_fit():
     share = (feature_memory_bytes(FeatureSpec(feature_set="cov+ss+plm"), length, depth)
              - feature_memory_bytes(FeatureSpec(feature_set="cov+ss"), length, depth))
     assert peak <= share <= 1.5 * peak  # the fit's share of the store's memory guard: above it, not far
+    # one sequence fits nothing (its map is all zero): the guard charges it nothing
+    tracemalloc.start()
+    plm_map(rna(msa.query), np.ones(1))
+    alone = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert alone < share / 100
+    assert (feature_memory_bytes(FeatureSpec(feature_set="cov+ss+plm"), length, 1)
+            == feature_memory_bytes(FeatureSpec(feature_set="cov+ss"), length, 1))

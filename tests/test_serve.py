@@ -183,6 +183,25 @@ def test_infer_skips_bad_inputs_and_writes_the_rest(model, msas, tmp_path):
     assert {"file", "reason"} <= set(summary["failed"][0])
 
 
+def test_infer_skips_an_input_whose_features_would_not_fit(model, msas, store, tmp_path):
+    """The store's memory rule, applied before any feature is computed: the input whose
+    estimate is above ``memory_limit`` is reported with the limit and the fix, the rest
+    are predicted; a store entry (nothing to compute) is never refused for it."""
+    from tprna.features import feature_memory_bytes
+
+    need = {m.name.split(".")[0]: feature_memory_bytes(SPEC, read_msa(m).length, read_msa(m).depth) for m in msas}
+    biggest = max(need, key=need.get)
+    limit = max(v for k, v in need.items() if k != biggest)  # every other input fits exactly
+    assert need[biggest] > limit
+    report = infer(model, msas, tmp_path / "out", memory_limit=limit, progress=False)
+    assert sorted(report.done) == sorted(k for k in need if k != biggest)
+    (failed,) = report.failed
+    assert Path(failed["file"]).name.split(".")[0] == biggest
+    assert "of memory, above the limit" in failed["reason"] and "--memory-limit" in failed["reason"]
+    stored = infer(model, None, tmp_path / "stored", store=store, memory_limit=1, progress=False)
+    assert stored.ok and len(stored.done) == len(msas)
+
+
 def test_rr_and_npz_outputs(model, msas, tmp_path):
     report = infer(model, msas[:2], tmp_path, png=True, progress=False)
     entry = report.done[0]

@@ -280,6 +280,56 @@ def many_families(folder: Path, count: int = 24) -> Path:
     return folder
 
 
+def children(pid: int) -> set[int]:
+    try:
+        return set(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
+    except OSError:
+        return set()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit is reaped by whoever adopted it, maybe never)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="needs Linux's /proc/PID/task/PID/children to find the worker processes")
+def test_workers_exit_with_a_build_killed_alone(tmp_path):
+    """``store build -j 2`` stopped by SIGTERM, which leaves it no chance to shut its pool
+    down: its workers, each in a plm fit of many seconds with more tasks queued, must not
+    go on as orphans."""
+    manifest = write_example_dataset(tmp_path / "data", n_families=6, seed=1, lengths=(150, 160),
+                                     depths=(1500, 2000))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tprna", "store", "build", str(tmp_path / "s.zarr"),
+                             "--manifest", str(manifest), "--features", "cov+ss+plm", "-j", "2", "-q"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(children(proc.pid)) < 2 and time.monotonic() < deadline:  # the pool (and its tracker)
+            time.sleep(0.05)
+        time.sleep(5)  # the workers started (tpRNA imported) and took their first tasks
+        workers = children(proc.pid)
+        assert len(workers) >= 2 and proc.poll() is None, "the build ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)  # the build alone, not its process group
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(running, workers)):
+            time.sleep(0.05)
+        left = [w for w in workers if running(w)]
+        assert not left, f"workers {left} computed on after their build was killed"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_killed_build_leaves_no_partial_entry_and_resumes(tmp_path, name):
     inputs = many_families(tmp_path / "msas")
@@ -748,7 +798,7 @@ def test_an_input_too_long_is_refused_before_computing(tmp_path, tiny, monkeypat
     assert sorted(report.built) == ["fam0", "fam1", "fam2", "fam3"]  # L = 18, 22, 26, 30, 34, 38
     failed = dict(zip(report.failed_ids, (why for _, why in report.failed)))
     assert set(failed) == {"fam4", "fam5"} and max(computed) <= 30
-    assert "query length 34 is above the limit of 30" in failed["fam4"] and "GiB" in failed["fam4"]
+    assert "query length 34 is above the limit of 30" in failed["fam4"] and "of memory" in failed["fam4"]
     assert "--max-length" in failed["fam4"]
     # the memory estimate too: the limit, the estimate and the fix in the message
     report = build_store(tmp_path / "t.zarr", tiny[:1], SPEC, progress=False, memory_limit=10_000)

@@ -191,6 +191,6 @@ def test_dump_into_a_bad_folder_is_one_line(tmp_path, folder):
 
 def test_build_refuses_a_too_long_input_with_its_estimate(tmp_path, folder):
     out = run("store", "build", tmp_path / "s.zarr", folder, "--max-length", "25", "-q", code=1).output
-    assert "query length 26 is above the limit of 25" in out and "GiB" in out and "--max-length" in out
+    assert "query length 26 is above the limit of 25" in out and "MiB of memory" in out and "--max-length" in out
     with open_store(tmp_path / "s.zarr") as st:
         assert st.ids() == ["fam0", "fam1"]  # L 20 and 23 built

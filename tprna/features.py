@@ -290,14 +290,16 @@ def feature_memory_bytes(spec: FeatureSpec, length: int, depth: int) -> int:
     float64 (Lq)² matrices (≈20·L²·q², the dca map too), a pseudocount ≈24·L²·q², ViennaRNA's
     partition function ≈64·L².  The plm map's (Lq)² couplings are held by scipy's L-BFGS-B
     as float64 with 10 pairs of history and 5 work vectors (200·L²·q²) plus our float32 and
-    float64 copies (≈32·L²·q²) and four (N, Lq) float32 arrays.  Measured with tracemalloc
-    at L = 300: 230·L² (cov+ss), 700·L² (precision+ss) for RNA, within these bounds."""
+    float64 copies (≈32·L²·q²) and four (N, Lq) float32 arrays; a single sequence fits
+    nothing.  Measured with tracemalloc at L = 300: 230·L² (cov+ss), 700·L² (precision+ss)
+    for RNA, within these bounds."""
     q, sq = spec.q, length * length
     parts = set(spec.components)
     per_q2 = 10 + (20 if parts & {"precision", "dca"} else 0) + (24 if spec.pseudocount else 0)
-    per_q2 += 232 if "plm" in parts else 0
+    fit = "plm" in parts and depth > 1  # one row: nothing to fit, the map is all zero
+    per_q2 += 232 if fit else 0
     total = per_q2 * sq * q * q + depth * length * 2
-    total += 16 * depth * length * q if "plm" in parts else 0
+    total += 16 * depth * length * q if fit else 0
     total += min(depth, _ROW_BLOCK) * length * q * 8  # one-hot row blocks of the Gram
     if "bpp" in spec.components:
         total += 64 * sq
@@ -359,9 +361,11 @@ def coupling_map(blocks: np.ndarray) -> np.ndarray:
 def plm_map(msa: MSA, weights: np.ndarray) -> np.ndarray:
     """:func:`coupling_map` of the pseudo-likelihood couplings (:func:`tprna.plmdca.plm_couplings`)
     fitted on the distinct rows with their summed weights; all zero for one distinct row."""
-    from tprna.plmdca import plm_couplings  # scipy's optimiser: loaded only for this channel
-
     rows, w = _merge_duplicates(msa, weights)
+    if len(rows) < 2:  # the map of zero couplings, without building their (L, L, q, q) zeros
+        return np.zeros((msa.length, msa.length), np.float32)
+    from tprna.plmdca import plm_couplings  # scipy's optimiser: loaded only for a fit
+
     return coupling_map(plm_couplings(rows, w, msa.alphabet.q))
 
 

@@ -12,7 +12,8 @@ a :class:`~tprna.serve.results.Failure` saying why it cannot be predicted.
 * **Homology search.**  With a :class:`~tprna.search.HomologSearch`, a bare sequence (an
   MSA of one row) is predicted from its searched alignment instead of alone.
 * **Bad inputs are failures**, never exceptions: an unreadable / empty / wrong-alphabet MSA,
-  a duplicate id, or one longer than ``max_length``.
+  a duplicate id, one longer than ``max_length``, or one whose features would not fit in
+  memory (``memory_limit``, by default half the memory available).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tprna import features
 from tprna.contract import model_input, rounded_features
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec
+from tprna.limits import check_feature_memory
 from tprna.msa import MSA, read_msa
 from tprna.search import HomologSearch
 from tprna.serve.inputs import BadInput, InputLike, NamedInput, describe, path_id, string_input
@@ -76,6 +78,7 @@ class InputResolver:
     max_length: int | None
     store_lock: threading.Lock
     search: HomologSearch | None = None  # a bare sequence's alignment comes from this search
+    memory_limit: int | None = None  # bytes of features one input may need (None: half the memory available)
 
     def resolve(self, chunk: list[tuple[int, InputLike]], store: Any, seen: dict[str, str],
                 workers: int) -> list[WorkItem | Failure]:
@@ -96,9 +99,24 @@ class InputResolver:
                                      f"{self.max_length}; raise max_length if the memory allows",
                                      result.id, result.index)
                 else:
-                    seen[result.id] = result.source
+                    result = self.over_memory(result) or result
+                    if isinstance(result, WorkItem):
+                        seen[result.id] = result.source
             out.append(result)
         return out
+
+    def over_memory(self, item: WorkItem) -> Failure | None:
+        """A failure when the item's features would not fit in memory (the rule the store's
+        build applies: :func:`tprna.limits.check_feature_memory`); None when they fit or are
+        read from a store."""
+        if item.msa is None:
+            return None
+        try:
+            check_feature_memory(item.msa, self.spec, self.memory_limit,
+                                 "raise it with --memory-limit or predict on a larger machine")
+        except TprnaError as e:
+            return Failure(item.source, e.reason, item.id, item.index)
+        return None
 
     def input_item(self, index: int, value: InputLike, store: Any) -> WorkItem | Failure:
         source = describe(value)

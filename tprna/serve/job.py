@@ -81,7 +81,7 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
           max_length: int | None = DEFAULT_MAX_LENGTH, max_padding: float = DEFAULT_MAX_PADDING,
           threads: int | None = None, workers: int | None = None, progress: bool = True,
           formats: Sequence[str] | str | None = None, single: bool = False,
-          search: HomologSearch | None = None) -> InferReport:
+          search: HomologSearch | None = None, memory_limit: int | None = None) -> InferReport:
     """Predict every input and write ``<id>.<format>`` under ``out_dir`` for each of
     ``formats`` (npz, rr, png, txt; default npz + rr, ``png=True`` adds png), plus
     ``summary.json``.
@@ -93,8 +93,9 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     predicted from the alignment of its homologs that search finds.  ``store``: a feature
     store — alone, its entries (``split`` or all) are predicted from their stored features;
     with ``inputs``, an MSA whose entry is in the store (same file content, the model's spec)
-    is read from the store rather than recomputed.  Bad inputs are reported in the summary
-    and skipped."""
+    is read from the store rather than recomputed.  Bad inputs (among them those whose
+    features would need more than ``memory_limit`` bytes, by default half the memory
+    available) are reported in the summary and skipped."""
     t0 = time.perf_counter()
     chosen = parse_formats(formats, png)
     inputs = list(expand_inputs(inputs or [], single))
@@ -104,7 +105,7 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
         raise TprnaError("a split names entries of a store: give the store too")
     predictor = load(model_path, device=device, batch_pixels=batch_pixels, max_length=max_length,
                      max_batch=max_batch, threads=threads, workers=workers, max_padding=max_padding,
-                     search=search)
+                     search=search, memory_limit=memory_limit)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,8 @@ class Predictor:
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (onnxruntime provider).
         batch_pixels: budget of padded pixels (members × longest²) per batch.
         max_length: longer RNAs are skipped (reported as failures).
+        memory_limit: bytes the features of one input may need, by estimate; more is
+            skipped (reported as a failure).  Default: half the memory available.
         max_batch: at most this many RNAs per batch.
         max_padding: at most this fraction of padded pixels over real ones per batch.
         threads: onnxruntime intra-op threads (default: physical cores).
@@ -102,7 +104,7 @@ class Predictor:
                  max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
                  workers: int | None = None, feature_device: str = "cpu",
                  io_binding: bool | None = None, max_padding: float = DEFAULT_MAX_PADDING,
-                 search: HomologSearch | None = None) -> None:
+                 search: HomologSearch | None = None, memory_limit: int | None = None) -> None:
         self.model_path = Path(model_path)
         if batch_pixels < 1 or max_batch < 1 or (max_length is not None and max_length < 1):
             raise TprnaError("batch_pixels, max_batch and max_length must be positive")
@@ -124,6 +126,7 @@ class Predictor:
         self.device = device
         self.batch_pixels = int(batch_pixels)
         self.max_length = max_length
+        self.memory_limit = memory_limit
         self.max_batch = int(max_batch)
         self.max_padding = float(max_padding)
         self.workers = max(1, int(workers) if workers else physical_cores() // 2)
@@ -209,7 +212,8 @@ class Predictor:
 
     def _resolver(self) -> InputResolver:
         # made per run, so that settings changed on the predictor since apply
-        return InputResolver(self.spec, self.feature_device, self.max_length, self._store_lock, self.search)
+        return InputResolver(self.spec, self.feature_device, self.max_length, self._store_lock, self.search,
+                             self.memory_limit)
 
     # ------------------------------------------------------------------ the loop
 

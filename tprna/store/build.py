@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -149,6 +150,27 @@ class _Inline(cf.Executor):
         return fut
 
 
+def _pool_worker() -> None:
+    """Set up a local pool's worker process: one numba thread, and gone with its build."""
+    single_thread()
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """Exit this process when the one that started it is gone.  A build stopped by SIGTERM
+    or the OOM killer has no chance to shut its pool down, and the orphaned workers would
+    go on computing their queued tasks (minutes each with ``plm``) for no one."""
+    parent = multiprocessing.parent_process()  # spawn: its sentinel is a pipe the parent holds open
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns once that pipe is closed: the parent has exited, however it died
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tprna-exit-with-build", daemon=True).start()
+
+
 @dataclass
 class _Runner:
     """Where the tasks run: inline, a local process pool, or a Dask cluster — each a
@@ -168,7 +190,7 @@ class _Runner:
             return _Inline(), run_task, 1, "task"
         workers = min(self.jobs, n_tasks)
         ctx = multiprocessing.get_context("spawn")  # numba's thread pools do not survive fork
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=single_thread)
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pool_worker)
         return pool, run_task, 2 * workers, "worker process"
 
     def run(self, tasks: list[Task], on_done: Callable[[Outcome], None]) -> None:

@@ -10,7 +10,6 @@ memory available) is refused before anything is computed.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from tprna.contract import rounded
 from tprna.errors import TprnaError
 from tprna.features import PROFILE_COMPONENTS, FeatureSpec, feature_memory_bytes, make_features
+from tprna.limits import available_memory, check_feature_memory, size
 from tprna.msa import MSA, read_msa
 from tprna.store.atomic import DiskFull, disk_full, disk_full_error
 from tprna.store.base import GroupPayload, GroupSink
@@ -31,21 +31,6 @@ __all__ = ["FeatureLimits", "Task", "Outcome", "run_task", "run_task_single_thre
 MAX_LENGTH = 2000  # default refusal above this query length (an L×L map of 100·L² bytes and more)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 @dataclass(frozen=True)
 class FeatureLimits:
     """What a build refuses to compute: a query longer than ``max_length`` residues, or an
@@ -56,21 +41,13 @@ class FeatureLimits:
     memory_limit: int | None = None
 
     def check(self, msa: MSA, spec: FeatureSpec) -> None:
-        need = feature_memory_bytes(spec, msa.length, msa.depth)
-        gib = need / 2 ** 30
         if msa.length > self.max_length:
+            need = size(feature_memory_bytes(spec, msa.length, msa.depth))
             raise TprnaError(f"query length {msa.length} is above the limit of {self.max_length} "
-                             f"(its {spec.feature_set} features need ~{gib:.1f} GiB of memory); "
+                             f"(its {spec.feature_set} features need ~{need} of memory); "
                              "raise it with --max-length if this machine has the memory", msa.source or None)
-        limit = self.memory_limit
-        if limit is None:
-            free = available_memory()
-            limit = None if free is None else free // 2
-        if limit is not None and need > limit:
-            raise TprnaError(f"L={msa.length}, N={msa.depth}: its {spec.feature_set} features need "
-                             f"~{gib:.1f} GiB of memory, above the limit of {limit / 2 ** 30:.1f} GiB "
-                             "(default: half the memory available); raise it with --memory-limit "
-                             "or build on a larger machine", msa.source or None)
+        check_feature_memory(msa, spec, self.memory_limit,
+                             "raise it with --memory-limit or build on a larger machine")
 
 
 # --------------------------------------------------------------------------- payloads

@@ -1,0 +1,49 @@
+"""What a feature computation refuses before it starts: an input whose features would not fit
+in memory (:func:`tprna.features.feature_memory_bytes` above a limit, by default half the
+memory available).  The store's build and the serving path both ask here, so that one deep,
+long alignment (the plm fit alone is ~230·L²·q² bytes) is reported as a bad input instead of
+ending the process.
+"""
+from __future__ import annotations
+
+import os
+
+from tprna.errors import TprnaError
+from tprna.features import FeatureSpec, feature_memory_bytes
+from tprna.msa import MSA
+
+__all__ = ["available_memory", "check_feature_memory"]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_feature_memory(msa: MSA, spec: FeatureSpec, limit: int | None, remedy: str) -> None:
+    """Raise a :class:`TprnaError` naming the file when ``msa``'s features for ``spec`` need
+    more than ``limit`` bytes (None: half the memory available now); ``remedy`` ends the
+    message (what the user can do about it)."""
+    need = feature_memory_bytes(spec, msa.length, msa.depth)
+    if limit is None:
+        free = available_memory()
+        limit = None if free is None else free // 2
+    if limit is not None and need > limit:
+        raise TprnaError(f"L={msa.length}, N={msa.depth}: its {spec.feature_set} features need "
+                         f"~{size(need)} of memory, above the limit of {size(limit)} "
+                         f"(default: half the memory available); {remedy}", msa.source or None)
+
+
+def size(n: int) -> str:
+    """Bytes as GiB, or MiB below a tenth of one (a limit of "0.0 GiB" says nothing)."""
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 / 10 else f"{n / 2 ** 20:.1f} MiB"
