@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from feature_cache import shared_features  # noqa: E402
 from release_benchmarks import (OURS, benchmark_arguments, coconet_benchmark,  # noqa: E402
                                 puzzles_benchmark, training_sequences)
 from tprna.data import query_and_random_rows  # noqa: E402
@@ -209,8 +210,9 @@ def main() -> int:
         recipe, _, paths = spec.partition("=")
         for seed, path in enumerate(paths.split(",")):
             print(f"{recipe}: {path}", file=sys.stderr)
-            alignment, single, (found, info), curve = scored(path, args.data, args.store, trained, inputs,
-                                                             labels, args.work / "alignment_scores")
+            with shared_features(args.work / "feature_cache"):  # one feature set's models share inputs
+                alignment, single, (found, info), curve = scored(path, args.data, args.store, trained, inputs,
+                                                                 labels, args.work / "alignment_scores")
             with_msa, alone = single[OURS + ", alignment"], single[OURS + ", query alone"]
             row = {"alignment": long_l(with_msa), "alone": long_l(alone),
                    "puzzles": long_l(found[OURS + ", alignment"]),
@@ -248,7 +250,8 @@ def main() -> int:
         "epochs at lr 0.001, and `/more+depth`, `/more+homolog` the same 3 epochs with that sampling, so "
         "`/more` is their control; `/search`, each training family also seen with its query's alignment "
         "searched by nhmmer (`tprna.search`) in the training families' sequences. Feature sets `cov+ss+apc`, "
-        "`+dca`, `+alifold`: one coupling map beside `cov` and `bpp`; `precision+ss`: the shrunk precision "
+        "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
+        "`cov` and `bpp`; `precision+ss`: the shrunk precision "
         "matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
         "`results/ALIGNMENT.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "

@@ -40,6 +40,7 @@ from tprna.search import DEFAULT_E_VALUE, DEFAULT_ITERATIONS, HomologSearch  # n
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store import open_store  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
+from feature_cache import shared_features  # noqa: E402  (scripts/)
 from release_benchmarks import MODEL_FILE, PACKAGE_MODEL, SPOT, read_matrix  # noqa: E402  (scripts/)
 from train_release import leakage_plan, sequence_database, slug  # noqa: E402
 
@@ -253,4 +254,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with shared_features(REPO / "results" / "release" / "feature_cache"):  # the models share their inputs
+        raise SystemExit(main())
