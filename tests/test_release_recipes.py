@@ -335,3 +335,32 @@ def test_alignment_record_keeps_every_recipe_and_replaces_the_rescored(tmp_path)
     assert summary["cov+ss"] == old["cov+ss"] and summary["cov+ss+dca"] == new["cov+ss+dca"]
     assert curves["cov+ss+dca"] == {1: (0.1, 0.5, 14)} and curves["cov+ss"] == curve
     assert json.loads(record.read_text())["cov+ss+profile+dca"]["seeds"] == [{"alignment": 0.75}]
+
+
+def test_the_benchmarks_feature_cache_gives_the_features_once(tmp_path):
+    """scripts/feature_cache.py: inside the block the serving path's make_features answers
+    from the cache (the same arrays as computed), across processes through the folder;
+    another spec or another alignment is computed; outside the block nothing is cached."""
+    import numpy as np
+
+    from feature_cache import shared_features
+    from tprna import features
+    from tprna.features import FeatureSpec
+    from tprna.serve.items import serving_input
+    from helpers import coupled_alignment, rna
+
+    msa, other = coupled_alignment(40), rna("ACGUACGUAC", "ACGUUCGUAC", "AGGUACGAAC")
+    spec = FeatureSpec(feature_set="cov+ss+profile+plm")
+    plain = serving_input(msa, spec)
+    with shared_features(tmp_path) as counts:
+        first, again = serving_input(msa, spec), serving_input(msa, spec)
+        serving_input(other, spec)
+        serving_input(msa, FeatureSpec())
+    assert counts == {"hits": 1, "misses": 3} and len(list(tmp_path.glob("*.npz"))) == 3
+    for got in (first, again):
+        np.testing.assert_array_equal(got[0], plain[0])
+        assert got[1] == plain[1]
+    with shared_features(tmp_path) as counts:  # a later run: read from the folder
+        np.testing.assert_array_equal(serving_input(msa, spec)[0], plain[0])
+    assert counts == {"hits": 1, "misses": 0}
+    assert features.make_features.__name__ == "make_features"  # put back
