@@ -18,7 +18,8 @@ Writes ``results/ALIGNMENT.md`` and ``results/alignment_depth.png``, and puts th
 The first model of each recipe fills the full tables; every seed enters the summary.  The
 summary rows and depth curves of every recipe ever scored are kept in
 ``results/alignment_record.json`` (in git, as the runs are not): a recipe scored again replaces
-its row, the others keep theirs, so the report keeps every option measured.
+its row (with ``--add-seeds``, its new seeds join the recorded ones, for a recipe whose earlier
+runs are gone), the others keep theirs, so the report keeps every option measured.
 """
 from __future__ import annotations
 
@@ -148,13 +149,21 @@ def plot_depth(curves: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def merge_record(path: Path, summary: dict[str, list[dict]], curves: dict[str, dict]
+def merge_record(path: Path, summary: dict[str, list[dict]], curves: dict[str, dict], add_seeds: bool = False
                  ) -> tuple[dict[str, list[dict]], dict[str, dict]]:
     """The recorded recipes' summary rows and depth curves with this run's in place of theirs
-    (recorded order first, new recipes after); writes the merged record back to ``path``."""
+    (recorded order first, new recipes after), or with ``add_seeds`` this run's seeds added to
+    the recorded ones (the curve their seed-weighted mean); writes the merged record back to
+    ``path``."""
     merged = json.loads(path.read_text()) if path.is_file() else {}
-    merged.update({r: {"seeds": summary[r], "curve": {str(d): list(c) for d, c in curves[r].items()}}
-                   for r in summary})
+    for r in summary:
+        seeds, curve = summary[r], {str(d): list(c) for d, c in curves[r].items()}
+        old = merged.get(r) if add_seeds else None
+        if old is not None:
+            k, m = len(old["seeds"]), len(seeds)
+            curve = {d: [c[0], (old["curve"][d][1] * k + c[1] * m) / (k + m), c[2]] for d, c in curve.items()}
+            seeds = old["seeds"] + seeds
+        merged[r] = (old or {}) | {"seeds": seeds, "curve": curve}
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return ({r: v["seeds"] for r, v in merged.items()},
             {r: {int(d): tuple(c) for d, c in v["curve"].items()} for r, v in merged.items()})
@@ -197,6 +206,9 @@ def main() -> int:
                         help="Report that gets the summary section")
     parser.add_argument("--record", type=Path, default=REPO / "results" / "alignment_record.json",
                         help="Every recipe's summary rows and depth curve, kept across runs")
+    parser.add_argument("--add-seeds", action="store_true",
+                        help="Add the models' seeds to their recipe's recorded ones (its earlier runs gone) "
+                             "instead of replacing them")
     args = benchmark_arguments(parser, REPO / "results" / "ALIGNMENT.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
     trained = training_sequences(args.data, leakage)
@@ -231,7 +243,7 @@ def main() -> int:
                 n = seed + 1
                 curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
                                   for d, v in curve.items()}
-    summary, curves = merge_record(args.record, summary, curves)
+    summary, curves = merge_record(args.record, summary, curves, args.add_seeds)
     plot = args.out.parent / "alignment_depth.png"
     plot_depth(curves, plot)
     thermo = {"alignment": long_l(coconet["Thermodynamics (bpp)"]),

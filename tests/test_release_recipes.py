@@ -335,6 +335,13 @@ def test_alignment_record_keeps_every_recipe_and_replaces_the_rescored(tmp_path)
     assert summary["cov+ss"] == old["cov+ss"] and summary["cov+ss+dca"] == new["cov+ss+dca"]
     assert curves["cov+ss+dca"] == {1: (0.1, 0.5, 14)} and curves["cov+ss"] == curve
     assert json.loads(record.read_text())["cov+ss+profile+dca"]["seeds"] == [{"alignment": 0.75}]
+    # a recipe whose earlier runs are gone gains seeds: the curve is the seed-weighted mean
+    more = {"cov+ss+dca": [{"alignment": 0.70}], "precision+ss": [{"alignment": 0.64}]}
+    summary, curves = alignment_report.merge_record(record, more, {r: {1: (0.1, 0.8, 14)} for r in more},
+                                                    add_seeds=True)
+    assert summary["cov+ss+dca"] == new["cov+ss+dca"] + more["cov+ss+dca"]
+    assert curves["cov+ss+dca"] == {1: (0.1, pytest.approx((0.5 * 2 + 0.8) / 3), 14)}
+    assert summary["precision+ss"] == more["precision+ss"] and summary["cov+ss"] == old["cov+ss"]
 
 
 def test_the_benchmarks_feature_cache_gives_the_features_once(tmp_path):

@@ -12,7 +12,7 @@ from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, feature_memory_bytes
 from tprna.msa import MSA
 
-__all__ = ["available_memory", "check_feature_memory"]
+__all__ = ["available_memory", "check_feature_memory", "size"]
 
 
 def available_memory() -> int | None:

@@ -17,7 +17,7 @@ import numpy as np
 from tprna.contract import rounded
 from tprna.errors import TprnaError
 from tprna.features import PROFILE_COMPONENTS, FeatureSpec, feature_memory_bytes, make_features
-from tprna.limits import available_memory, check_feature_memory, size
+from tprna.limits import check_feature_memory, size
 from tprna.msa import MSA, read_msa
 from tprna.store.atomic import DiskFull, disk_full, disk_full_error
 from tprna.store.base import GroupPayload, GroupSink
@@ -26,7 +26,7 @@ from tprna.store.inputs import BuildItem
 from tprna.store.schema import PAIR_ARRAYS, entry_group, features_group, finalize, pack_component
 
 __all__ = ["FeatureLimits", "Task", "Outcome", "run_task", "run_task_single_threaded", "feature_payload",
-           "entry_payload", "available_memory", "MAX_LENGTH", "reason", "single_thread"]
+           "entry_payload", "MAX_LENGTH", "reason", "single_thread"]
 
 MAX_LENGTH = 2000  # default refusal above this query length (an L×L map of 100·L² bytes and more)
 
