@@ -218,31 +218,31 @@ def main() -> int:
     puzzles: dict = {}
     summary: dict[str, list[dict]] = {}
     curves: dict[str, dict] = {}
-    for spec in args.models:
-        recipe, _, paths = spec.partition("=")
-        for seed, path in enumerate(paths.split(",")):
-            print(f"{recipe}: {path}", file=sys.stderr)
-            with shared_features(args.work / "feature_cache"):  # one feature set's models share inputs
+    with shared_features(args.work / "feature_cache"):  # the models of one feature set share inputs
+        for spec in args.models:
+            recipe, _, paths = spec.partition("=")
+            for seed, path in enumerate(paths.split(",")):
+                print(f"{recipe}: {path}", file=sys.stderr)
                 alignment, single, (found, info), curve = scored(path, args.data, args.store, trained, inputs,
                                                                  labels, args.work / "alignment_scores")
-            with_msa, alone = single[OURS + ", alignment"], single[OURS + ", query alone"]
-            row = {"alignment": long_l(with_msa), "alone": long_l(alone),
-                   "puzzles": long_l(found[OURS + ", alignment"]),
-                   "puzzles_alone": long_l(found[OURS + ", query alone"])}
-            row["gain"] = row["alignment"] - row["alone"]
-            row.update({s: long_l(with_msa, s) for s in SUBSETS[1:]})
-            summary.setdefault(recipe, []).append(row)
-            if seed == 0:
-                if not coconet:  # the peers and baselines once
-                    coconet.update({m: r for m, r in alignment.items() if m != OURS})
-                coconet.update(renamed({k: v for k, v in single.items() if k.startswith(OURS)}, OURS, recipe))
-                puzzles.update(renamed({k: v for k, v in found.items() if k.startswith(OURS)}, OURS, recipe))
-                puzzles.setdefault("Thermodynamics (bpp)", found["Thermodynamics (bpp)"])
-                curves[recipe] = curve
-            else:  # the depth curve of a recipe: the mean over its seeds
-                n = seed + 1
-                curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
-                                  for d, v in curve.items()}
+                with_msa, alone = single[OURS + ", alignment"], single[OURS + ", query alone"]
+                row = {"alignment": long_l(with_msa), "alone": long_l(alone),
+                       "puzzles": long_l(found[OURS + ", alignment"]),
+                       "puzzles_alone": long_l(found[OURS + ", query alone"])}
+                row["gain"] = row["alignment"] - row["alone"]
+                row.update({s: long_l(with_msa, s) for s in SUBSETS[1:]})
+                summary.setdefault(recipe, []).append(row)
+                if seed == 0:
+                    if not coconet:  # the peers and baselines once
+                        coconet.update({m: r for m, r in alignment.items() if m != OURS})
+                    coconet.update(renamed({k: v for k, v in single.items() if k.startswith(OURS)}, OURS, recipe))
+                    puzzles.update(renamed({k: v for k, v in found.items() if k.startswith(OURS)}, OURS, recipe))
+                    puzzles.setdefault("Thermodynamics (bpp)", found["Thermodynamics (bpp)"])
+                    curves[recipe] = curve
+                else:  # the depth curve of a recipe: the mean over its seeds
+                    n = seed + 1
+                    curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
+                                      for d, v in curve.items()}
     summary, curves = merge_record(args.record, summary, curves, args.add_seeds)
     plot = args.out.parent / "alignment_depth.png"
     plot_depth(curves, plot)

@@ -19,12 +19,11 @@ from typing import Iterator
 import numpy as np
 
 from tprna import features
-from tprna.features import FEATURE_CODE_VERSION
 
 
 def content_key(msa, spec, device: str) -> str:
-    h = hashlib.sha256()
-    for part in (FEATURE_CODE_VERSION, spec.key, device, msa.alphabet.name, str(msa.codes.shape)):
+    h = hashlib.sha256()  # spec.key covers the code version and the molecule (so the alphabet)
+    for part in (spec.key, device, str(msa.codes.shape)):
         h.update(str(part).encode() + b"\0")
     h.update(np.ascontiguousarray(msa.codes).tobytes())
     return h.hexdigest()[:32]

@@ -98,10 +98,10 @@ class InputResolver:
                     result = Failure(result.source, f"L={result.length} is over the maximum length "
                                      f"{self.max_length}; raise max_length if the memory allows",
                                      result.id, result.index)
+                elif (refused := self.over_memory(result)) is not None:
+                    result = refused
                 else:
-                    result = self.over_memory(result) or result
-                    if isinstance(result, WorkItem):
-                        seen[result.id] = result.source
+                    seen[result.id] = result.source
             out.append(result)
         return out
 
