@@ -18,6 +18,7 @@ from tprna.models import ContactProbability
 from tprna.msa import read_msa
 from tprna.serve import Predictor, infer, make_session, read_rr, top_contacts
 from tprna.serve.predictor import RunStats
+from tprna.serve.results import Failure
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
 
@@ -200,6 +201,40 @@ def test_infer_skips_an_input_whose_features_would_not_fit(model, msas, store, t
     assert "of memory, above the limit" in failed["reason"] and "--memory-limit" in failed["reason"]
     stored = infer(model, None, tmp_path / "stored", store=store, memory_limit=1, progress=False)
     assert stored.ok and len(stored.done) == len(msas)
+
+
+def test_feature_threads_share_the_memory_limit(model, msas, monkeypatch):
+    """Inputs that each fit the limit but no two of which fit together are computed one at
+    a time, however many feature threads there are; with room for all, they overlap."""
+    import threading
+    import time
+
+    from tprna import features
+    from tprna.features import feature_memory_bytes
+
+    need = sorted(feature_memory_bytes(SPEC, read_msa(m).length, read_msa(m).depth) for m in msas)
+    assert need[0] + need[1] > need[-1]  # so a limit of the largest admits every input, no pair
+    running, most, lock = [0], [0], threading.Lock()
+    compute = features.make_features
+
+    def tracked(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        try:
+            return compute(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(features, "make_features", tracked)
+    for limit, together in ((need[-1], 1), (10 * sum(need), 3)):
+        most[0] = 0
+        predictor = Predictor(model, device="cpu", workers=3, max_batch=8, max_padding=10.0, memory_limit=limit)
+        results = list(predictor.predict(msas))
+        assert len(results) == len(msas) and not [r for r in results if isinstance(r, Failure)]
+        assert most[0] == together, (limit, most[0])
 
 
 def test_rr_and_npz_outputs(model, msas, tmp_path):

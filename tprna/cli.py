@@ -518,7 +518,7 @@ def infer_cmd(
     top: Optional[int] = typer.Option(None, "--top", help="Contacts in each RR file (default 2L)."),
     device: str = device_option(),
     max_length: int = typer.Option(1000, "--max-length", help="Skip RNAs longer than this."),
-    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", min=0.001, help="Skip inputs whose features need more GiB than this, by estimate (default: half the memory available)."),
+    memory_limit: Optional[float] = typer.Option(None, "--memory-limit", min=0.001, help="Skip inputs whose features need more GiB than this, by estimate, and never compute features needing more together (default: half the memory available)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the job's summary (summary.json) as JSON."),
     database: Optional[list[Path]] = database_option("a bare sequence is predicted from the alignment of its homologs found there (nhmmer)"),

@@ -7,12 +7,15 @@ ending the process.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, feature_memory_bytes
 from tprna.msa import MSA
 
-__all__ = ["available_memory", "check_feature_memory", "size"]
+__all__ = ["available_memory", "check_feature_memory", "size", "MemoryBudget"]
 
 
 def available_memory() -> int | None:
@@ -47,3 +50,32 @@ def check_feature_memory(msa: MSA, spec: FeatureSpec, limit: int | None, remedy:
 def size(n: int) -> str:
     """Bytes as GiB, or MiB below a tenth of one (a limit of "0.0 GiB" says nothing)."""
     return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 / 10 else f"{n / 2 ** 20:.1f} MiB"
+
+
+class MemoryBudget:
+    """The bytes that one process's concurrent feature computations may need together:
+    each reserves its estimate before it starts and gives it back when done, waiting while
+    the others' reservations leave too little.  ``capacity`` None: half the memory available
+    when the budget is made (no limit where that is unknown).  A computation larger than the
+    whole budget runs alone rather than never."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is None:
+            free = available_memory()
+            capacity = None if free is None else free // 2
+        self.capacity = capacity
+        self.reserved = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, need: int) -> Iterator[None]:
+        with self._changed:
+            while self.capacity is not None and self.reserved and self.reserved + need > self.capacity:
+                self._changed.wait()
+            self.reserved += need
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.reserved -= need
+                self._changed.notify_all()

@@ -13,14 +13,16 @@ a :class:`~tprna.serve.results.Failure` saying why it cannot be predicted.
   MSA of one row) is predicted from its searched alignment instead of alone.
 * **Bad inputs are failures**, never exceptions: an unreadable / empty / wrong-alphabet MSA,
   a duplicate id, one longer than ``max_length``, or one whose features would not fit in
-  memory (``memory_limit``, by default half the memory available).
+  memory (``memory_limit``, by default half the memory available).  The inputs that pass
+  share that limit while their features are computed (:class:`~tprna.limits.MemoryBudget`):
+  the feature threads never run fits that only fit one at a time together.
 """
 from __future__ import annotations
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +31,8 @@ import numpy as np
 from tprna import features
 from tprna.contract import model_input, rounded_features
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec
-from tprna.limits import check_feature_memory
+from tprna.features import FeatureSpec, feature_memory_bytes
+from tprna.limits import MemoryBudget, check_feature_memory
 from tprna.msa import MSA, read_msa
 from tprna.search import HomologSearch
 from tprna.serve.inputs import BadInput, InputLike, NamedInput, describe, path_id, string_input
@@ -79,6 +81,12 @@ class InputResolver:
     store_lock: threading.Lock
     search: HomologSearch | None = None  # a bare sequence's alignment comes from this search
     memory_limit: int | None = None  # bytes of features one input may need (None: half the memory available)
+    # what the feature threads may need together (the same limit): two fits that each fit
+    # alone wait for each other rather than run at once
+    budget: MemoryBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = MemoryBudget(self.memory_limit)
 
     def resolve(self, chunk: list[tuple[int, InputLike]], store: Any, seen: dict[str, str],
                 workers: int) -> list[WorkItem | Failure]:
@@ -170,9 +178,13 @@ class InputResolver:
         return out
 
     def msa_item(self, index: int, entry_id: str, source: str, msa: MSA) -> WorkItem:
-        spec, device = self.spec, self.feature_device
-        return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query,
-                        lambda: serving_input(msa, spec, device), msa)
+        spec, device, budget = self.spec, self.feature_device, self.budget
+
+        def load() -> tuple[np.ndarray, float | None]:
+            with budget.reserve(feature_memory_bytes(spec, msa.length, msa.depth)):
+                return serving_input(msa, spec, device)
+
+        return WorkItem(index, entry_id, source, msa.length, msa.query_text or msa.query, load, msa)
 
     def store_copy(self, store: Any, entry_id: str, path: Path, index: int) -> WorkItem | None:
         """The store's entry for this MSA file when it was built from the same bytes."""

@@ -90,7 +90,9 @@ class Predictor:
         batch_pixels: budget of padded pixels (members × longest²) per batch.
         max_length: longer RNAs are skipped (reported as failures).
         memory_limit: bytes the features of one input may need, by estimate; more is
-            skipped (reported as a failure).  Default: half the memory available.
+            skipped (reported as a failure).  The feature threads share it: inputs whose
+            estimates add up to more are computed one after another.  Default: half the
+            memory available.
         max_batch: at most this many RNAs per batch.
         max_padding: at most this fraction of padded pixels over real ones per batch.
         threads: onnxruntime intra-op threads (default: physical cores).
