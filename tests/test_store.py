@@ -330,6 +330,98 @@ def test_workers_exit_with_a_build_killed_alone(tmp_path):
         proc.wait()
 
 
+def _overlaps(limits, msa, spec, n: int = 3) -> int:
+    """How many of ``n`` threads were inside ``limits.computing`` at once, at most."""
+    inside, most, lock = [0], [0], threading.Lock()
+
+    def compute() -> None:
+        with limits.computing(msa, spec):
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.2)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=compute) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return most[0]
+
+
+def test_large_inputs_of_a_local_build_compute_one_at_a_time(tmp_path):
+    """The workers of ``store build -j N`` share the memory limit: an input above a
+    worker's share (limit / N) computes holding one lock file, so two such never run
+    together (each open of the file is its own lock, as in separate processes); those
+    within their share run side by side; the lock file is gone after."""
+    from tprna.features import feature_memory_bytes
+    from tprna.store.tasks import FeatureLimits, shared_limits
+
+    msa = read_msa(write_family(tmp_path / "f.fasta", 40, 60, seed=2))
+    need = feature_memory_bytes(SPEC, msa.length, msa.depth)
+    with shared_limits(FeatureLimits(memory_limit=need), 3) as large:  # above its share: alone
+        assert large.workers == 3 and Path(large.large_lock).is_file()
+        assert _overlaps(large, msa, SPEC) == 1
+        roomy = replace(large, memory_limit=3 * need)  # within its share: together
+        assert _overlaps(roomy, msa, SPEC) == 3
+    assert not Path(large.large_lock).exists()
+    with shared_limits(FeatureLimits(memory_limit=need), 1) as alone:  # one process: nothing to share
+        assert alone.large_lock is None and _overlaps(alone, msa, SPEC) == 3
+
+
+def test_a_large_inputs_lock_goes_with_its_worker(tmp_path):
+    """A worker killed inside a large computation (the OOM killer) does not leave the others
+    waiting for its lock."""
+    lock = tmp_path / "large.lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"), str(lock)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from tprna.store.tasks import FeatureLimits
+
+        msa = read_msa(write_family(tmp_path / "f.fasta", 40, 60, seed=2))
+        limits = FeatureLimits(memory_limit=1, workers=2, large_lock=str(lock))
+        entered = threading.Event()
+
+        def compute() -> None:
+            with limits.computing(msa, SPEC):
+                entered.set()
+
+        thread = threading.Thread(target=compute, daemon=True)
+        thread.start()
+        assert not entered.wait(0.5)  # the holder has it
+        holder.kill()
+        assert entered.wait(5)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_local_build_shares_its_limit_among_its_workers(tmp_path, monkeypatch):
+    """build_store hands its ``jobs`` local processes limits with their shared lock (and a
+    Dask cluster's workers, with their own machines' memory, none)."""
+    from tprna.store import build as build_module
+
+    seen = []
+    real = build_module._build
+
+    def spy(path, items, spec, report, limits, *rest):
+        seen.append((limits.workers, limits.large_lock, Path(limits.large_lock).exists()))
+        return real(path, items, spec, report, limits, *rest)
+
+    monkeypatch.setattr(build_module, "_build", spy)
+    msas = [write_family(tmp_path / f"m{i}.fasta", 12, 30, seed=i) for i in range(2)]
+    report = build_store(tmp_path / "s.zarr", [BuildItem(m.stem, m) for m in msas], SPEC, jobs=2,
+                         progress=False, memory_limit=2 ** 30)
+    assert report.ok and sorted(report.built) == ["m0", "m1"]
+    ((workers, lock, existed),) = seen
+    assert workers == 2 and existed and not Path(lock).exists()
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_killed_build_leaves_no_partial_entry_and_resumes(tmp_path, name):
     inputs = many_families(tmp_path / "msas")

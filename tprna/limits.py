@@ -15,7 +15,7 @@ from tprna.errors import TprnaError
 from tprna.features import FeatureSpec, feature_memory_bytes
 from tprna.msa import MSA
 
-__all__ = ["available_memory", "check_feature_memory", "size", "MemoryBudget"]
+__all__ = ["available_memory", "default_limit", "check_feature_memory", "size", "MemoryBudget"]
 
 
 def available_memory() -> int | None:
@@ -33,14 +33,20 @@ def available_memory() -> int | None:
         return None
 
 
+def default_limit(limit: int | None) -> int | None:
+    """``limit``, or when None half the memory available now (None where that is unknown)."""
+    if limit is not None:
+        return limit
+    free = available_memory()
+    return None if free is None else free // 2
+
+
 def check_feature_memory(msa: MSA, spec: FeatureSpec, limit: int | None, remedy: str) -> None:
     """Raise a :class:`TprnaError` naming the file when ``msa``'s features for ``spec`` need
     more than ``limit`` bytes (None: half the memory available now); ``remedy`` ends the
     message (what the user can do about it)."""
     need = feature_memory_bytes(spec, msa.length, msa.depth)
-    if limit is None:
-        free = available_memory()
-        limit = None if free is None else free // 2
+    limit = default_limit(limit)
     if limit is not None and need > limit:
         raise TprnaError(f"L={msa.length}, N={msa.depth}: its {spec.feature_set} features need "
                          f"~{size(need)} of memory, above the limit of {size(limit)} "
@@ -60,10 +66,7 @@ class MemoryBudget:
     whole budget runs alone rather than never."""
 
     def __init__(self, capacity: int | None = None) -> None:
-        if capacity is None:
-            free = available_memory()
-            capacity = None if free is None else free // 2
-        self.capacity = capacity
+        self.capacity = default_limit(capacity)
         self.reserved = 0
         self._changed = threading.Condition()
 

@@ -47,7 +47,7 @@ from tprna.store.location import is_hdf5_path, staging_dir, store_location
 from tprna.store.schema import check_entry_id, check_is_store, file_sha256, input_key
 from tprna.store.splits import assign_manifest_splits
 from tprna.store.tasks import (MAX_LENGTH, FeatureLimits, Outcome, Task, reason, run_task,
-                               run_task_single_threaded, single_thread)
+                               run_task_single_threaded, shared_limits, single_thread)
 
 __all__ = ["BuildReport", "build_store", "STORAGE_DTYPES"]
 
@@ -277,7 +277,9 @@ def build_store(
 
     An input whose query is longer than ``max_length``, or whose features need (by
     estimate) more than ``memory_limit`` bytes (default: half the memory available), is
-    refused and reported in :attr:`BuildReport.failed`.  A full disk raises
+    refused and reported in :attr:`BuildReport.failed`; the ``jobs`` local processes share
+    that limit (an input above a process's share computes alone among such inputs: see
+    :meth:`~tprna.store.tasks.FeatureLimits.computing`).  A full disk raises
     :class:`~tprna.store.atomic.DiskFull`, leaving no half-written entry (nor an HDF5
     partial) behind."""
     t0 = time.perf_counter()
@@ -299,8 +301,10 @@ def build_store(
         try:
             if client is not None:  # workers may run elsewhere: absolute paths (same bytes, same keys)
                 path, items = path.absolute(), [_absolute(i) for i in items]
-            _build(path, items, spec, report, limits, _Runner(jobs, client, progress),
-                   checkpoint_every, checkpoint_seconds)
+            # a cluster's workers have their own machines' memory; a local pool shares this one
+            with shared_limits(limits, jobs if client is None else 1) as shared:
+                _build(path, items, spec, report, shared, _Runner(jobs, client, progress),
+                       checkpoint_every, checkpoint_seconds)
         finally:
             if owned:
                 client.close()

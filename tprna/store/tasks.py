@@ -6,18 +6,25 @@ worker process or on a Dask worker; :func:`run_task` never raises for a bad inpu
 returns an :class:`Outcome` naming the file and the reason).  An input whose features
 would not fit (L above ``max_length``, or the estimate of
 :func:`tprna.features.feature_memory_bytes` above ``memory_limit``, by default half the
-memory available) is refused before anything is computed.
+memory available) is refused before anything is computed.  The worker processes of a local
+build share that limit: an input needing more than its worker's share of it computes while
+holding one lock file (:meth:`FeatureLimits.computing`), so large inputs wait for each other.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fcntl
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 
 from tprna.contract import rounded
 from tprna.errors import TprnaError
 from tprna.features import PROFILE_COMPONENTS, FeatureSpec, feature_memory_bytes, make_features
-from tprna.limits import check_feature_memory, size
+from tprna.limits import check_feature_memory, default_limit, size
 from tprna.msa import MSA, read_msa
 from tprna.store.atomic import DiskFull, disk_full, disk_full_error
 from tprna.store.base import GroupPayload, GroupSink
@@ -25,8 +32,8 @@ from tprna.store.index import entry_record
 from tprna.store.inputs import BuildItem
 from tprna.store.schema import PAIR_ARRAYS, entry_group, features_group, finalize, pack_component
 
-__all__ = ["FeatureLimits", "Task", "Outcome", "run_task", "run_task_single_threaded", "feature_payload",
-           "entry_payload", "MAX_LENGTH", "reason", "single_thread"]
+__all__ = ["FeatureLimits", "shared_limits", "Task", "Outcome", "run_task", "run_task_single_threaded",
+           "feature_payload", "entry_payload", "MAX_LENGTH", "reason", "single_thread"]
 
 MAX_LENGTH = 2000  # default refusal above this query length (an L×L map of 100·L² bytes and more)
 
@@ -39,6 +46,8 @@ class FeatureLimits:
 
     max_length: int = MAX_LENGTH
     memory_limit: int | None = None
+    workers: int = 1  # processes computing features at once (a local build's jobs)
+    large_lock: str | None = None  # the lock file a computation above its share holds
 
     def check(self, msa: MSA, spec: FeatureSpec) -> None:
         if msa.length > self.max_length:
@@ -48,6 +57,41 @@ class FeatureLimits:
                              "raise it with --max-length if this machine has the memory", msa.source or None)
         check_feature_memory(msa, spec, self.memory_limit,
                              "raise it with --memory-limit or build on a larger machine")
+
+    @contextmanager
+    def computing(self, msa: MSA, spec: FeatureSpec) -> Iterator[None]:
+        """Around the computation of ``msa``'s features: one needing more than a worker's
+        share of the limit (limit / workers) holds ``large_lock``, so that at most one such
+        computation runs at a time and all together stay under twice the limit (the memory
+        available, by default).  The kernel drops a lock whose worker dies."""
+        if self.large_lock is None or self.workers <= 1:
+            yield
+            return
+        limit = default_limit(self.memory_limit)
+        if limit is None or feature_memory_bytes(spec, msa.length, msa.depth) * self.workers <= limit:
+            yield
+            return
+        fd = os.open(self.large_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+@contextmanager
+def shared_limits(limits: FeatureLimits, workers: int) -> Iterator[FeatureLimits]:
+    """``limits`` for ``workers`` local processes computing at once: with more than one,
+    their large inputs take turns through a lock file made here (removed after)."""
+    if workers <= 1:
+        yield limits
+        return
+    fd, path = tempfile.mkstemp(prefix="tprna-large-features-", suffix=".lock")
+    os.close(fd)
+    try:
+        yield replace(limits, workers=workers, large_lock=path)
+    finally:
+        os.unlink(path)
 
 
 # --------------------------------------------------------------------------- payloads
@@ -73,7 +117,10 @@ def feature_payload(msa: MSA, spec: FeatureSpec,
     before anything is computed when given)."""
     if limits is not None:
         limits.check(msa, spec)
-    feats = make_features(msa, spec)
+        with limits.computing(msa, spec):
+            feats = make_features(msa, spec)
+    else:
+        feats = make_features(msa, spec)
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
     for name in spec.components:
@@ -99,7 +146,7 @@ def entry_payload(item: BuildItem, spec: FeatureSpec, key: str, provenance: dict
     if limits is not None:
         limits.check(msa, spec)  # before the labels: a structure of a huge RNA is work too
     labels = _read_labels(item, msa)
-    features, neff = feature_payload(msa, spec)
+    features, neff = feature_payload(msa, spec, limits)
     arrays: dict[str, np.ndarray] = {"msa": np.ascontiguousarray(msa.codes, dtype=np.uint8)}
     if labels is not None:
         arrays["contacts"], arrays["observed"] = labels
