@@ -290,11 +290,40 @@ def test_sequence_and_msa_object_inputs(model, msas):
 
 
 def test_duplicate_ids_are_reported(model, msas, tmp_path):
-    other = tmp_path / "again"
-    other.mkdir()
-    shutil.copy(msas[0], other / msas[0].name)
-    report = infer(model, [msas[0], other / msas[0].name], tmp_path / "out", progress=False)
-    assert len(report.done) == 1 and "duplicate id" in report.failed[0]["reason"]
+    """The same file twice is one RNA: the second is reported, not written over the first."""
+    report = infer(model, [msas[0], msas[0]], tmp_path / "out", progress=False)
+    assert len(report.done) == 1 and report.failed[0]["reason"] == "given twice"
+    named = infer(model, [msas[0], ("sim000", read_msa(msas[1]))], tmp_path / "named", progress=False)
+    assert len(named.done) == 1 and "duplicate id 'sim000'" in named.failed[0]["reason"]
+
+
+def test_files_of_one_name_in_folders_per_target_are_named_by_their_folders(model, msas, tmp_path):
+    """One folder per target, each with its ``seq.<ext>`` (as rMSA / trRosettaRNA write them):
+    every target is predicted, named ``<folder>_seq``; a file whose name no other shares
+    keeps its own; the outputs are each target's own prediction."""
+    from tprna.serve.inputs import distinct_ids
+
+    targets = []
+    for n, msa in enumerate(msas[:3]):
+        folder = tmp_path / "targets" / f"R11{n:02d}"
+        folder.mkdir(parents=True)
+        targets.append(folder / ("seq" + msa.suffix))
+        shutil.copy(msa, targets[-1])
+    report = infer(model, targets + [msas[3]], tmp_path / "out", progress=False)
+    stem = msas[3].name.split(".")[0]
+    assert sorted(report.done) == ["R1100_seq", "R1101_seq", "R1102_seq", stem] and not report.failed
+    alone = Predictor(model, device="cpu").predict(msas[:3])
+    for n, pred in enumerate(alone):
+        written = np.load(tmp_path / "out" / f"R11{n:02d}_seq.npz")["probabilities"]
+        np.testing.assert_allclose(written, pred.probabilities, atol=1e-6)
+    # as many folders as tell them apart; the same file twice stays one id
+    deep = [tmp_path / side / "R1100" / "seq.fasta" for side in ("x", "y")]
+    for path in deep:
+        path.parent.mkdir(parents=True)
+        shutil.copy(msas[0], path)
+    named = distinct_ids([str(deep[0]), deep[1], deep[0], "GGGAAACCC"])
+    assert [v[0] for v in named[:3]] == ["x_R1100_seq", "y_R1100_seq", "x_R1100_seq"]
+    assert named[3] == "GGGAAACCC"
 
 
 def test_batches_follow_length_budget_and_padding_limit(model):

@@ -9,12 +9,15 @@ each record its own RNA.
 * Ids come from the FASTA header (its first word, made safe as a file name), else
   ``seq1``, ``seq2`` … in input order.
 * Folders expand into their alignment files, sorted (:func:`flatten_inputs`).
+* A file's id is its name without suffixes; files of one job whose names collide (one folder
+  per target, each with its ``seq.a3m``) take their folders' names too (:func:`distinct_ids`).
 """
 from __future__ import annotations
 
 import os
 import re
 import sys
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
@@ -24,9 +27,10 @@ from tprna.msa import MSA, detect_format, fasta_records, parse_msa, read_text
 
 __all__ = ["NamedInput", "BadInput", "InputLike", "read_sequences", "sequence_records", "text_input",
            "string_input", "sequence_argument", "expand_inputs", "flatten_inputs", "describe", "safe_id",
-           "file_stem", "path_id", "STDIN"]
+           "file_stem", "path_id", "distinct_ids", "STDIN"]
 
-InputLike = Any  # str | os.PathLike | MSA | NamedInput | BadInput | tuple[str, str | MSA]
+# a file, an alignment, or (id, a sequence / an alignment / a file's Path)
+InputLike = Any  # str | os.PathLike | MSA | NamedInput | BadInput | tuple[str, str | MSA | os.PathLike]
 
 STDIN = "-"  # the input that means standard input
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -184,12 +188,40 @@ def flatten_inputs(inputs: InputLike | Iterable[InputLike]) -> Iterator[tuple[in
             index += 1
 
 
+def distinct_ids(values: list[InputLike]) -> list[InputLike]:
+    """The inputs, each file whose id (:func:`path_id`) another file of ``values`` shares
+    given as ``(id, Path)`` with its folders' names before it: ``R1107/seq.a3m`` and
+    ``R1108/seq.a3m`` → ``R1107_seq`` and ``R1108_seq`` (as many folders as tell them apart).
+    Pipelines write one folder per target with the same file name in each, and one stem for
+    all would keep the first and refuse the rest.  The same file named twice stays one id
+    (a duplicate, reported); other inputs pass unchanged."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, value in enumerate(values):
+        if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+            groups[path_id(Path(value))].append(i)
+    out = list(values)
+    for stem, members in groups.items():
+        files = {i: Path(os.path.realpath(values[i])) for i in members}
+        if len(set(files.values())) < 2:
+            continue
+        folders = {i: Path(os.path.abspath(values[i])).parent.parts for i in members}
+        for depth in range(1, max(len(f) for f in folders.values()) + 1):
+            names = {i: "_".join(folders[i][-depth:] + (stem,)) for i in members}
+            if len({names[i] for i in members}) == len(set(files.values())):
+                break
+        for i in members:
+            out[i] = (safe_id(names[i], stem), Path(values[i]))
+    return out
+
+
 def describe(value: InputLike) -> str:
     """Where an input comes from, for messages."""
     if isinstance(value, (str, os.PathLike)):
         return os.fspath(value)
     if isinstance(value, (BadInput, NamedInput)):
         return value.source
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], os.PathLike):
+        return os.fspath(value[1])
     if isinstance(value, tuple) and value:
         return f"sequence {value[0]}"
     source = getattr(value, "source", "")

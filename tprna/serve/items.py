@@ -100,8 +100,9 @@ class InputResolver:
         for result in results:
             if isinstance(result, WorkItem):
                 if result.id in seen:
-                    result = Failure(result.source, f"duplicate id {result.id!r} (also from "
-                                     f"{seen[result.id]}); rename one of the files", result.id, result.index)
+                    why = ("given twice" if seen[result.id] == result.source else
+                           f"duplicate id {result.id!r} (also from {seen[result.id]}); rename one of the files")
+                    result = Failure(result.source, why, result.id, result.index)
                 elif self.max_length is not None and result.length > self.max_length:
                     result = Failure(result.source, f"L={result.length} is over the maximum length "
                                      f"{self.max_length}; raise max_length if the memory allows",
@@ -140,11 +141,14 @@ class InputResolver:
                 entry_id = path_id(Path(value.source)) if value.source else value.ids[0]
                 return self.msa_item(index, entry_id, source, value)
             if isinstance(value, tuple):
-                if len(value) != 2 or not isinstance(value[0], str) or not isinstance(value[1], (str, MSA)):
-                    raise TprnaError(f"expected (id, sequence) or (id, MSA), got {value!r:.60}")
+                if len(value) != 2 or not isinstance(value[0], str) or \
+                        not isinstance(value[1], (str, MSA, os.PathLike)):
+                    raise TprnaError(f"expected (id, sequence), (id, MSA) or (id, Path), got {value!r:.60}")
                 entry_id, content = value
                 if isinstance(content, MSA):
                     return self.msa_item(index, entry_id, source, content)
+                if isinstance(content, os.PathLike):  # a file named apart from its stem
+                    return self.msa_item(index, entry_id, source, read_msa(Path(content), self.spec.molecule))
                 named = NamedInput(entry_id, content, entry_id)
                 return self.msa_item(index, entry_id, source, named.to_msa(self.spec.molecule))
             path = Path(value)

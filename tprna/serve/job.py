@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from tprna.errors import TprnaError
 from tprna.search import HomologSearch
-from tprna.serve.inputs import InputLike, expand_inputs
+from tprna.serve.inputs import InputLike, distinct_ids, expand_inputs, flatten_inputs
 from tprna.serve.predictor import (DEFAULT_BATCH_PIXELS, DEFAULT_MAX_BATCH, DEFAULT_MAX_LENGTH,
                                    DEFAULT_MAX_PADDING, RunStats)
 from tprna.serve.results import Failure, Prediction
@@ -90,7 +90,10 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     files or folders of them, ``-`` (standard input) and anything :meth:`Predictor.predict`
     takes; with ``single``, each record of a file (or of standard input) is its own RNA
     (:func:`tprna.serve.inputs.expand_inputs`); with ``search``, each bare sequence is
-    predicted from the alignment of its homologs that search finds.  ``store``: a feature
+    predicted from the alignment of its homologs that search finds.  A file's outputs are
+    named by its name without suffixes, or where files of the job share that, with their
+    folders' names before it (``R1107/seq.a3m`` → ``R1107_seq``: :func:`~tprna.serve.inputs.distinct_ids`).
+    ``store``: a feature
     store — alone, its entries (``split`` or all) are predicted from their stored features;
     with ``inputs``, an MSA whose entry is in the store (same file content, the model's spec)
     is read from the store rather than recomputed.  Bad inputs (among them those whose
@@ -98,7 +101,8 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     available) are reported in the summary and skipped."""
     t0 = time.perf_counter()
     chosen = parse_formats(formats, png)
-    inputs = list(expand_inputs(inputs or [], single))
+    # the whole job's files are known here: ids that collide take their folders' names
+    inputs = distinct_ids([value for _, value in flatten_inputs(expand_inputs(inputs or [], single))])
     if not inputs and store is None:
         raise TprnaError("give sequences, MSA files / folders, or a feature store")
     if split is not None and store is None:
