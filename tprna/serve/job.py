@@ -92,11 +92,11 @@ def infer(model_path: str | os.PathLike | None, inputs: Sequence[InputLike] | No
     (:func:`tprna.serve.inputs.expand_inputs`); with ``search``, each bare sequence is
     predicted from the alignment of its homologs that search finds.  A file's outputs are
     named by its name without suffixes, or where files of the job share that, with their
-    folders' names before it (``R1107/seq.a3m`` → ``R1107_seq``: :func:`~tprna.serve.inputs.distinct_ids`).
-    ``store``: a feature
-    store — alone, its entries (``split`` or all) are predicted from their stored features;
-    with ``inputs``, an MSA whose entry is in the store (same file content, the model's spec)
-    is read from the store rather than recomputed.  Bad inputs (among them those whose
+    folders' names before it (``R1107/seq.a3m`` → ``R1107_seq``:
+    :func:`~tprna.serve.inputs.distinct_ids`).  ``store``: a feature store — alone, its
+    entries (``split`` or all) are predicted from their stored features; with ``inputs``, an
+    MSA whose entry is in the store (same file content, the model's spec) is read from the
+    store rather than recomputed.  Bad inputs (among them those whose
     features would need more than ``memory_limit`` bytes, by default half the memory
     available) are reported in the summary and skipped."""
     t0 = time.perf_counter()
