@@ -18,6 +18,7 @@ from tprna.models import ContactProbability
 from tprna.msa import read_msa
 from tprna.serve import Predictor, infer, make_session, read_rr, top_contacts
 from tprna.serve.predictor import RunStats
+from tprna.serve.inputs import NamedInput
 from tprna.serve.results import Failure
 from tprna.serve.session import SessionRunner
 from tprna.simulate import write_example_dataset
@@ -295,6 +296,9 @@ def test_duplicate_ids_are_reported(model, msas, tmp_path):
     assert len(report.done) == 1 and report.failed[0]["reason"] == "given twice"
     named = infer(model, [msas[0], ("sim000", read_msa(msas[1]))], tmp_path / "named", progress=False)
     assert len(named.done) == 1 and "duplicate id 'sim000'" in named.failed[0]["reason"]
+    two = infer(model, [NamedInput("a", "GGGAAACCC", "--seq a"), NamedInput("a", "GCGCAAGCGC", "--seq a")],
+                tmp_path / "two", progress=False)
+    assert len(two.done) == 1 and "duplicate id 'a'" in two.failed[0]["reason"]  # not the same RNA twice
 
 
 def test_files_of_one_name_in_folders_per_target_are_named_by_their_folders(model, msas, tmp_path):

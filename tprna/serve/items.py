@@ -100,7 +100,7 @@ class InputResolver:
         for result in results:
             if isinstance(result, WorkItem):
                 if result.id in seen:
-                    why = ("given twice" if seen[result.id] == result.source else
+                    why = ("given twice" if _same_file(seen[result.id], result.source) else
                            f"duplicate id {result.id!r} (also from {seen[result.id]}); rename one of the files")
                     result = Failure(result.source, why, result.id, result.index)
                 elif self.max_length is not None and result.length > self.max_length:
@@ -228,3 +228,11 @@ class InputResolver:
             return model_input(feats, spec), float(feats["neff"])
 
         return WorkItem(index, entry_id, source, length, str(meta["sequence"]), load)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Two sources are one file (two --seq of one name are not: their sources are no files)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
