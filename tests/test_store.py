@@ -330,6 +330,21 @@ def test_workers_exit_with_a_build_killed_alone(tmp_path):
         proc.wait()
 
 
+def test_a_folder_of_target_folders_is_refused_with_the_way_to_give_it(tmp_path):
+    """A folder holding per-target folders is not walked; the error says how to give its
+    files, and a build of files that share a name says how to name them apart."""
+    from tprna.store import items_from_paths
+
+    for name in ("R1107", "R1108"):
+        (tmp_path / "targets" / name).mkdir(parents=True)
+    files = [write_family(tmp_path / "targets" / name / "seq.fasta", 8, 30, seed=n)
+             for n, name in enumerate(("R1107", "R1108"))]
+    with pytest.raises(TprnaError, match=r"its subfolders hold 2: give them as files, e\.g\. .*targets/\*/seq\.fasta"):
+        items_from_paths([tmp_path / "targets"])
+    report = build_store(tmp_path / "s.zarr", items_from_paths(files), SPEC, progress=False)
+    assert report.built == ["seq"] and "manifest names them in its column id" in report.failed[0][1]
+
+
 def _overlaps(limits, msa, spec, n: int = 3) -> int:
     """How many of ``n`` threads were inside ``limits.computing`` at once, at most."""
     inside, most, lock = [0], [0], threading.Lock()

@@ -102,7 +102,8 @@ def _plan(items: Sequence[BuildItem], spec: FeatureSpec, existing: dict, store: 
     for item in items:
         why = check_entry_id(item.id)
         if why is None and item.id in seen:
-            why = f"duplicate id {item.id!r} (also from {seen[item.id]})"
+            why = (f"duplicate id {item.id!r} (also from {seen[item.id]}); give each entry its own id "
+                   "(a file's is its name without suffixes; a manifest names them in its column id)")
         if why is None and item.molecule != spec.molecule:
             why = f"item is {item.molecule} but the feature spec is {spec.molecule}"
         if why is not None:

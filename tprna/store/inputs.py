@@ -116,11 +116,22 @@ def _expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
             found = sorted(c for c in p.iterdir() if _is_msa_file(c))
             if not found:
                 raise TprnaError(f"no alignment files ({', '.join(MSA_SUFFIXES)}, optionally .gz) "
-                                 "in this folder", p)
+                                 f"in this folder{_subfolder_hint(p)}", p)
             out.extend(found)
         else:
             out.append(p)  # a missing file is reported when the build reaches it
     return out
+
+
+def _subfolder_hint(folder: Path) -> str:
+    """How to give a folder of per-target folders (it is not walked: one level, one rule)."""
+    inner = [c for sub in sorted(folder.iterdir()) if sub.is_dir() and not sub.name.startswith(".")
+             for c in sub.iterdir() if _is_msa_file(c)]
+    if not inner:
+        return ""
+    names = {c.name for c in inner}
+    pattern = folder / "*" / (names.pop() if len(names) == 1 else "*")
+    return f"; its subfolders hold {len(inner)}: give them as files, e.g. {pattern}"
 
 
 def _match(folder: Path | None, names: list[str], prefer: tuple[str, ...]) -> Path | None:
