@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -117,9 +117,13 @@ def feature_payload(msa: MSA, spec: FeatureSpec,
     before anything is computed when given)."""
     if limits is not None:
         limits.check(msa, spec)
-        with limits.computing(msa, spec):
-            feats = make_features(msa, spec)
-    else:
+    return _features_group(msa, spec, limits)
+
+
+def _features_group(msa: MSA, spec: FeatureSpec, limits: FeatureLimits | None) -> tuple[GroupPayload, float]:
+    """:func:`feature_payload` of an input ``limits`` already let through (their share of
+    memory still taken while computing)."""
+    with limits.computing(msa, spec) if limits is not None else nullcontext():
         feats = make_features(msa, spec)
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
@@ -146,7 +150,7 @@ def entry_payload(item: BuildItem, spec: FeatureSpec, key: str, provenance: dict
     if limits is not None:
         limits.check(msa, spec)  # before the labels: a structure of a huge RNA is work too
     labels = _read_labels(item, msa)
-    features, neff = feature_payload(msa, spec, limits)
+    features, neff = _features_group(msa, spec, limits)
     arrays: dict[str, np.ndarray] = {"msa": np.ascontiguousarray(msa.codes, dtype=np.uint8)}
     if labels is not None:
         arrays["contacts"], arrays["observed"] = labels
