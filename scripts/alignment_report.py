@@ -149,6 +149,12 @@ def plot_depth(curves: dict[str, dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def pooled_curve(curve: dict, n: int, other: dict, m: int) -> dict:
+    """The depth curve of ``n`` seeds (``curve``) and ``m`` more (``other``): each depth's
+    precision the seed-weighted mean, its other fields from ``other``."""
+    return {d: (v[0], (curve[d][1] * n + v[1] * m) / (n + m), v[2]) for d, v in other.items()}
+
+
 def merge_record(path: Path, summary: dict[str, list[dict]], curves: dict[str, dict], add_seeds: bool = False
                  ) -> tuple[dict[str, list[dict]], dict[str, dict]]:
     """The recorded recipes' summary rows and depth curves with this run's in place of theirs
@@ -161,7 +167,7 @@ def merge_record(path: Path, summary: dict[str, list[dict]], curves: dict[str, d
         old = merged.get(r) if add_seeds else None
         if old is not None:
             k, m = len(old["seeds"]), len(seeds)
-            curve = {d: [c[0], (old["curve"][d][1] * k + c[1] * m) / (k + m), c[2]] for d, c in curve.items()}
+            curve = pooled_curve(old["curve"], k, curve, m)
             seeds = old["seeds"] + seeds
         merged[r] = (old or {}) | {"seeds": seeds, "curve": curve}
     path.write_text(json.dumps(merged, indent=1) + "\n")
@@ -240,9 +246,7 @@ def main() -> int:
                     puzzles.setdefault("Thermodynamics (bpp)", found["Thermodynamics (bpp)"])
                     curves[recipe] = curve
                 else:  # the depth curve of a recipe: the mean over its seeds
-                    n = seed + 1
-                    curves[recipe] = {d: (v[0], (curves[recipe][d][1] * seed + curve[d][1]) / n, v[2])
-                                      for d, v in curve.items()}
+                    curves[recipe] = pooled_curve(curves[recipe], seed, curve, 1)
     summary, curves = merge_record(args.record, summary, curves, args.add_seeds)
     plot = args.out.parent / "alignment_depth.png"
     plot_depth(curves, plot)
