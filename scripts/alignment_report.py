@@ -41,7 +41,7 @@ from feature_cache import shared_features  # noqa: E402
 from release_benchmarks import (OURS, benchmark_arguments, coconet_benchmark,  # noqa: E402
                                 puzzles_benchmark, training_sequences)
 from tprna.data import query_and_random_rows  # noqa: E402
-from tprna.evaluate import load_evaluation_set, score_maps  # noqa: E402
+from tprna.evaluate import attainable, attainable_line, load_evaluation_set, score_maps  # noqa: E402
 from tprna.msa import MSA, read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -116,6 +116,26 @@ def summary_table(rows: dict[str, list[dict]]) -> list[str]:
         cells = [spread([s[k] for s in seeds]) for k, _ in cols]
         lines.append(f"| {recipe} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def attainable_text(ceiling: dict, summary: dict[str, list[dict]]) -> str:
+    """What a perfect predictor scores on the test families (long top-L, per Neff subset), the
+    families that cap it, and the shipped rows' share of it: top-L divides by L, so a family
+    with fewer long-range contacts than L cannot reach 1, and a subset holding one is capped."""
+    figure = {s: long_l(ceiling, s) for s in SUBSETS}
+    capped = [f"{i} ({v:.2f})" for i, r in zip(ceiling["ids"], ceiling["per_rna"]) if (v := r[("long", "L")]) < 1]
+    text = (f"A perfect predictor (the labels as the prediction) scores long top-L {figure['all']:.3f} on the "
+            f"14 families, and {figure['neff<1']:.3f} / {figure['1<=neff<10']:.3f} / {figure['neff>=10']:.3f} on "
+            f"the Neff subsets: {len(capped)} families have fewer long-range contacts than L and cap their "
+            f"subset ({', '.join(capped)}), so the subsets' figures are not on one scale.")
+    for recipe, seeds in summary.items():
+        if "(shipped)" in recipe:
+            share = {s: np.mean([row["alignment" if s == "all" else s] for row in seeds]) / figure[s]
+                     for s in SUBSETS}
+            text += (f" The shipped model, with alignments, reaches {share['all']:.2f} of what is attainable on "
+                     f"all 14, and {share['neff<1']:.2f} / {share['1<=neff<10']:.2f} / {share['neff>=10']:.2f} "
+                     "of it on the Neff subsets.")
+    return text
 
 
 def depth_table(curves: dict[str, dict]) -> list[str]:
@@ -219,6 +239,7 @@ def main() -> int:
     leakage = json.loads((args.work / "leakage.json").read_text())
     trained = training_sequences(args.data, leakage)
     labels = load_evaluation_set(str(args.store), "test", "cov+ss").labels
+    ceiling = attainable(labels)
     inputs = depth_inputs(args.data, labels)
     coconet: dict = {}
     puzzles: dict = {}
@@ -276,6 +297,7 @@ def main() -> int:
             f"{HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
+        attainable_text(ceiling, summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "
         f"{DRAWS} draws per depth; families shallower than a depth drop out of that column), long top-L "
@@ -285,7 +307,8 @@ def main() -> int:
     command = "python scripts/alignment_report.py " + shlex.join(args.models)  # quoted: recipe names have spaces
     lines = ["# What the alignment adds", "", f"Command: `{command}`", "", *section[2:], ""]
     for subset in SUBSETS:
-        lines += [f"## coconet test, {subset} (seed 0 of each recipe)", "", markdown_table(coconet, subset)]
+        lines += [f"## coconet test, {subset} (seed 0 of each recipe)", "",
+                  markdown_table(coconet, subset) + attainable_line(ceiling, subset)]
     lines += ["## RNA-Puzzles, clean targets (seed 0 of each recipe)", "", markdown_table(puzzles)]
     args.out.write_text("\n".join(lines))
     put_section(args.report, "\n".join(section))

@@ -51,7 +51,7 @@ def test_main_job_end_to_end(tmp_path):
     rr = read_rr(next(out.glob("*.rr")))
     assert len(rr.contacts) > 0
     table = invoke("evaluate", run / "last.ckpt", store, "--split", "test", "--out", tmp_path / "eval")
-    assert "mffnet30" in table and "Thermodynamics (bpp)" in table
+    assert "mffnet30" in table and "Thermodynamics (bpp)" in table and "Attainable long-range precision" in table
     assert (tmp_path / "eval" / "results.csv").exists() and (tmp_path / "eval" / "precision_vs_neff.png").exists()
 
 

@@ -118,3 +118,28 @@ def test_apc_by_hand():
     s_diag = s + np.diag([100.0, -7.0, 3.0])      # the diagonal does not enter
     np.testing.assert_allclose(apc(s_diag), expected)
     assert not math.isnan(apc(np.zeros((4, 4))).sum())
+
+
+def test_attainable_precision_by_hand():
+    """A perfect predictor's long-range top-k is min(1, contacts / k): a 60-nt RNA with 3
+    long contacts (s ≥ 24) scores 3/60, 3/30, 3/12 and 3/6 at L, L/2, L/5, L/10; a 30-mer with
+    3 scores 1 at L/10 (k = 3)."""
+    from tprna.evaluate import Labels, attainable, attainable_line
+    sparse = np.zeros((60, 60), dtype=np.uint8)
+    for i, j in [(0, 30), (5, 40), (10, 59)]:
+        sparse[i, j] = sparse[j, i] = 1
+    dense = np.zeros((30, 30), dtype=np.uint8)
+    for i in range(3):  # 3 long pairs in a 30-mer: long top-L/10 (k = 3) is attainable
+        dense[i, 29 - i] = dense[29 - i, i] = 1
+    labels = {"sparse": Labels(sparse, np.ones_like(sparse, dtype=bool), 0.5, "A" * 60),
+              "dense": Labels(dense, np.ones_like(dense, dtype=bool), 20.0, "A" * 30)}
+    result = attainable(labels)
+    per = dict(zip(result["ids"], result["per_rna"]))
+    assert [per["sparse"][("long", k)] for k in ("L", "L/2", "L/5", "L/10")] == \
+        pytest.approx([3 / 60, 3 / 30, 3 / 12, 3 / 6])
+    assert per["dense"][("long", "L/10")] == 1.0 and per["dense"][("long", "L")] == pytest.approx(3 / 30)
+    assert result["summary"]["all"]["precision"][("long", "L/10")] == pytest.approx((0.5 + 1.0) / 2)
+    assert result["summary"]["neff>=10"]["n"] == 1
+    line = attainable_line(result, "neff<1")
+    assert "top-L 0.050" in line and "top-L/10 0.500" in line
+    assert attainable_line(result, "1<=neff<10") == ""  # an empty subset: no line

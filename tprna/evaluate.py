@@ -29,7 +29,7 @@ from tprna.store import open_store
 from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device, store_key_of
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
-           "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps",
+           "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps", "attainable",
            "BASELINES", "EvaluationResult", "run_evaluation", "check_training_overlap"]
 
 BASELINES = ("APC (covariance)", "APC (precision)", "Thermodynamics (bpp)")
@@ -230,6 +230,23 @@ def score_maps(maps: Mapping[str, np.ndarray], labels: Mapping[str, Labels]) -> 
             "summary": summarize(per_rna, [labels[i].neff for i in ids])}
 
 
+def attainable(labels: Mapping[str, Labels]) -> dict:
+    """:func:`score_maps` of a perfect predictor (each RNA's labels as its map): top-k
+    precision divides by k, so an RNA with fewer than k observed contacts in a range cannot
+    reach 1 there, and a subset's mean is capped below 1 by such RNAs."""
+    return score_maps({i: lab.contacts.astype(np.float32) for i, lab in labels.items()}, labels)
+
+
+def attainable_line(result: dict, subset: str) -> str:
+    """One line under a subset's table: what a perfect predictor scores there (long range)."""
+    summary = result["summary"].get(subset)
+    if summary is None:
+        return ""
+    figures = ", ".join(f"top-{k} {summary['precision'][('long', k)]:.3f}" for k in ("L", "L/2", "L/5", "L/10"))
+    return (f"\nAttainable long-range precision (a perfect predictor, these labels): {figures}. "
+            "Fewer true contacts than k cap top-k below 1.\n")
+
+
 @dataclass
 class EvaluationResult:
     results: dict  # method → score_maps output
@@ -266,8 +283,9 @@ def run_evaluation(checkpoint: str | None, store_path: str, split: str | None, o
 
     subsets = [s for s in ("all", *NEFF_SUBSETS)
                if any(s in r["summary"] for r in results.values())]
+    ceiling = attainable(labels)
     text = "".join(f"\n### {subset} ({split or 'all entries'})\n\n{markdown_table(results, subset)}"
-                   for subset in subsets)
+                   f"{attainable_line(ceiling, subset)}" for subset in subsets)
     (out / "results.md").write_text(f"# Contact precision on {store_path}\n{text}")
     write_csv(results, out / "results.csv")
     (out / "results.json").write_text(json.dumps(
