@@ -290,7 +290,9 @@ def main() -> int:
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision "
         "matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
-        "`results/ALIGNMENT.md`.",
+        "`results/ALIGNMENT.md`. Levers on the shipped recipe that need no new features (more networks, "
+        "alignment filters, test-time depth views, windows, a blend with the raw couplings) are measured on "
+        "validation families in `results/VALIDATION.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling and search stages, trained without "

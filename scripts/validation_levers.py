@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""Levers on the shipped recipe that need no new features, measured on validation only.
+
+The release's search stage trains the shipped recipe twice (seeds 0 and 1) without 14 coconet
+train families (``results/release/choice.json``, ``coupling_stage.held_out``); those runs
+(``runs/release/held_out_families``) score each lever here on those families with their Rfam
+alignments, long-range top-L, each seed and the average of the two (the shipped model is such
+an average).  The test families are never read.
+
+- **Members.** With ``--extra NAME=a.onnx,b.onnx`` (runs of the same recipe trained otherwise,
+  e.g. with another crop), the mean over every k-member subset of the pooled runs' averages.
+- **Alignment filters at prediction time.** Rows covering less than a fraction of the query's
+  residues dropped; a greedy identity filter (hhfilter-like: a row stays when it is below the
+  threshold to every row kept so far).
+- **Test-time views.** The full alignment averaged with two random half-depth cuts (the query
+  kept), the cut the network saw in training (depth sampling).
+- **Windows.** RNAs longer than the training crop predicted in crop-sized windows (stride
+  half the crop), averaged where they overlap; pairs no window covers keep the whole-RNA map.
+- **The raw couplings.** The prediction blended with the input's own plm map (scaled to its
+  maximum).
+
+Writes ``results/VALIDATION.md`` and records its rows in ``results/levers_validation.json``;
+without the runs (a fresh clone) the recorded rows are shown again.
+
+    python scripts/validation_levers.py [--extra 'crop 192=a.onnx,b.onnx'] [--data ../shared/data]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from feature_cache import shared_features  # noqa: E402
+from release_benchmarks import benchmark_arguments  # noqa: E402
+from search_benchmark import KEY, family_labels, stage_models  # noqa: E402
+from tprna import features  # noqa: E402
+from tprna.contract import pad_batch  # noqa: E402
+from tprna.data import query_and_random_rows  # noqa: E402
+from tprna.evaluate import score_maps  # noqa: E402
+from tprna.msa import MSA  # noqa: E402
+from tprna.serve import Predictor  # noqa: E402
+from tprna.serve.items import serving_input  # noqa: E402
+
+CROP, STRIDE = 128, 64  # the release's training crop, and half of it
+VIEW_FRACTION, VIEW_SEEDS = 0.5, (1, 2)
+BLEND_WEIGHTS = (0.1, 0.2, 0.3)
+
+
+def rows(msa: MSA, keep: np.ndarray) -> MSA:
+    return dataclasses.replace(msa, ids=tuple(msa.ids[i] for i in keep), codes=np.ascontiguousarray(msa.codes[keep]))
+
+
+def covered(msa: MSA, fraction: float) -> MSA:
+    """The rows holding a residue in at least ``fraction`` of the query's residue columns (the
+    query always)."""
+    present = msa.codes != msa.alphabet.gap
+    share = (present & present[0]).sum(axis=1) / max(int(present[0].sum()), 1)
+    share[0] = 1.0
+    return rows(msa, np.flatnonzero(share >= fraction))
+
+
+def identity_filtered(msa: MSA, max_identity: float) -> MSA:
+    """Greedy redundancy filter in alignment order: a row stays when its identity (share of
+    equal columns) to every row kept so far is below ``max_identity``; the query stays."""
+    keep = [0]
+    for n in range(1, msa.depth):
+        if (msa.codes[keep] == msa.codes[n]).mean(axis=1).max() < max_identity:
+            keep.append(n)
+    return rows(msa, np.array(keep))
+
+
+def depth_view(msa: MSA, fraction: float, seed: int) -> MSA:
+    """The query and a random ``fraction`` of the other rows (alignments of ≤ 8 rows whole)."""
+    if msa.depth <= 8:
+        return msa
+    depth = max(2, int(round(msa.depth * fraction)))
+    return rows(msa, query_and_random_rows(msa.depth, depth, np.random.default_rng(seed)))
+
+
+def window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Starts of ``crop``-long windows every ``stride``, the last one ending at ``length``."""
+    if length <= crop:
+        return [0]
+    return sorted(set(range(0, length - crop + 1, stride)) | {length - crop})
+
+
+def windowed(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, whole: np.ndarray,
+             crop: int = CROP, stride: int = STRIDE) -> np.ndarray:
+    """``predict`` (C, l, l) → (l, l) on each diagonal window of ``x`` (C, L, L), averaged where
+    windows overlap; pairs no window covers keep ``whole``."""
+    length = x.shape[-1]
+    if length <= crop:
+        return whole
+    total, count = np.zeros((length, length)), np.zeros((length, length))
+    for s in window_starts(length, crop, stride):
+        part = slice(s, s + crop)
+        total[part, part] += predict(np.ascontiguousarray(x[:, part, part]))
+        count[part, part] += 1
+    return np.where(count > 0, total / np.maximum(count, 1), whole).astype(np.float32)
+
+
+def blended(prob: np.ndarray, coupling: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 − w)·prob + w·coupling / max(coupling)``."""
+    return (1 - weight) * prob + weight * coupling / max(float(coupling.max()), 1e-6)
+
+
+def averaged(maps: list[dict]) -> dict:
+    return {i: np.mean([m[i] for m in maps], axis=0) for i in maps[0]}
+
+
+def emptied(filtered: dict[str, MSA]) -> str:
+    """How many alignments a filter cut to the query alone (a shallow alignment of fragments)."""
+    alone = sorted(i for i, m in filtered.items() if m.depth == 1)
+    return f"{len(alone)} alignments cut to the query alone ({', '.join(alone)})" if alone else ""
+
+
+def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: Callable) -> dict[str, dict]:
+    """{lever: {"seeds": [...], "average": x, "cost": what it adds to a prediction, "note": …}}."""
+    out: dict[str, dict] = {}
+
+    def lever(name: str, per_model: Callable[[Predictor], dict], cost: str, note: str = "") -> None:
+        maps = [per_model(p) for p in models]
+        out[name] = {"seeds": [score(m) for m in maps], "average": score(averaged(maps)), "cost": cost,
+                     "note": note}
+        print(f"{name}: {out[name]}", file=sys.stderr, flush=True)
+
+    def given(inputs: dict) -> Callable[[Predictor], dict]:
+        return lambda p: {r.id: r.probabilities for r in p.predict(list(inputs.items()))}
+
+    full: dict[int, dict] = {}
+
+    def baseline(p: Predictor) -> dict:
+        full[id(p)] = given(msas)(p)
+        return full[id(p)]
+    lever("the Rfam alignment (baseline)", baseline, "")
+    for fraction in (0.5, 0.75):
+        filtered = {i: covered(m, fraction) for i, m in msas.items()}
+        lever(f"rows covering ≥ {fraction:.0%} of the query", given(filtered), "none", emptied(filtered))
+    filtered = {i: identity_filtered(m, 0.9) for i, m in msas.items()}
+    lever("rows < 90 % identical to each other (greedy)", given(filtered), "none", emptied(filtered))
+    views = [{i: depth_view(m, VIEW_FRACTION, s) for i, m in msas.items()} for s in VIEW_SEEDS]
+    lever(f"the alignment and {len(views)} half-depth views, averaged",
+          lambda p: averaged([full[id(p)]] + [given(v)(p) for v in views]),
+          f"{len(views)} more feature computations (plm fits) and network passes")
+
+    def windows(p: Predictor) -> dict:
+        def predict(x: np.ndarray) -> np.ndarray:
+            return p.runner.run(*pad_batch([x]))[0]
+        return {i: windowed(predict, serving_input(m, p.spec)[0], full[id(p)][i]) for i, m in msas.items()}
+    long = sum(m.length > CROP for m in msas.values())
+    lever(f"windows of {CROP} (stride {STRIDE}) on longer RNAs", windows, "a network pass per window",
+          f"{long} of {len(msas)} RNAs longer than {CROP}")
+    plm = {i: features.make_features(m, models[0].spec)["plm"].astype(np.float32) for i, m in msas.items()}
+    for w in BLEND_WEIGHTS:
+        lever(f"blended with the raw plm map, weight {w}",
+              lambda p, w=w: {i: blended(full[id(p)][i], plm[i], w) for i in msas}, "none")
+    if extra:  # ensemble size: the mean over every k-member subset of the pooled runs
+        pooled = [full[id(p)] for p in models] + [given(msas)(p) for p in extra]
+        for k in range(1, len(pooled) + 1):
+            figures = [score(averaged([pooled[j] for j in c])) for c in itertools.combinations(range(len(pooled)), k)]
+            out[f"{k} of {len(pooled)} networks averaged (mean over subsets)"] = {
+                "seeds": [], "average": round(float(np.mean(figures)), 4),
+                "cost": f"{k - len(models)} more network pass{'es' * (k - len(models) > 1)}" if k > len(models) else "",
+                "note": f"{len(figures)} subset{'s' * (len(figures) > 1)}"}
+    return out
+
+
+def table(rows: dict[str, dict]) -> list[str]:
+    base = rows["the Rfam alignment (baseline)"]["average"]
+    lines = ["| lever | seed 0 | seed 1 | average of the seeds | against the baseline | added to a prediction | note |",
+             "|---|---:|---:|---:|---:|---|---|"]
+    for name, r in rows.items():
+        seeds = [f"{s:.3f}" for s in r["seeds"]] or ["", ""]
+        lines.append(f"| {name} | {' | '.join(seeds)} | {r['average']:.3f} | {r['average'] - base:+.3f} | "
+                     f"{r['cost']} | {r['note']} |")
+    return lines
+
+
+def verdict(rows: dict[str, dict]) -> str:
+    """The best lever against the baseline, in one sentence."""
+    base = rows["the Rfam alignment (baseline)"]["average"]
+    name, best = max(((n, r["average"]) for n, r in rows.items() if not n.startswith("the Rfam")),
+                     key=lambda t: t[1])
+    cost = rows[name]["cost"]
+    return (f"The best lever, {name}, moves the average of the seeds by {best - base:+.3f}"
+            + (f", at the cost of {cost} per prediction." if cost and cost != "none" else "."))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--extra", action="append", default=[],
+                        help="NAME=a.onnx[,b.onnx]: more runs of the recipe for the members rows")
+    parser.add_argument("--record", type=Path, default=REPO / "results" / "levers_validation.json")
+    args = benchmark_arguments(parser, REPO / "results" / "VALIDATION.md").parse_args()
+    choice = json.loads((args.work / "choice.json").read_text())
+    ids = choice["coupling_stage"]["scored"]
+    recipe = choice["search_stage"]["chosen_recipe"]
+    models = [p for _, p in stage_models(recipe, (0, 1), args.work / "work")]
+    extra_names = [spec.partition("=")[0] for spec in args.extra]
+    if len(models) == 2:
+        labels, msas = family_labels(args.data, args.store, ids)
+
+        def score(maps: dict) -> float:
+            return round(float(score_maps(maps, labels)["summary"]["all"]["precision"][KEY]), 4)
+        extra = [Predictor(Path(f), device="cpu") for spec in args.extra for f in spec.partition("=")[2].split(",")]
+        with shared_features(args.work / "feature_cache"):
+            rows = measure(models, extra, msas, score)
+        record = {"recipe": recipe, "families": ids, "extra": extra_names, "rows": rows}
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
+    elif args.record.is_file():
+        record = json.loads(args.record.read_text())
+        print(f"the search stage's runs of {recipe} are not on disk: showing {args.record.name}", file=sys.stderr)
+    else:
+        print(f"no runs of {recipe} under runs/release/held_out_families and no {args.record}", file=sys.stderr)
+        return 2
+    text = [
+        "# Levers on the shipped recipe, on validation", "",
+        f"The search stage's two runs of `{record['recipe']}` (seeds 0 and 1), trained without the "
+        f"{len(record['families'])} coconet train families that score them here with their Rfam alignments "
+        f"({', '.join(record['families'])}): long-range top-L. The test families are never read. Written by "
+        "`python scripts/validation_levers.py" + "".join(f" --extra '{n}=…'" for n in record["extra"]) + "`; "
+        "what each lever does is in the script's docstring." + (
+            f" Members rows pool those runs with {', '.join(record['extra'])}." if record["extra"] else ""), "",
+        *table(record["rows"]), "", verdict(record["rows"]), ""]
+    args.out.write_text("\n".join(text))
+    print("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

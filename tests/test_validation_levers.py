@@ -1,0 +1,84 @@
+"""The validation-lever script's alignment filters, views, windows and blend, by hand."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import rna
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import validation_levers as levers  # noqa: E402
+
+
+def test_coverage_filter_counts_the_query_residue_columns():
+    msa = rna("ACGUNA",   # query: 5 residue columns (its N is read as a gap and does not count)
+              "AC----",   # 2 of 5 → 0.4
+              "ACG--A",   # 4 of 5 → 0.8
+              "-----A",   # 1 of 5 → 0.2
+              "----GA")   # G faces the query's N, not a residue: 1 of 5
+    assert levers.covered(msa, 0.5).ids == ("s0", "s2")
+    assert levers.covered(msa, 0.4).ids == ("s0", "s1", "s2")
+    assert levers.covered(msa, 1.0).ids == ("s0",)  # the query stays
+
+
+def test_identity_filter_is_greedy_in_alignment_order():
+    msa = rna("AAAAAAAAAA",
+              "AAAAAAAAAC",   # 0.9 to the query: dropped at < 0.9
+              "AAAAACCCCC",   # 0.5 to the query: kept
+              "AAAAACCCCG",   # 0.9 to row 2 (kept before it): dropped
+              "GGGGGGGGGG")   # 0 to both: kept
+    assert levers.identity_filtered(msa, 0.9).ids == tuple(msa.ids[i] for i in (0, 2, 4))
+    assert levers.identity_filtered(msa, 0.95).depth == 5
+
+
+def test_depth_view_keeps_the_query_and_half_the_rows():
+    msa = rna(*["ACGU"] * 21)
+    view = levers.depth_view(msa, 0.5, seed=3)
+    assert view.depth == 10 and view.ids[0] == msa.ids[0] and len(set(view.ids)) == 10
+    assert levers.depth_view(msa, 0.5, seed=3).ids == view.ids  # reproducible
+    small = rna(*["ACGU"] * 8)
+    assert levers.depth_view(small, 0.5, seed=3) is small
+
+
+def test_windows_cover_every_residue_and_average_overlaps():
+    assert levers.window_starts(100, 128, 64) == [0]
+    assert levers.window_starts(200, 128, 64) == [0, 64, 72]
+    assert levers.window_starts(256, 128, 64) == [0, 64, 128]
+    # each window predicts its own start everywhere: overlaps average the starts
+    x = np.zeros((1, 10, 10), dtype=np.float32)
+    x[0] = np.arange(10)[:, None]  # row index, so a window knows where it starts
+    whole = np.full((10, 10), -1.0, dtype=np.float32)
+
+    def start_of(window: np.ndarray) -> np.ndarray:
+        return np.full(window.shape[1:], window[0, 0, 0])
+    out = levers.windowed(start_of, x, whole, crop=4, stride=2)  # windows at 0, 2, 4, 6
+    assert out[0, 0] == 0 and out[2, 3] == 1  # (2, 3): windows 0 and 2
+    assert out[9, 9] == 6 and out[4, 5] == pytest.approx((2 + 4) / 2)
+    assert out[0, 9] == -1  # no window holds both: the whole-RNA map
+    short = whole[:4, :4]
+    assert levers.windowed(start_of, x[:, :4, :4], short, crop=4, stride=2) is short  # one crop: as it was
+
+
+def test_blend_scales_the_couplings_to_their_maximum():
+    prob = np.array([[0.2, 0.6], [0.6, 0.2]])
+    coupling = np.array([[0.0, 4.0], [4.0, 2.0]])
+    assert np.allclose(levers.blended(prob, coupling, 0.25), [[0.15, 0.7], [0.7, 0.275]])
+    assert np.allclose(levers.blended(prob, np.zeros((2, 2)), 0.5), prob / 2)
+
+
+def test_table_and_verdict_measure_against_the_baseline():
+    rows = {"the Rfam alignment (baseline)": {"seeds": [0.70, 0.72], "average": 0.73, "cost": "", "note": ""},
+            "filter": {"seeds": [0.60, 0.61], "average": 0.62, "cost": "none", "note": "1 alignment cut"},
+            "views": {"seeds": [0.71, 0.73], "average": 0.75, "cost": "2 more passes", "note": ""},
+            "3 of 3 networks averaged": {"seeds": [], "average": 0.74, "cost": "1 more network pass", "note": ""}}
+    lines = levers.table(rows)
+    assert lines[2].startswith("| the Rfam alignment (baseline) | 0.700 | 0.720 | 0.730 | +0.000 |")
+    assert "| filter | 0.600 | 0.610 | 0.620 | -0.110 | none | 1 alignment cut |" == lines[3]
+    assert lines[5].startswith("| 3 of 3 networks averaged |  |  | 0.740 | +0.010 |")
+    assert levers.verdict(rows) == ("The best lever, views, moves the average of the seeds by +0.020, "
+                                    "at the cost of 2 more passes per prediction.")
