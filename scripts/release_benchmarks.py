@@ -32,7 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tprna.evaluate import Labels, baseline_maps, load_evaluation_set, peer_maps, score_maps  # noqa: E402
+from tprna.evaluate import (Labels, attainable, attainable_line, baseline_maps, load_evaluation_set,  # noqa: E402
+                            peer_maps, score_maps)
 from tprna.features import FEATURE_SETS, base_pair_probabilities  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -97,7 +98,8 @@ def spot_benchmark(data: Path, predictor: Predictor, leakage: dict) -> tuple[dic
     out = {name: {m: score_maps({i: v[i] for i in ids}, labels) for m, v in maps.items()}
            for name, ids in subsets.items()}
     info = {"n": len(labels), "n_overlap": len(overlap & set(labels)),
-            "overlap": sorted(overlap & set(labels))}
+            "overlap": sorted(overlap & set(labels)),
+            "attainable": {name: attainable({i: labels[i] for i in ids}) for name, ids in subsets.items()}}
     return out, info
 
 
@@ -152,7 +154,8 @@ def puzzles_benchmark(data: Path, predictor: Predictor, trained: dict[str, str])
             OURS + ", query alone": alone,
             "Thermodynamics (bpp)": {i: base_pair_probabilities(lab.sequence) for i, lab in labels.items()}}
     return ({m: score_maps(v, labels) for m, v in maps.items()},
-            {"clean": sorted(labels), "left_out": {k: list(v) for k, v in dirty.items()}})
+            {"clean": sorted(labels), "left_out": {k: list(v) for k, v in dirty.items()},
+             "attainable": attainable(labels)})
 
 
 def figure(results: dict, method: str, key: str = "long|L") -> float:
@@ -300,14 +303,16 @@ def main() -> int:
         f"one ({', '.join(spot_info['overlap'])}). SPOT-RNA-2D TR/VL chains ≥ 70 % identical to any test chain "
         f"were dropped from training ({len(leakage['spot_dropped'])}).", ""]
     for name, results in spot.items():
-        lines += [f"### {name}", "", markdown_table(results)]
-    lines += ["## 2. coconet test families, with alignments", "", markdown_table(alignment),
-              "## 3. coconet test families: the query alone vs its alignment", "", markdown_table(single),
+        lines += [f"### {name}", "", markdown_table(results) + attainable_line(spot_info["attainable"][name], "all")]
+    coconet_ceiling = attainable_line(attainable(load_evaluation_set(str(args.store), "test", "cov+ss").labels), "all")
+    lines += ["## 2. coconet test families, with alignments", "", markdown_table(alignment) + coconet_ceiling,
+              "## 3. coconet test families: the query alone vs its alignment", "", markdown_table(single) + coconet_ceiling,
               "## 4. RNA-Puzzles targets, with their alignments and alone", "",
               f"The labelled targets of `rhofold_puzzles` that are < 70 % identical to every training RNA: "
               f"{', '.join(puzzle_info['clean'])}; left out as too close to a training RNA: "
               + ", ".join(f"{k} ({v[0]}, {v[1]:.2f})" for k, v in puzzle_info["left_out"].items()) + ". Never "
-              "trained on, never used to choose.", "", markdown_table(puzzles),
+              "trained on, never used to choose.", "",
+              markdown_table(puzzles) + attainable_line(puzzle_info["attainable"], "all"),
               "## How the shipped model was chosen", "",
               f"Chosen by {choice['selection']}, never by a test table; candidates trained {choice['epochs']} "
               f"epochs (the `more` ones {choice['epochs']} + 3, continuing their base run) from a "
