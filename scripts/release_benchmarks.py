@@ -231,6 +231,19 @@ def search_table(choice: dict) -> list[str]:
              f"sequences of the {database['families']} training families' Rfam alignments; median "
              f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence. "
              "By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""] + spot_table(choice)
+
+
+def spot_table(choice: dict) -> list[str]:
+    """The spot stage: the search stage's choice trained with the SPOT-RNA-2D training chains'
+    searched alignments too; empty for a choice made before it."""
+    stage = choice.get("spot_stage")
+    if not stage:
+        return []
+    lines = ["Then the SPOT-RNA-2D training chains with their searched alignments: the same recipe trained "
+             f"again with the {stage['searched_chains']} TR chains that have a hit in that search also seen with "
+             f"their alignment ({stage['left_out']} of them left out of these runs: their rows come from a "
+             "held-out family, or the chain is held out). By the same rule, long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 
@@ -362,6 +375,8 @@ def model_card(choice: dict, leakage: dict, meta: dict, expected: dict, report: 
         + ("Each family also trained with its query's alignment searched by nhmmer (tprna.search) in the "
            "sequences of the training families' own Rfam alignments. " if "train_searched" in choice["train_split"]
            else "")
+        + ("The SPOT-RNA-2D TR chains with a hit in that search also trained with their searched alignment. "
+           if "spot_searched" in choice["train_split"] else "")
         + ("In its homolog-sampling epochs, homologs from those families' alignments trained alone, with "
            "their own base-pair probabilities and the query's labels. " if homologs else "")
         + f"{len(leakage['spot_vl'])} SPOT-RNA-2D VL chains chose the model and were not trained on"

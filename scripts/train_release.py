@@ -34,7 +34,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    on the same families, with every training family also seen with its query's alignment
    searched by :mod:`tprna.search` in the training families' own sequences (the ``search``
    option, :func:`searched_manifest`): the input ``tprna infer --database`` gives a bare
-   sequence.  The chosen recipe's candidates (its seeds and their average) then compete on VL;
+   sequence.  The spot stage then does the same with the SPOT-RNA-2D TR chains that have a hit
+   in that search also trained with their searched alignment (the ``spot`` option,
+   :func:`spot_searched_manifest`: structures that otherwise train as single sequences); its runs
+   leave out the chains whose alignments read a held-out family.  The chosen recipe's
+   candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
@@ -53,7 +57,8 @@ default candidates (fifteen networks from scratch, eight continued) take ~5.5 h 
 recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), the stage's
 four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
 candidate on the validation and test sets ~1 min; the coupling stage's six runs ~2 h; the
-searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min).
+searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
+SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min.
 """
 from __future__ import annotations
 
@@ -310,7 +315,6 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
     one alignment each, as a manifest of split ``SEARCHED_SPLIT`` (ids ``<family>_nhmmer``, the
     family's structure).  Deterministic, so the store keeps the same entries run after run."""
     from tprna.errors import TprnaError
-    from tprna.msa import read_msa
     from tprna.search import HomologSearch
 
     rows = [r for r in csv.DictReader(open(families)) if r["split"] == "train"]
@@ -322,7 +326,7 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
         search = HomologSearch(database, cpus=0)
     except TprnaError as e:  # pyhmmer missing: one line, before any training starts
         raise SystemExit(f"the release's search stage: {e}") from None
-    found = search.search_many({r["id"]: read_msa(r["msa"]).query for r in rows})
+    found = search.search_many({r["id"]: query_letters(r["msa"]) for r in rows})
     manifest = work / "searched_manifest.csv"
     with open(manifest, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -336,6 +340,60 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
         f"hits per query: median {hits[len(hits) // 2]}, {sum(h == 0 for h in hits)} with none")
     return manifest, {"families": len(rows), "sequences": n, "search": search.describe(),
                       "median_hits": hits[len(hits) // 2], "without_hits": sum(h == 0 for h in hits)}
+
+
+def query_letters(path: Path) -> str:
+    """An alignment's query as written: a letter outside ACGU (a modified base written X) stays
+    a residue of the searched alignment instead of becoming a gap column its parser drops."""
+    from tprna.msa import read_msa
+
+    msa = read_msa(path)
+    return msa.query_text or msa.query
+
+
+def source_families(row_ids: tuple[str, ...]) -> list[str]:
+    """The families a searched alignment's rows come from: a hit is named
+    ``<family>_<n>/<start>-<end>`` after :func:`sequence_database`'s ``<file stem>_<n>``; the
+    first row is the query."""
+    return sorted({name.partition("/")[0].rsplit("_", 1)[0] for name in row_ids[1:]})
+
+
+def spot_searched_manifest(work: Path, spot: Path, database: Path) -> tuple[Path, dict]:
+    """The ``spot`` recipes' extra training entries: every kept SPOT-RNA-2D TR chain searched
+    like the families' queries (:mod:`tprna.search`'s defaults, the training families' sequences),
+    those with a hit as split ``SPOT_SEARCHED_SPLIT`` (ids ``<chain>_nhmmer``, the chain's own
+    labels): alignments for structures that otherwise train as single sequences.  Returns the
+    manifest and, per entry, the families its rows come from, so that a stage holding families
+    out can leave out the entries that read them."""
+    from tprna.search import HomologSearch
+
+    rows = [r for r in csv.DictReader(open(spot)) if r["split"] == "spot_tr"]
+    folder = work / "searched_spot"
+    folder.mkdir(parents=True, exist_ok=True)
+    found = HomologSearch(database, cpus=0).search_many({r["id"]: query_letters(r["msa"]) for r in rows})
+    manifest = work / "spot_searched_manifest.csv"
+    sources = {}
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "msa", "structure", "chain", "label", "split"])
+        for r in rows:
+            if found[r["id"]].hits == 0:
+                continue
+            path = folder / f"{r['id']}_nhmmer.afa"
+            path.write_text(found[r["id"]].text)
+            writer.writerow([f"{r['id']}_nhmmer", path, "", "", r["label"], SPOT_SEARCHED_SPLIT])
+            sources[f"{r['id']}_nhmmer"] = source_families(found[r["id"]].msa.ids)
+    (folder / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")
+    log(f"searched SPOT-RNA-2D chains: {len(sources)} of {len(rows)} TR chains with a hit")
+    return manifest, sources
+
+
+def spot_stage_exclusions(sources: dict[str, list[str]], families: list[str], chains: list[str]) -> list[str]:
+    """The searched SPOT-RNA-2D entries a stage holding ``families`` and ``chains`` out must not
+    train: those whose rows come from a held-out family, and those of a held-out chain."""
+    held = set(families)
+    return sorted(e for e, found in sources.items()
+                  if held & set(found) or e.removesuffix("_nhmmer") in chains)
 
 
 # --------------------------------------------------------------------------- training
@@ -354,21 +412,23 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     """``"cov+ss/more+depth"`` → (the feature set, the training options the recipe adds,
     whether it continues the feature set's own run).  Options, joined by ``+``: ``depth``
     (depth sampling), ``homolog`` (homolog sampling), ``search`` (every training family also
-    trains with its query's searched alignment: :func:`trains_searched`), ``more`` (the base run
+    trains with its query's searched alignment: :func:`trains_searched`), ``spot`` (the SPOT-RNA-2D
+    TR chains with a hit train with their searched alignment too), ``more`` (the base run
     continued for ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those
     epochs only)."""
     features, _, option = recipe.partition("/")
     flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING]}
     tokens = option.split("+") if option else []
-    unknown = [t for t in tokens if t not in flags and t not in ("more", "search")]
+    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot")]
     if unknown or len(set(tokens)) != len(tokens):
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, "
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, "
                          f"{', '.join(flags)}, joined by '+')")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
 TRAIN_SPLIT = "train,spot_tr"
 SEARCHED_SPLIT = "train_searched"  # each training family's query with its nhmmer-searched alignment
+SPOT_SEARCHED_SPLIT = "spot_searched"  # SPOT-RNA-2D TR chains with their nhmmer-searched alignments
 
 
 def trains_searched(recipe: str) -> bool:
@@ -378,8 +438,15 @@ def trains_searched(recipe: str) -> bool:
     return "search" in recipe.partition("/")[2].split("+")
 
 
+def trains_spot_searched(recipe: str) -> bool:
+    """The SPOT-RNA-2D TR chains with a hit in the search also train with that alignment
+    (split ``SPOT_SEARCHED_SPLIT``, :func:`spot_searched_manifest`)."""
+    return "spot" in recipe.partition("/")[2].split("+")
+
+
 def recipe_split(recipe: str) -> str:
-    return TRAIN_SPLIT + (f",{SEARCHED_SPLIT}" if trains_searched(recipe) else "")
+    return (TRAIN_SPLIT + (f",{SEARCHED_SPLIT}" if trains_searched(recipe) else "")
+            + (f",{SPOT_SEARCHED_SPLIT}" if trains_spot_searched(recipe) else ""))
 
 
 def with_option(recipe: str, option: str) -> str:
@@ -404,6 +471,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     if trains_searched(recipe):
         text += (", every coconet training family seen twice an epoch: with its Rfam alignment and with its "
                  "query's alignment searched by nhmmer (tprna.search's defaults) in the training families' sequences")
+    if trains_spot_searched(recipe):
+        text += (", the SPOT-RNA-2D training chains with a hit in that search also trained with their searched "
+                 "alignment")
     return text
 
 
@@ -541,7 +611,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
     for key, folder, parts in (("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules")),
                                ("coupling_stage", "held_out_families", ("aligned",)),
-                               ("search_stage", "held_out_families", ("aligned",))):
+                               ("search_stage", "held_out_families", ("aligned",)),
+                               ("spot_stage", "held_out_families", ("aligned",))):
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -649,6 +720,10 @@ def main() -> int:
     searched, database = searched_manifest(work, families)
     for features in dict.fromkeys(recipe_options(r)[0] for r, s in jobs if trains_searched(r) and (r, s) not in gone):
         build((searched,), features)
+    # the SPOT-RNA-2D chains' searched alignments the spot stage (and any ``spot`` candidate) trains on
+    spot_searched, sources = spot_searched_manifest(work, spot, work / "searched" / "train_family_sequences.fa")
+    for features in dict.fromkeys(recipe_options(r)[0] for r, s in jobs if trains_spot_searched(r) and (r, s) not in gone):
+        build((spot_searched,), features)
     protein = args.store.parent / "protein.zarr"
     run(TPRNA + ["store", "build", protein, "--manifest", args.data / "protein/manifest.csv",
                  "--molecule", "protein", "--jobs", args.jobs, "-q"], logfile)
@@ -789,22 +864,45 @@ def main() -> int:
     log(f"search stage: {searched_recipe} long top-L {search['aligned'][searched_recipe]['mean']:.3f} on the "
         f"held-out families, {search['single'][searched_recipe]['mean']:.3f} on the single sequences; "
         f"{search['chosen_recipe']} chosen")
+
+    # the spot stage: the search stage's choice trained with the SPOT-RNA-2D chains' searched
+    # alignments too, by the same rule on the same families; its runs leave out the entries whose
+    # rows come from a held-out family (their alignments would carry that family into training)
+    spot_recipe = with_option(search["chosen_recipe"], "spot")
+    build((spot_searched,), recipe_options(spot_recipe)[0])
+    spot_exclude = work / "held_out_families_spot.txt"
+    left_out = spot_stage_exclusions(sources, coupling["held_out"], coupling["spot_left_out"])
+    spot_exclude.write_text(coupling_exclude.read_text() + "".join(f"{e}\n" for e in left_out))
+    recorded = {part: stage_record(record.get("spot_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
+                for part in ("aligned", "single")}
+    wait(train_stage(spot_recipe, STAGE_SEEDS, coupling_runs, recorded["aligned"],
+                     ("--exclude", spot_exclude), coupling_screen))
+    spot_stage = {part: {search["chosen_recipe"]: search[part][search["chosen_recipe"]]} | score_stage(
+        args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
+        {spot_recipe: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
+    spot_stage["chosen_recipe"] = choose_variant(spot_stage, search["chosen_recipe"], [spot_recipe])
+    spot_record = spot_stage | {"scored": coupling["scored"], "searched_chains": len(sources),
+                                "left_out": len(left_out), "file": spot_exclude.name}
+    log(f"spot stage: {spot_recipe} long top-L {spot_stage['aligned'][spot_recipe]['mean']:.3f} on the "
+        f"held-out families, {spot_stage['single'][spot_recipe]['mean']:.3f} on the single sequences; "
+        f"{spot_stage['chosen_recipe']} chosen")
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
         kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
-        if search["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
+        kept["spot_stage"] = spot_record
+        if spot_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
         else:
-            log(f"{search['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
+            log(f"{spot_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
         kept["hours"] = round(kept.get("hours", 0.0) + training_hours(
             [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*")), counted=counted), 2)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
-    stage["chosen_recipe"] = search["chosen_recipe"]
+    stage["chosen_recipe"] = spot_stage["chosen_recipe"]
     for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
         if (stage["chosen_recipe"], seed) not in jobs:
             jobs.append((stage["chosen_recipe"], seed))
@@ -829,7 +927,7 @@ def main() -> int:
                                                           "chosen_recipe")}
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
-              "coupling_stage": coupling_record, "search_stage": search_record,
+              "coupling_stage": coupling_record, "search_stage": search_record, "spot_stage": spot_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -868,7 +966,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"{n_families} held-out coconet "
             f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
             f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
-            "alignments too, by the same rule on the same families, then "
+            "alignments too, then whether the SPOT-RNA-2D training chains train with their searched alignments "
+            "too, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -371,3 +371,66 @@ def test_the_benchmarks_feature_cache_gives_the_features_once(tmp_path):
         np.testing.assert_array_equal(serving_input(msa, spec)[0], plain[0])
     assert counts == {"hits": 1, "misses": 0}
     assert features.make_features.__name__ == "make_features"  # put back
+
+
+def test_spot_recipes_train_the_searched_spot_chains_too():
+    assert train_release.recipe_split("cov+ss/depth+search+spot") == "train,spot_tr,train_searched,spot_searched"
+    assert train_release.recipe_split("cov+ss/spot") == "train,spot_tr,spot_searched"
+    assert train_release.recipe_options("cov+ss/homolog+spot")[1] == ["--homolog-sampling",
+                                                                        train_release.HOMOLOG_SAMPLING]
+    assert "SPOT-RNA-2D training chains" in train_release.recipe_text("cov+ss/search+spot", 14)
+    assert train_release.with_option("cov+ss/depth+search", "spot") == "cov+ss/depth+search+spot"
+
+
+def test_source_families_and_the_stage_exclusions_by_hand():
+    ids = ("3abc_A", "RF00005_1_12/2-75", "RF00005_1_8/1-70", "RF01051_3/5-60")
+    assert train_release.source_families(ids) == ["RF00005_1", "RF01051"]
+    sources = {"3abc_A_nhmmer": ["RF00005_1", "RF01051"], "4xyz_B_nhmmer": ["RF00005_1"],
+               "5def_C_nhmmer": ["RF02001_2"]}
+    # a held-out family among its rows' families, or the chain itself held out
+    assert train_release.spot_stage_exclusions(sources, ["RF01051"], ["5def_C"]) == ["3abc_A_nhmmer", "5def_C_nhmmer"]
+    assert train_release.spot_stage_exclusions(sources, [], []) == []
+
+
+def test_searched_spot_chains_keep_their_labels_and_every_residue(tmp_path):
+    """A TR chain with hits becomes a spot_searched entry with its own label file; one whose
+    sequence ends in X (a modified base) keeps it as a residue, so its label matrix still fits;
+    a chain without hits is left out."""
+    pytest.importorskip("pyhmmer")
+    from tprna.msa import read_msa
+    from tprna.simulate import simulate_family
+
+    family = simulate_family(60, 20, 3, pair_mutation=0.1, unpaired_mutation=0.15)
+    family.id = "RFtrain"
+    database = tmp_path / "db.fa"
+    train_release.sequence_database([write_alignment(tmp_path / "RFtrain.faclean", family)], database)
+    spot = tmp_path / "spot_manifest.csv"
+    (tmp_path / "hit.fasta").write_text(f">hit\n{family.query}X\n")
+    (tmp_path / "none.fasta").write_text(">none\n" + "A" * 30 + "\n")
+    with open(spot, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "msa", "structure", "chain", "label", "split"])
+        writer.writerow(["hit", tmp_path / "hit.fasta", "", "", "hit.true.gz", "spot_tr"])
+        writer.writerow(["none", tmp_path / "none.fasta", "", "", "none.true.gz", "spot_tr"])
+        writer.writerow(["vl", tmp_path / "hit.fasta", "", "", "vl.true.gz", "spot_vl"])
+    manifest, sources = train_release.spot_searched_manifest(tmp_path, spot, database)
+    rows = list(csv.DictReader(open(manifest)))
+    assert [(r["id"], r["label"], r["split"]) for r in rows] == [("hit_nhmmer", "hit.true.gz", "spot_searched")]
+    msa = read_msa(rows[0]["msa"])
+    assert msa.length == len(family.query) + 1 and msa.query_text.endswith("X") and msa.depth > 1
+    assert sources == {"hit_nhmmer": ["RFtrain"]}
+
+
+def test_release_report_prints_the_spot_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+spot"
+    rows = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
+                        variant: {"seeds": {"0": 0.78, "1": 0.76}, "mean": 0.77}},
+            "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
+                       variant: {"seeds": {"0": 0.47, "1": 0.47}, "mean": 0.47}}}
+    spot = rows | {"chosen_recipe": variant, "scored": ["RF1"], "searched_chains": 102, "left_out": 44,
+                   "file": "held_out_families_spot.txt"}
+    lines = release_benchmarks.spot_table({"spot_stage": spot})
+    assert "the 102 TR chains that have a hit" in lines[0] and "44 of them left out" in lines[0]
+    assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |" in lines
+    assert release_benchmarks.spot_table({}) == []
