@@ -125,7 +125,7 @@ def attainable_text(ceiling: dict, summary: dict[str, list[dict]]) -> str:
     figure = {s: long_l(ceiling, s) for s in SUBSETS}
     capped = [f"{i} ({v:.2f})" for i, r in zip(ceiling["ids"], ceiling["per_rna"]) if (v := r[("long", "L")]) < 1]
     text = (f"A perfect predictor (the labels as the prediction) scores long top-L {figure['all']:.3f} on the "
-            f"14 families, and {figure['neff<1']:.3f} / {figure['1<=neff<10']:.3f} / {figure['neff>=10']:.3f} on "
+            f"{len(ceiling['ids'])} families, and {figure['neff<1']:.3f} / {figure['1<=neff<10']:.3f} / {figure['neff>=10']:.3f} on "
             f"the Neff subsets: {len(capped)} families have fewer long-range contacts than L and cap their "
             f"subset ({', '.join(capped)}), so the subsets' figures are not on one scale.")
     for recipe, seeds in summary.items():
@@ -133,7 +133,7 @@ def attainable_text(ceiling: dict, summary: dict[str, list[dict]]) -> str:
             share = {s: np.mean([row["alignment" if s == "all" else s] for row in seeds]) / figure[s]
                      for s in SUBSETS}
             text += (f" The shipped model, with alignments, reaches {share['all']:.2f} of what is attainable on "
-                     f"all 14, and {share['neff<1']:.2f} / {share['1<=neff<10']:.2f} / {share['neff>=10']:.2f} "
+                     f"all {len(ceiling['ids'])}, and {share['neff<1']:.2f} / {share['1<=neff<10']:.2f} / {share['neff>=10']:.2f} "
                      "of it on the Neff subsets.")
     return text
 

@@ -871,7 +871,8 @@ def main() -> int:
     spot_recipe = with_option(search["chosen_recipe"], "spot")
     build((spot_searched,), recipe_options(spot_recipe)[0])
     spot_exclude = work / "held_out_families_spot.txt"
-    left_out = spot_stage_exclusions(sources, coupling["held_out"], coupling["spot_left_out"])
+    # the chains the coupling stage holds out: those close to its families and the held-out clusters
+    left_out = spot_stage_exclusions(sources, coupling["held_out"], coupling["exclude"])
     spot_exclude.write_text(coupling_exclude.read_text() + "".join(f"{e}\n" for e in left_out))
     recorded = {part: stage_record(record.get("spot_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
                 for part in ("aligned", "single")}

@@ -30,7 +30,7 @@ from tprna.train import load_checkpoint, model_from_checkpoint, resolve_device, 
 
 __all__ = ["Labels", "EvaluationSet", "load_evaluation_set", "predict_with_checkpoint",
            "coevolution_map", "baseline_maps", "read_pair_scores", "peer_maps", "score_maps", "attainable",
-           "BASELINES", "EvaluationResult", "run_evaluation", "check_training_overlap"]
+           "attainable_line", "BASELINES", "EvaluationResult", "run_evaluation", "check_training_overlap"]
 
 BASELINES = ("APC (covariance)", "APC (precision)", "Thermodynamics (bpp)")
 
