@@ -286,7 +286,8 @@ def main() -> int:
         "homologs alone, with its own bpp and the query's labels); `/more`, the recipe's run continued 3 "
         "epochs at lr 0.001, and `/more+depth`, `/more+homolog` the same 3 epochs with that sampling, so "
         "`/more` is their control; `/search`, each training family also seen with its query's alignment "
-        "searched by nhmmer (`tprna.search`) in the training families' sequences. Feature sets `cov+ss+apc`, "
+        "searched by nhmmer (`tprna.search`) in the training families' sequences, and `/spot`, the SPOT-RNA-2D "
+        "training chains with a hit in that search seen with their searched alignment too. Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision "
         "matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
@@ -295,7 +296,7 @@ def main() -> int:
         "validation families in `results/VALIDATION.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
-            " Rows named `stage: …` are runs of the release's coupling and search stages, trained without "
+            " Rows named `stage: …` are runs of the release's coupling, search and spot stages, trained without "
             f"{HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
