@@ -848,45 +848,40 @@ def main() -> int:
                                                 "chosen_recipe")} | {"file": coupling_exclude.name}
     log(f"coupling stage: {coupling['chosen_recipe']} chosen")
 
-    # the search stage: the coupling stage's choice trained on searched alignments too, by runs like
-    # its own (the same held-out families, clusters and screen), against its runs of that recipe
-    searched_recipe = with_option(coupling["chosen_recipe"], "search")
-    build((searched,), recipe_options(searched_recipe)[0])
-    recorded = {part: stage_record(record.get("search_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
-                for part in ("aligned", "single")}
-    wait(train_stage(searched_recipe, STAGE_SEEDS, coupling_runs, recorded["aligned"],
-                     ("--exclude", coupling_exclude), coupling_screen))
-    search = {part: {coupling["chosen_recipe"]: coupling[part][coupling["chosen_recipe"]]} | score_stage(
-        args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
-        {searched_recipe: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
-    search["chosen_recipe"] = choose_variant(search, coupling["chosen_recipe"], [searched_recipe])
-    search_record = search | {"scored": coupling["scored"], "database": database}
-    log(f"search stage: {searched_recipe} long top-L {search['aligned'][searched_recipe]['mean']:.3f} on the "
-        f"held-out families, {search['single'][searched_recipe]['mean']:.3f} on the single sequences; "
-        f"{search['chosen_recipe']} chosen")
+    def option_stage(key: str, previous: dict, option: str, manifest: Path, exclude: Path) -> dict:
+        """``previous``'s chosen recipe trained again with ``option`` (its extra entries in
+        ``manifest``), by runs like the coupling stage's (the same held-out families, clusters and
+        screen; ``exclude`` lists what they leave out), against ``previous``'s runs of that recipe
+        by the same rule: {"aligned" / "single": {recipe: figures}, "chosen_recipe": …}."""
+        base = previous["chosen_recipe"]
+        variant = with_option(base, option)
+        build((manifest,), recipe_options(variant)[0])
+        recorded = {part: stage_record(record.get(key, {}), coupling_runs, len(coupling["scored"]), (part,))
+                    for part in ("aligned", "single")}
+        wait(train_stage(variant, STAGE_SEEDS, coupling_runs, recorded["aligned"], ("--exclude", exclude),
+                         coupling_screen))
+        out = {part: {base: previous[part][base]} | score_stage(
+            args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
+            {variant: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
+        out["chosen_recipe"] = choose_variant(out, base, [variant])
+        log(f"{key.replace('_', ' ')}: {variant} long top-L {out['aligned'][variant]['mean']:.3f} on the "
+            f"held-out families, {out['single'][variant]['mean']:.3f} on the single sequences; "
+            f"{out['chosen_recipe']} chosen")
+        return out
 
+    # the search stage: the coupling stage's choice trained on searched alignments too
+    search = option_stage("search_stage", coupling, "search", searched, coupling_exclude)
+    search_record = search | {"scored": coupling["scored"], "database": database}
     # the spot stage: the search stage's choice trained with the SPOT-RNA-2D chains' searched
-    # alignments too, by the same rule on the same families; its runs leave out the entries whose
-    # rows come from a held-out family (their alignments would carry that family into training)
-    spot_recipe = with_option(search["chosen_recipe"], "spot")
-    build((spot_searched,), recipe_options(spot_recipe)[0])
+    # alignments too; its runs also leave out the entries whose rows come from a held-out family
+    # (their alignments would carry that family into training) and those of the chains the
+    # coupling stage holds out (close to its families, and the held-out clusters)
     spot_exclude = work / "held_out_families_spot.txt"
-    # the chains the coupling stage holds out: those close to its families and the held-out clusters
     left_out = spot_stage_exclusions(sources, coupling["held_out"], coupling["exclude"])
     spot_exclude.write_text(coupling_exclude.read_text() + "".join(f"{e}\n" for e in left_out))
-    recorded = {part: stage_record(record.get("spot_stage", {}), coupling_runs, len(coupling["scored"]), (part,))
-                for part in ("aligned", "single")}
-    wait(train_stage(spot_recipe, STAGE_SEEDS, coupling_runs, recorded["aligned"],
-                     ("--exclude", spot_exclude), coupling_screen))
-    spot_stage = {part: {search["chosen_recipe"]: search[part][search["chosen_recipe"]]} | score_stage(
-        args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
-        {spot_recipe: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
-    spot_stage["chosen_recipe"] = choose_variant(spot_stage, search["chosen_recipe"], [spot_recipe])
+    spot_stage = option_stage("spot_stage", search, "spot", spot_searched, spot_exclude)
     spot_record = spot_stage | {"scored": coupling["scored"], "searched_chains": len(sources),
                                 "left_out": len(left_out), "file": spot_exclude.name}
-    log(f"spot stage: {spot_recipe} long top-L {spot_stage['aligned'][spot_recipe]['mean']:.3f} on the "
-        f"held-out families, {spot_stage['single'][spot_recipe]['mean']:.3f} on the single sequences; "
-        f"{spot_stage['chosen_recipe']} chosen")
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)

@@ -39,12 +39,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from alignment_report import subsample  # noqa: E402
 from feature_cache import shared_features  # noqa: E402
 from release_benchmarks import benchmark_arguments  # noqa: E402
 from search_benchmark import KEY, family_labels, stage_models  # noqa: E402
 from tprna import features  # noqa: E402
 from tprna.contract import pad_batch  # noqa: E402
-from tprna.data import query_and_random_rows  # noqa: E402
 from tprna.evaluate import score_maps  # noqa: E402
 from tprna.msa import MSA  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -82,8 +82,7 @@ def depth_view(msa: MSA, fraction: float, seed: int) -> MSA:
     """The query and a random ``fraction`` of the other rows (alignments of ≤ 8 rows whole)."""
     if msa.depth <= 8:
         return msa
-    depth = max(2, int(round(msa.depth * fraction)))
-    return rows(msa, query_and_random_rows(msa.depth, depth, np.random.default_rng(seed)))
+    return subsample(msa, max(2, int(round(msa.depth * fraction))), np.random.default_rng(seed))
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
