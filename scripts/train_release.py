@@ -616,7 +616,15 @@ def record_runs(record: dict, runs: Path) -> set[str]:
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
+    # runs it counted that it no longer names (a superseded stage's): without this, counted again
+    names |= set(record.get("counted_runs", []))
     return {str(runs / name) for name in names}
+
+
+def counted_runs(counted: set[str], summed: list[Path], runs: Path) -> list[str]:
+    """Every run (relative to ``runs``) the record's ``hours`` counts once ``summed`` is added."""
+    return sorted({os.path.relpath(path, runs) for path in counted | {str(p) for p in summed}
+                   if (Path(path) / "metrics.jsonl").is_file()})
 
 
 def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:
@@ -893,8 +901,9 @@ def main() -> int:
         else:
             log(f"{spot_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
-        kept["hours"] = round(kept.get("hours", 0.0) + training_hours(
-            [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*")), counted=counted), 2)
+        summed = [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*"))
+        kept["hours"] = round(kept.get("hours", 0.0) + training_hours(summed, counted=counted), 2)
+        kept["counted_runs"] = counted_runs(counted, summed, args.runs)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
@@ -918,6 +927,9 @@ def main() -> int:
         name: name.split(" average")[0] for name in rows if " average" in name}
     winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
+    summed = ([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
+              + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")))
+    counted = record_runs(record, args.runs)
     choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),
               "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen", "schedules",
                                                           "chosen_recipe")}
@@ -931,10 +943,8 @@ def main() -> int:
               "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
               else None,
               "train_split": recipe_split(recipe_of[winner]),
-              "hours": round(record.get("hours", 0.0) + training_hours(
-                  [args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
-                  + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")),
-                  counted=record_runs(record, args.runs)), 2)}
+              "hours": round(record.get("hours", 0.0) + training_hours(summed, counted=counted), 2),
+              "counted_runs": counted_runs(counted, summed, args.runs)}
     (args.work / "choice.json").write_text(json.dumps(choice, indent=1) + "\n")
     if args.no_ship:
         return 0

@@ -218,6 +218,23 @@ def test_training_hours_count_each_epoch_once_and_skip_what_the_record_counts(tm
                        str(tmp_path / "held_out_families" / train_release.slug("cov+ss/search", 1))}
 
 
+
+def test_a_run_the_record_no_longer_names_is_not_counted_again(tmp_path):
+    """A superseded stage's runs stay on disk but leave the record's stage rows: the record
+    keeps them in ``counted_runs``, so the next --stages-only does not add their hours again."""
+    for name in ("protein", "held_out_families/old", "held_out_families/new"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "seconds": 3600}) + "\n")
+    summed = [tmp_path / "protein", tmp_path / "held_out_families" / "old"]
+    first = train_release.counted_runs(train_release.record_runs({"hours": 1.0}, tmp_path), summed, tmp_path)
+    assert first == ["held_out_families/old", "protein"]
+    record = {"hours": 2.0, "counted_runs": first}  # its stage rows no longer name "old"
+    counted = train_release.record_runs(record, tmp_path)
+    again = summed + [tmp_path / "held_out_families" / "new"]
+    assert train_release.training_hours(again, counted=counted) == 1.0  # only the new run
+    assert train_release.counted_runs(counted, again, tmp_path) == [
+        "held_out_families/new", "held_out_families/old", "protein"]
+
 def test_release_report_prints_the_coupling_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog"
