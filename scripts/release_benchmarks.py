@@ -244,6 +244,22 @@ def spot_table(choice: dict) -> list[str]:
              f"again with the {stage['searched_chains']} TR chains that have a hit in that search also seen with "
              f"their alignment ({stage['left_out']} of them left out of these runs: their rows come from a "
              "held-out family, or the chain is held out). By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""] + sim_table(choice)
+
+
+def sim_table(choice: dict) -> list[str]:
+    """The sim stage: the spot stage's choice with its runs started from a pretraining on
+    simulated families with planted long-range helices; empty for a choice made before it."""
+    stage = choice.get("sim_stage")
+    if not stage:
+        return []
+    sim = stage["simulated"]
+    lines = ["Then pretraining on simulated families: the same recipe trained again, in the same way, from a "
+             f"network trained {stage['simulated_epochs']} epochs (after the protein chains) on the train split of "
+             f"{sim['n_families']} simulated families (`tprna.simulate`, seed {sim['seed']}; {sim['lengths'][0]}–{sim['lengths'][1]} nt, "
+             f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
+             "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:",
+             ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 

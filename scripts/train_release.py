@@ -37,7 +37,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    sequence.  The spot stage then does the same with the SPOT-RNA-2D TR chains that have a hit
    in that search also trained with their searched alignment (the ``spot`` option,
    :func:`spot_searched_manifest`: structures that otherwise train as single sequences); its runs
-   leave out the chains whose alignments read a held-out family.  The chosen recipe's
+   leave out the chains whose alignments read a held-out family.  The sim stage then does the
+   same with the RNA runs starting from a network pretrained on simulated families whose
+   alignments carry planted long-range helices, contacts only covariation reveals (the ``sim``
+   option, :func:`simulated_pretraining`).  The chosen recipe's
    candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -58,7 +61,8 @@ recipe ~10 min; homolog recipes spend ~3 min first screening their homologs), th
 four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring each
 candidate on the validation and test sets ~1 min; the coupling stage's six runs ~2 h; the
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
-SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min.
+SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
+the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min.
 """
 from __future__ import annotations
 
@@ -402,6 +406,10 @@ def spot_stage_exclusions(sources: dict[str, list[str]], families: list[str], ch
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
+# the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
+# families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
+SIMULATED = {"n_families": 300, "seed": 11, "lengths": (50, 160), "depths": (30, 500), "tertiary_stems": 3}
+SIMULATED_EPOCHS = 6  # on the dataset's train split (3/4 of the families)
 
 
 def slug(recipe: str, seed: int) -> str:
@@ -415,13 +423,14 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     trains with its query's searched alignment: :func:`trains_searched`), ``spot`` (the SPOT-RNA-2D
     TR chains with a hit train with their searched alignment too), ``more`` (the base run
     continued for ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those
-    epochs only)."""
+    epochs only), ``sim`` (the run starts from the simulated-family pretraining:
+    :func:`pretrains_simulated`)."""
     features, _, option = recipe.partition("/")
     flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING]}
     tokens = option.split("+") if option else []
-    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot")]
+    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim")]
     if unknown or len(set(tokens)) != len(tokens):
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, "
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
                          f"{', '.join(flags)}, joined by '+')")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
@@ -442,6 +451,17 @@ def trains_spot_searched(recipe: str) -> bool:
     """The SPOT-RNA-2D TR chains with a hit in the search also train with that alignment
     (split ``SPOT_SEARCHED_SPLIT``, :func:`spot_searched_manifest`)."""
     return "spot" in recipe.partition("/")[2].split("+")
+
+
+def pretrains_simulated(recipe: str) -> bool:
+    """The recipe's runs start from a network pretrained on simulated families
+    (``SIMULATED``, after the protein chains), not from the protein pretraining alone."""
+    return "sim" in recipe.partition("/")[2].split("+")
+
+
+def simulated_run(runs: Path, features: str) -> Path:
+    """Where the simulated-family pretraining of ``features`` trains (one per feature set)."""
+    return runs / f"simulated_{features.replace('+', '_')}"
 
 
 def recipe_split(recipe: str) -> str:
@@ -474,6 +494,10 @@ def recipe_text(recipe: str, epochs: int) -> str:
     if trains_spot_searched(recipe):
         text += (", the SPOT-RNA-2D training chains with a hit in that search also trained with their searched "
                  "alignment")
+    if pretrains_simulated(recipe):
+        text += (f"; started from {SIMULATED_EPOCHS} epochs on the train split of {SIMULATED['n_families']} "
+                 "simulated families with "
+                 f"1–{SIMULATED['tertiary_stems']} planted long-range helices each (after the protein pretraining)")
     return text
 
 
@@ -612,7 +636,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     for key, folder, parts in (("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules")),
                                ("coupling_stage", "held_out_families", ("aligned",)),
                                ("search_stage", "held_out_families", ("aligned",)),
-                               ("spot_stage", "held_out_families", ("aligned",))):
+                               ("spot_stage", "held_out_families", ("aligned",)),
+                               ("sim_stage", "held_out_families", ("aligned",))):
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -745,14 +770,32 @@ def main() -> int:
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
     running: list[tuple[subprocess.Popen, Path, Path]] = []
 
+    def simulated_pretraining(features: str) -> Path:
+        """The protein-pretrained network trained on ``SIMULATED``'s train split (their store under
+        ``features``, depth sampling on), before the run of a ``sim`` recipe; its checkpoint."""
+        from tprna.simulate import write_example_dataset
+
+        out = simulated_run(args.runs, features)
+        if not finished(out, SIMULATED_EPOCHS):
+            manifest = write_example_dataset(work / "simulated", **SIMULATED)  # byte-identical again
+            store = args.store.parent / "simulated.zarr"
+            run(TPRNA + ["store", "build", store, "--manifest", manifest, "--features", features,
+                         "--jobs", args.jobs, "-q"], logfile)
+            run(TPRNA + ["train", store, "--out", out, "--split", "train", "--features", features,
+                         "--model", "mffnet36", "--loss", "tploss", "--epochs", SIMULATED_EPOCHS,
+                         "--lr-milestones", int(SIMULATED_EPOCHS * 0.7), "--init-from", pre / "last.ckpt",
+                         "--depth-sampling", DEPTH_SAMPLING] + common, logfile)
+        return out / "last.ckpt"
+
     def train(out: Path, recipe: str, epochs: int, seed: int, extra: tuple = (), screen: Path = held_out) -> None:
         features, options, _ = recipe_options(recipe)
         if "--homolog-sampling" in options:
             options = options + ["--homolog-exclude", screen]
+        init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
-                       "--init-from", pre / "last.ckpt"] + options + list(extra) + common
+                       "--init-from", init] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
         running.append((start(cmd, logfile, env), out, logfile))
         while len([p for p, _, _ in running if p.poll() is None]) >= args.parallel:
@@ -856,14 +899,15 @@ def main() -> int:
                                                 "chosen_recipe")} | {"file": coupling_exclude.name}
     log(f"coupling stage: {coupling['chosen_recipe']} chosen")
 
-    def option_stage(key: str, previous: dict, option: str, manifest: Path, exclude: Path) -> dict:
+    def option_stage(key: str, previous: dict, option: str, manifest: Path | None, exclude: Path) -> dict:
         """``previous``'s chosen recipe trained again with ``option`` (its extra entries in
-        ``manifest``), by runs like the coupling stage's (the same held-out families, clusters and
-        screen; ``exclude`` lists what they leave out), against ``previous``'s runs of that recipe
+        ``manifest``, if any), by runs like the coupling stage's (the same held-out families, clusters
+        and screen; ``exclude`` lists what they leave out), against ``previous``'s runs of that recipe
         by the same rule: {"aligned" / "single": {recipe: figures}, "chosen_recipe": …}."""
         base = previous["chosen_recipe"]
         variant = with_option(base, option)
-        build((manifest,), recipe_options(variant)[0])
+        if manifest is not None:
+            build((manifest,), recipe_options(variant)[0])
         recorded = {part: stage_record(record.get(key, {}), coupling_runs, len(coupling["scored"]), (part,))
                     for part in ("aligned", "single")}
         wait(train_stage(variant, STAGE_SEEDS, coupling_runs, recorded["aligned"], ("--exclude", exclude),
@@ -890,24 +934,28 @@ def main() -> int:
     spot_stage = option_stage("spot_stage", search, "spot", spot_searched, spot_exclude)
     spot_record = spot_stage | {"scored": coupling["scored"], "searched_chains": len(sources),
                                 "left_out": len(left_out), "file": spot_exclude.name}
+    # the sim stage: the spot stage's choice, its runs started from the simulated-family pretraining
+    sim_stage = option_stage("sim_stage", spot_stage, "sim", None, coupling_exclude)
+    sim_record = sim_stage | {"scored": coupling["scored"], "simulated": SIMULATED,
+                              "simulated_epochs": SIMULATED_EPOCHS}
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
         kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
-        kept["spot_stage"] = spot_record
-        if spot_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
+        kept["spot_stage"], kept["sim_stage"] = spot_record, sim_record
+        if sim_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
         else:
-            log(f"{spot_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
+            log(f"{sim_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
-        summed = [args.runs / "protein"] + sorted(coupling_runs.glob("mffnet36_*"))
+        summed = [args.runs / "protein"] + sorted(args.runs.glob("simulated_*")) + sorted(coupling_runs.glob("mffnet36_*"))
         kept["hours"] = round(kept.get("hours", 0.0) + training_hours(summed, counted=counted), 2)
         kept["counted_runs"] = counted_runs(counted, summed, args.runs)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
-    stage["chosen_recipe"] = spot_stage["chosen_recipe"]
+    stage["chosen_recipe"] = sim_stage["chosen_recipe"]
     for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
         if (stage["chosen_recipe"], seed) not in jobs:
             jobs.append((stage["chosen_recipe"], seed))
@@ -927,7 +975,7 @@ def main() -> int:
         name: name.split(" average")[0] for name in rows if " average" in name}
     winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    summed = ([args.runs / "protein"] + [args.runs / slug(r, s) for r, s in jobs]
+    summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*")) + [args.runs / slug(r, s) for r, s in jobs]
               + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")))
     counted = record_runs(record, args.runs)
     choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),
@@ -936,6 +984,7 @@ def main() -> int:
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
               "coupling_stage": coupling_record, "search_stage": search_record, "spot_stage": spot_record,
+              "sim_stage": sim_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -973,7 +1022,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
             f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
             "alignments too, then whether the SPOT-RNA-2D training chains train with their searched alignments "
-            "too, each by the same rule on the same families, then "
+            "too, then whether the runs start from a pretraining on simulated families, each by the same rule on "
+            "the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

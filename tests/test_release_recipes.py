@@ -451,3 +451,38 @@ def test_release_report_prints_the_spot_stage():
     assert "the 102 TR chains that have a hit" in lines[0] and "44 of them left out" in lines[0]
     assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |" in lines
     assert release_benchmarks.spot_table({}) == []
+
+
+def test_sim_recipes_start_from_the_simulated_pretraining():
+    recipe = "cov+ss+plm/depth+homolog+search+sim"
+    assert train_release.pretrains_simulated(recipe) and not train_release.pretrains_simulated("cov+ss/search")
+    assert train_release.recipe_split(recipe) == "train,spot_tr,train_searched"  # no store entries of its own
+    assert train_release.recipe_options(recipe)[0] == "cov+ss+plm"
+    n = train_release.SIMULATED["n_families"]
+    assert f"train split of {n} simulated families" in train_release.recipe_text(recipe, 14)
+    assert "simulated" not in train_release.recipe_text("cov+ss/search", 14)
+    assert train_release.simulated_run(Path("runs"), "cov+ss+plm") == Path("runs/simulated_cov_ss_plm")
+    # its stage's runs count once in the record's hours
+    record = {"sim_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
+
+
+def test_release_report_prints_the_sim_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+sim"
+    stage = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
+                         variant: {"seeds": {"0": 0.74, "1": 0.72}, "mean": 0.73}},
+             "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
+                        variant: {"seeds": {"0": 0.47, "1": 0.46}, "mean": 0.465}},
+             "chosen_recipe": recipe, "scored": ["RF1"], "simulated_epochs": 5,
+             "simulated": {"n_families": 300, "seed": 11, "lengths": [50, 160], "depths": [30, 500],
+                           "tertiary_stems": 3}}
+    lines = release_benchmarks.sim_table({"sim_stage": stage})
+    assert "trained 5 epochs" in lines[0] and "train split of 300 simulated families" in lines[0] and "1–3" in lines[0]
+    assert f"| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert f"| `{variant}` | 0.740 | 0.720 | 0.730 | 0.470 | 0.460 | 0.465 |" in lines
+    assert release_benchmarks.sim_table({}) == []
+    # the spot stage's table is followed by it
+    spot = stage | {"searched_chains": 102, "left_out": 44}
+    assert release_benchmarks.spot_table({"spot_stage": spot, "sim_stage": stage})[-len(lines):] == lines

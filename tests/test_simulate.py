@@ -17,6 +17,7 @@ from tprna.simulate import (
     format_a3m,
     format_stockholm,
     random_secondary_structure,
+    random_tertiary_stems,
     simulate_family,
     write_example_dataset,
 )
@@ -200,6 +201,45 @@ def test_family_is_deterministic_and_validates():
             simulate_family(**kw)
     with pytest.raises(TprnaError):
         simulate_family(30, 5, 0, pairs=[(2, 12), (5, 20)])
+
+
+def test_tertiary_stems_by_hand():
+    # one hairpin (2..9 with 20..27) on 60 nt: the free runs are 0-1, 10-19 and 28-59
+    hairpin = [(2 + t, 27 - t) for t in range(8)]
+    stems = random_tertiary_stems(hairpin, 60, 1, 0, stem_len=(3, 3), min_separation=24)
+    assert len(stems) == 3
+    (a, d), (b, c), (e, f) = stems
+    assert b == a + 1 and e == b + 1 and c == d - 1 and f == c - 1  # antiparallel, consecutive
+    assert f - e >= 24  # the helix's closest pair is long range
+    paired = {p for ij in hairpin for p in ij}
+    assert not paired & {p for ij in stems for p in ij}
+    # a chain with no two free runs 24 apart gets none; n_stems=0 gets none
+    assert random_tertiary_stems([(0 + t, 29 - t) for t in range(13)], 30, 3, 0) == []
+    assert random_tertiary_stems(hairpin, 60, 0, 0) == []
+    # helices never share or touch a position: two stems of 2 on 60 nt
+    two = random_tertiary_stems([], 60, 2, 1, stem_len=(2, 2))
+    pos = sorted(p for ij in two for p in ij)
+    assert len(two) == 4 and len(set(pos)) == 8
+
+
+def test_tertiary_pairs_covary_and_are_contacts_only():
+    fam = simulate_family(100, 300, np.random.default_rng(3), tertiary_stems=2)
+    plain = simulate_family(100, 300, np.random.default_rng(3))
+    assert fam.pairs == plain.pairs and plain.tertiary == []  # the nested structure is unchanged
+    assert len(fam.tertiary) >= 4
+    dot_bracket(fam.pairs, fam.length)  # the structure stays nested; the stems cross it or not
+    x = _codes(fam.sequences)
+    canonical = set(CANONICAL_PAIRS)
+    rows = [s for s in fam.sequences]
+    for i, j in fam.tertiary:
+        assert fam.contacts[i, j] == fam.contacts[j, i] == 1 and j - i >= 24
+        ok = [s[i] + s[j] in canonical for s in rows if "-" not in (s[i], s[j])]
+        assert all(ok)
+        # compensatory: the pair changes in the family, so its columns carry mutual information
+        assert _mutual_information(x[:, i], x[:, j]) > 0.3
+    # default families draw no stems and consume the same random numbers as before
+    assert simulate_family(50, 20, np.random.default_rng(5), tertiary_stems=0).sequences == \
+        simulate_family(50, 20, np.random.default_rng(5)).sequences
 
 
 # --------------------------------------------------------------------------- contacts

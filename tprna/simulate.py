@@ -13,6 +13,10 @@ whose alignments carry a *real* covariance signal and whose contact map is known
    compensatory change), an unpaired position mutates on its own; deletions (gaps) and
    a few insertions happen off the query's lineage.  The first leaf is the query and
    never has a gap.
+   With ``tertiary_stems`` it also plants short long-range helices between unpaired
+   stretches (:func:`random_tertiary_stems`: pseudoknots, kissing loops), which coevolve
+   like any pair but which no nested-structure predictor (ViennaRNA) can find: contacts
+   only covariation reveals, the kind that pretraining on these families teaches.
 3. :func:`contact_map` turns the structure into a 3-D-like contact map (rule below).
 4. :func:`write_example_dataset` writes a dozen such families as MSA files (aligned
    FASTA, Stockholm and A3M, so every parser format is exercised), contact lists and a
@@ -43,6 +47,7 @@ from tprna.errors import TprnaError
 __all__ = [
     "SimulatedFamily",
     "random_secondary_structure",
+    "random_tertiary_stems",
     "dot_bracket",
     "contact_map",
     "simulate_family",
@@ -169,6 +174,42 @@ class _StructureDrawer:
             self.region(ilo + a, ihi - b, top=False)
 
 
+def random_tertiary_stems(
+    pairs: list[tuple[int, int]],
+    length: int,
+    n_stems: int,
+    rng: np.random.Generator | int | None,
+    stem_len: tuple[int, int] = (2, 5),
+    min_separation: int = 24,
+) -> list[tuple[int, int]]:
+    """Up to ``n_stems`` short helices (``stem_len`` base pairs) between positions that
+    ``pairs`` leaves unpaired: each pairs a run of consecutive unpaired positions with
+    another, antiparallel, at least ``min_separation`` apart (long range) and one position
+    clear of every helix already planted.  They may cross ``pairs`` (pseudoknots, kissing
+    loops); sorted 0-based ``(i, j)``.  A structure with too little room gets fewer."""
+    rng = np.random.default_rng(rng)
+    free = np.ones(length, dtype=bool)
+    for i, j in pairs:
+        free[i] = free[j] = False
+    out: list[tuple[int, int]] = []
+    for _ in range(max(0, n_stems)):
+        s = int(rng.integers(stem_len[0], stem_len[1] + 1))
+        # starts of s consecutive free positions
+        run = np.convolve(free.astype(int), np.ones(s, dtype=int), "valid") == s
+        starts = np.flatnonzero(run)
+        # a 5' start a and a 3' start b pair (a + t, b + s - 1 - t); the closest pair of the
+        # helix, (a + s - 1, b), must be min_separation apart
+        ok = [(int(a), int(b)) for a in starts for b in starts if b - (a + s - 1) >= min_separation]
+        if not ok:
+            continue
+        a, b = ok[int(rng.integers(len(ok)))]
+        helix = [(a + t, b + s - 1 - t) for t in range(s)]
+        out.extend(helix)
+        for lo in (a, b):  # the helix and a position either side stay clear of the next
+            free[max(lo - 1, 0):lo + s + 1] = False
+    return sorted(out)
+
+
 def _count_hairpins(pairs: list[tuple[int, int]]) -> int:
     """Pairs with no pair inside them: one per hairpin loop."""
     return sum(1 for i, j in pairs if not any(i < a and b < j for a, b in pairs))
@@ -236,6 +277,7 @@ class SimulatedFamily:
     pairs: list[tuple[int, int]]
     contacts: np.ndarray
     insertions: list[dict[int, str]] = field(default_factory=list)
+    tertiary: list[tuple[int, int]] = field(default_factory=list)  # crossing pairs, not in ``structure``
 
     @property
     def length(self) -> int:
@@ -260,6 +302,7 @@ def simulate_family(
     insertion_rate: float = 0.005,
     family_id: str = "sim",
     pairs: list[tuple[int, int]] | None = None,
+    tertiary_stems: int = 0,
 ) -> SimulatedFamily:
     """Evolve ``n_seqs`` sequences of ``length`` nt (query first) on a random tree.
 
@@ -270,6 +313,8 @@ def simulate_family(
     lineage), ``insertion_rate`` insertions of 1–4 nt per site on each non-query leaf.
     Two leaves joined at the root have evolved apart for twice these amounts.  ``pairs``
     fixes the structure; by default :func:`random_secondary_structure` draws it.
+    ``tertiary_stems`` long-range helices (:func:`random_tertiary_stems`) evolve as pairs
+    too and are contacts, but stay out of ``pairs`` and the dot-bracket structure.
     """
     rng = np.random.default_rng(rng)
     if length < 1 or n_seqs < 1:
@@ -284,7 +329,8 @@ def simulate_family(
     else:
         pairs = sorted((int(i), int(j)) for i, j in pairs)
         dot_bracket(pairs, length)  # validates
-    evo = _Evolver(length, pairs, rng, pair_mutation, unpaired_mutation, indel_rate)
+    tertiary = random_tertiary_stems(pairs, length, tertiary_stems, rng) if tertiary_stems > 0 else []
+    evo = _Evolver(length, pairs + tertiary, rng, pair_mutation, unpaired_mutation, indel_rate)
 
     leaves = evo.run(n_seqs)
     rows = ["".join(_LETTERS[s]) for s in leaves]
@@ -298,7 +344,8 @@ def simulate_family(
                 ins[k] = ins.get(k, "") + "".join(_LETTERS[rng.choice(4, size, p=_UNPAIRED_WEIGHTS)])
         insertions.append(dict(sorted(ins.items())))
     return SimulatedFamily(id=family_id, query=rows[0], sequences=rows, pairs=pairs,
-                           contacts=contact_map(pairs, length), insertions=insertions)
+                           contacts=contact_map(pairs + tertiary, length), insertions=insertions,
+                           tertiary=tertiary)
 
 
 class _Evolver:
@@ -445,6 +492,8 @@ def format_contacts(fam: SimulatedFamily) -> str:
         f"# L={fam.length}; 1-based 'i j' with i < j; rule: base pairs, their (i+-1, j+-1) "
         "stacking neighbourhood, and |i-j| <= 2\n"
         f"# structure {fam.structure}\n"
+        + (f"# tertiary pairs (not in the structure) {' '.join(f'{i + 1}-{j + 1}' for i, j in fam.tertiary)}\n"
+           if fam.tertiary else "")
     )
     return head + "".join(f"{i + 1} {j + 1}\n" for i, j in zip(ii, jj))
 
@@ -456,7 +505,8 @@ _README = """\
 # SIMULATED example dataset: these are NOT real RNAs
 
 Every file here was generated by `tprna.simulate.write_example_dataset(out_dir,
-n_families={n}, seed={seed}, lengths={lengths}, depths={depths})`. None of these
+n_families={n}, seed={seed}, lengths={lengths}, depths={depths},
+tertiary_stems={tertiary})`. None of these
 sequences, alignments or contact maps comes from a real RNA: they are toy data that let
 the quick-start run end to end without downloads. Do not report numbers measured on
 them as results about RNA.
@@ -471,6 +521,9 @@ How each family was made:
    unpaired bases independently; deletions (gaps) and a few insertions happen off the
    query's lineage. Divergence varies per family so that Neff spans < 1 to > 10.
 3. The first sequence of each alignment is the query (no gaps).
+4. Tertiary helices per family: 1 to {tertiary} (0: none). Each pairs two unpaired
+   stretches at least 24 nt apart (a pseudoknot or kissing loop), evolves like a stem and
+   is among the contacts, but not in the dot-bracket structure.
 
 Files:
 
@@ -487,8 +540,8 @@ Files:
 
 Families:
 
-| id | split | format | L | sequences | paired fraction |
-|---|---|---|---|---|---|
+| id | split | format | L | sequences | paired fraction | tertiary pairs |
+|---|---|---|---|---|---|---|
 {table}
 """
 
@@ -499,6 +552,7 @@ def write_example_dataset(
     seed: int = 0,
     lengths: tuple[int, int] = (40, 120),
     depths: tuple[int, int] = (5, 400),
+    tertiary_stems: int = 0,
 ) -> Path:
     """Write ``n_families`` simulated families under ``out_dir``; return the manifest path.
 
@@ -507,7 +561,9 @@ def write_example_dataset(
     default.  About a quarter of the families go to the test split, one from each depth
     stratum.  Two of every six families are
     written as Stockholm and A3M, the rest as aligned FASTA.  Rerunning with the same
-    arguments rewrites byte-identical files.
+    arguments rewrites byte-identical files.  With ``tertiary_stems`` > 0 each family also
+    carries 1 to that many long-range helices (:func:`random_tertiary_stems`) among its
+    contacts: data to pretrain on, where covariation alone reveals some contacts.
     """
     if n_families < 1:
         raise TprnaError(f"write_example_dataset: n_families must be >= 1, got {n_families}")
@@ -543,8 +599,9 @@ def write_example_dataset(
         depth, scale = int(fam_depths[order[k]]), float(scales[order[k]])
         frng = fam_rngs[k]
         length = int(frng.integers(lmin, lmax + 1))
+        n_tertiary = int(frng.integers(1, tertiary_stems + 1)) if tertiary_stems > 0 else 0
         fam = simulate_family(length, depth, frng, pair_mutation=0.3 * scale,
-                              unpaired_mutation=0.4 * scale, family_id=fid)
+                              unpaired_mutation=0.4 * scale, family_id=fid, tertiary_stems=n_tertiary)
         fmt = {1: "sto", 3: "a3m"}.get(k % 6, "fasta")
         text = {"sto": format_stockholm, "a3m": format_a3m, "fasta": format_fasta}[fmt](fam)
         msa_rel = f"msa/{fid}.{fmt}"
@@ -555,7 +612,7 @@ def write_example_dataset(
         rows.append({"id": fid, "split": split, "msa": msa_rel, "structure": "", "chain": "",
                      "label": label_rel, "molecule": "rna"})
         table.append(f"| {fid} | {split} | {fmt} | {length} | {depth} | "
-                     f"{2 * len(fam.pairs) / length:.2f} |")
+                     f"{2 * len(fam.pairs) / length:.2f} | {len(fam.tertiary)} |")
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["id", "split", "msa", "structure", "chain",
@@ -565,7 +622,8 @@ def write_example_dataset(
     manifest = out / "manifest.csv"
     _write(manifest, buf.getvalue())
     _write(out / "README.md", _README.format(n=n_families, seed=seed, lengths=tuple(lengths),
-                                             depths=tuple(depths), table="\n".join(table)))
+                                             depths=tuple(depths), tertiary=tertiary_stems,
+                                             table="\n".join(table)))
     return manifest
 
 
