@@ -256,7 +256,8 @@ def sim_table(choice: dict) -> list[str]:
     sim = stage["simulated"]
     lines = ["Then pretraining on simulated families: the same recipe trained again, in the same way, from a "
              f"network trained {stage['simulated_epochs']} epochs (after the protein chains) on the train split of "
-             f"{sim['n_families']} simulated families (`tprna.simulate`, seed {sim['seed']}; {sim['lengths'][0]}–{sim['lengths'][1]} nt, "
+             f"{sim['n_families']} simulated families (`tprna.simulate`, seed {sim['seed']}; "
+             f"{sim['lengths'][0]}–{sim['lengths'][1]} nt, "
              f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
              "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:",
              ""]

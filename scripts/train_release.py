@@ -40,7 +40,7 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    leave out the chains whose alignments read a held-out family.  The sim stage then does the
    same with the RNA runs starting from a network pretrained on simulated families whose
    alignments carry planted long-range helices, contacts only covariation reveals (the ``sim``
-   option, :func:`simulated_pretraining`).  The chosen recipe's
+   option, :func:`pretrains_simulated`).  The chosen recipe's
    candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -949,7 +949,8 @@ def main() -> int:
         else:
             log(f"{sim_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
-        summed = [args.runs / "protein"] + sorted(args.runs.glob("simulated_*")) + sorted(coupling_runs.glob("mffnet36_*"))
+        summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*"))
+                  + sorted(coupling_runs.glob("mffnet36_*")))
         kept["hours"] = round(kept.get("hours", 0.0) + training_hours(summed, counted=counted), 2)
         kept["counted_runs"] = counted_runs(counted, summed, args.runs)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
@@ -975,7 +976,8 @@ def main() -> int:
         name: name.split(" average")[0] for name in rows if " average" in name}
     winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*")) + [args.runs / slug(r, s) for r, s in jobs]
+    summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*"))
+              + [args.runs / slug(r, s) for r, s in jobs]
               + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")))
     counted = record_runs(record, args.runs)
     choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),

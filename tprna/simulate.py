@@ -277,7 +277,7 @@ class SimulatedFamily:
     pairs: list[tuple[int, int]]
     contacts: np.ndarray
     insertions: list[dict[int, str]] = field(default_factory=list)
-    tertiary: list[tuple[int, int]] = field(default_factory=list)  # crossing pairs, not in ``structure``
+    tertiary: list[tuple[int, int]] = field(default_factory=list)  # planted helices (may cross ``pairs``)
 
     @property
     def length(self) -> int:
@@ -521,7 +521,7 @@ How each family was made:
    unpaired bases independently; deletions (gaps) and a few insertions happen off the
    query's lineage. Divergence varies per family so that Neff spans < 1 to > 10.
 3. The first sequence of each alignment is the query (no gaps).
-4. Tertiary helices per family: 1 to {tertiary} (0: none). Each pairs two unpaired
+4. Long-range tertiary helices: 1 to `tertiary_stems` per family (none when 0). Each pairs two unpaired
    stretches at least 24 nt apart (a pseudoknot or kissing loop), evolves like a stem and
    is among the contacts, but not in the dot-bracket structure.
 
