@@ -298,8 +298,8 @@ def main() -> int:
         "validation families in `results/VALIDATION.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
-            " Rows named `stage: …` are runs of the release's coupling, search and spot stages, trained without "
-            f"{HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
+            " Rows named `stage: …` are runs of the release's coupling, search, spot and sim stages, "
+            f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
         attainable_text(ceiling, summary), "",
