@@ -288,7 +288,9 @@ def main() -> int:
         "`/more` is their control; `/search`, each training family also seen with its query's alignment "
         "searched by nhmmer (`tprna.search`) in the training families' sequences; `/spot`, the SPOT-RNA-2D "
         "training chains with a hit in that search seen with their searched alignment too; `/sim`, the run "
-        "started from a pretraining on simulated families with planted long-range helices (`tprna.simulate`). "
+        "started from a pretraining on simulated families with planted long-range helices (`tprna.simulate`); "
+        "`/bppdrop`, thermodynamics dropout (half the examples still on an alignment trained each epoch "
+        "without their bpp channel). "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision "
@@ -298,7 +300,7 @@ def main() -> int:
         "validation families in `results/VALIDATION.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
-            " Rows named `stage: …` are runs of the release's coupling, search, spot and sim stages, "
+            " Rows named `stage: …` are runs of the release's coupling, search, spot, sim and bppdrop stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

@@ -261,6 +261,19 @@ def sim_table(choice: dict) -> list[str]:
              f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
              "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:",
              ""]
+    return lines + _aligned_single_rows(stage) + [""] + bppdrop_table(choice)
+
+
+def bppdrop_table(choice: dict) -> list[str]:
+    """The bppdrop stage: the sim stage's choice with thermodynamics dropout; empty for a
+    choice made before it."""
+    stage = choice.get("bppdrop_stage")
+    if not stage:
+        return []
+    lines = ["Then thermodynamics dropout: the same recipe trained again, in the same way, with "
+             f"{stage['fraction']:.0%} of the examples still on an alignment (after depth and homolog sampling) "
+             "trained each epoch without their base-pair-probability channel, so that the contacts must come "
+             "from covariation. By the same rule, long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 

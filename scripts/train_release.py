@@ -40,7 +40,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    leave out the chains whose alignments read a held-out family.  The sim stage then does the
    same with the RNA runs starting from a network pretrained on simulated families whose
    alignments carry planted long-range helices, contacts only covariation reveals (the ``sim``
-   option, :func:`pretrains_simulated`).  The chosen recipe's
+   option, :func:`pretrains_simulated`).  The bppdrop stage then does the same with half the
+   examples still on an alignment trained without their base-pair-probability channel each
+   epoch (the ``bppdrop`` option: thermodynamics dropout, so that the network learns to find
+   contacts in covariation alone).  The chosen recipe's
    candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -62,7 +65,8 @@ four feature-set runs ~1 h more and its four schedule runs ~1 h, and scoring eac
 candidate on the validation and test sets ~1 min; the coupling stage's six runs ~2 h; the
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
-the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min.
+the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
+the bppdrop stage's runs ~45 min.
 """
 from __future__ import annotations
 
@@ -405,6 +409,7 @@ def spot_stage_exclusions(sources: dict[str, list[str]], families: list[str], ch
 
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
+BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -424,9 +429,11 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     TR chains with a hit train with their searched alignment too), ``more`` (the base run
     continued for ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those
     epochs only), ``sim`` (the run starts from the simulated-family pretraining:
-    :func:`pretrains_simulated`)."""
+    :func:`pretrains_simulated`), ``bppdrop`` (thermodynamics dropout: examples on an alignment
+    trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch)."""
     features, _, option = recipe.partition("/")
-    flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING]}
+    flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING],
+             "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
     tokens = option.split("+") if option else []
     unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim")]
     if unknown or len(set(tokens)) != len(tokens):
@@ -484,7 +491,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     words = {"--depth-sampling": f"depth sampling ({DEPTH_SAMPLING:g} of the alignment examples cut to a "
                                  "random depth)",
              "--homolog-sampling": f"homolog sampling ({HOMOLOG_SAMPLING:g} of the alignment examples trained "
-                                   "as one of their homologs alone)"}
+                                   "as one of their homologs alone)",
+             "--bpp-dropout": f"thermodynamics dropout ({BPP_DROPOUT:g} of the examples still on an alignment "
+                              "trained without their base-pair probabilities)"}
     used = [words[flag] for flag in options[::2]]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
@@ -637,7 +646,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
                                ("coupling_stage", "held_out_families", ("aligned",)),
                                ("search_stage", "held_out_families", ("aligned",)),
                                ("spot_stage", "held_out_families", ("aligned",)),
-                               ("sim_stage", "held_out_families", ("aligned",))):
+                               ("sim_stage", "held_out_families", ("aligned",)),
+                               ("bppdrop_stage", "held_out_families", ("aligned",))):
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -938,16 +948,22 @@ def main() -> int:
     sim_stage = option_stage("sim_stage", spot_stage, "sim", None, coupling_exclude)
     sim_record = sim_stage | {"scored": coupling["scored"], "simulated": SIMULATED,
                               "simulated_epochs": SIMULATED_EPOCHS}
+    # the bppdrop stage: the sim stage's choice with thermodynamics dropout, so that the network
+    # learns to find contacts in the alignment alone
+    bppdrop_stage = option_stage("bppdrop_stage", sim_stage, "bppdrop", None, coupling_exclude)
+    bppdrop_record = bppdrop_stage | {"scored": coupling["scored"], "fraction": BPP_DROPOUT}
+    last_stage = bppdrop_stage
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
         kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
         kept["spot_stage"], kept["sim_stage"] = spot_record, sim_record
-        if sim_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
+        kept["bppdrop_stage"] = bppdrop_record
+        if last_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
         else:
-            log(f"{sim_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
+            log(f"{last_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
         summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*"))
                   + sorted(coupling_runs.glob("mffnet36_*")))
@@ -956,7 +972,7 @@ def main() -> int:
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
-    stage["chosen_recipe"] = sim_stage["chosen_recipe"]
+    stage["chosen_recipe"] = last_stage["chosen_recipe"]
     for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
         if (stage["chosen_recipe"], seed) not in jobs:
             jobs.append((stage["chosen_recipe"], seed))
@@ -986,7 +1002,7 @@ def main() -> int:
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
               "coupling_stage": coupling_record, "search_stage": search_record, "spot_stage": spot_record,
-              "sim_stage": sim_record,
+              "sim_stage": sim_record, "bppdrop_stage": bppdrop_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -1024,7 +1040,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"train families with their alignments (the mean of {len(STAGE_SEEDS)} seeds; at most "
             f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
             "alignments too, then whether the SPOT-RNA-2D training chains train with their searched alignments "
-            "too, then whether the runs start from a pretraining on simulated families, each by the same rule on "
+            "too, then whether the runs start from a pretraining on simulated families, then whether half the "
+            "examples on an alignment train without the thermodynamic channel, each by the same rule on "
             "the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 

@@ -487,3 +487,34 @@ def test_release_report_prints_the_sim_stage():
     # the spot stage's table is followed by it
     spot = stage | {"searched_chains": 102, "left_out": 44}
     assert release_benchmarks.spot_table({"spot_stage": spot, "sim_stage": stage})[-len(lines):] == lines
+
+
+def test_bppdrop_recipes_train_with_thermodynamics_dropout():
+    recipe = "cov+ss+plm/depth+homolog+search+bppdrop"
+    features, options, continues = train_release.recipe_options(recipe)
+    assert features == "cov+ss+plm" and not continues
+    assert options[-2:] == ["--bpp-dropout", train_release.BPP_DROPOUT]
+    assert train_release.recipe_split(recipe) == "train,spot_tr,train_searched"
+    assert "thermodynamics dropout (0.5 of the examples" in train_release.recipe_text(recipe, 14)
+    assert "dropout" not in train_release.recipe_text("cov+ss/depth+homolog", 14)
+    record = {"bppdrop_stage": {"aligned": {recipe: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 1)}"}
+
+
+def test_release_report_prints_the_bppdrop_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+bppdrop"
+    stage = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
+                         variant: {"seeds": {"0": 0.78, "1": 0.76}, "mean": 0.77}},
+             "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
+                        variant: {"seeds": {"0": 0.47, "1": 0.46}, "mean": 0.465}},
+             "chosen_recipe": variant, "scored": ["RF1"], "fraction": 0.5}
+    lines = release_benchmarks.bppdrop_table({"bppdrop_stage": stage})
+    assert "with 50% of the examples still on an alignment" in lines[0]
+    assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.460 | 0.465 |" in lines
+    assert f"| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert release_benchmarks.bppdrop_table({}) == []
+    sim = {"aligned": stage["aligned"], "single": stage["single"], "chosen_recipe": recipe, "simulated_epochs": 5,
+           "simulated": {"n_families": 3, "seed": 1, "lengths": [5, 6], "depths": [3, 5], "tertiary_stems": 3}}
+    assert release_benchmarks.sim_table({"sim_stage": sim, "bppdrop_stage": stage})[-len(lines):] == lines

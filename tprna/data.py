@@ -21,6 +21,11 @@ keeps its structure across homologs; that is what its alignment records).  The n
 then learns to read thermodynamics on many sequences per structure instead of one.  A
 homolog trained alone is a training RNA: :meth:`StoreDataset.screen_homologs` keeps out the
 rows too close to the chains a model is validated or benchmarked on.
+
+**Thermodynamics dropout** (``bpp_dropout`` > 0) makes the network read the alignment on its
+own: each epoch, that fraction of the examples still trained on an alignment of ≥ 2 rows
+(after depth and homolog sampling) has its base-pair-probability channel zeroed, so the
+contacts must come from covariance and couplings — the single-sequence examples keep it.
 """
 from __future__ import annotations
 
@@ -124,13 +129,14 @@ class StoreDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, key: int | tuple) -> dict:
-        """``key`` is an index, or (index, start, size[, depth, row_seed[, homolog]]) for the
-        window ``[start, start + size)`` of the RNA (a training crop, drawn by the sampler), on
-        ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows), or, when
-        ``homolog`` is set, as a homolog alone drawn with ``row_seed``
-        (:func:`homolog_example`; the query's own example when it has none)."""
-        index, start, size, depth, row_seed, homolog = (tuple(key) + (0, 0, 0))[:6] if isinstance(key, tuple) \
-            else (key, 0, self.lengths[key], 0, 0, 0)
+        """``key`` is an index, or (index, start, size[, depth, row_seed[, homolog[, no_bpp]]])
+        for the window ``[start, start + size)`` of the RNA (a training crop, drawn by the
+        sampler), on ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows), or,
+        when ``homolog`` is set, as a homolog alone drawn with ``row_seed``
+        (:func:`homolog_example`; the query's own example when it has none); ``no_bpp`` zeroes
+        the base-pair-probability channel (thermodynamics dropout)."""
+        index, start, size, depth, row_seed, homolog, no_bpp = (tuple(key) + (0,) * 4)[:7] \
+            if isinstance(key, tuple) else (key, 0, self.lengths[key], 0, 0, 0, 0)
         if self._store is None:
             self._store = open_store(self.store_path)
         entry_id = self.ids[index]
@@ -146,6 +152,8 @@ class StoreDataset(Dataset):
             cut = np.ix_(columns + start, columns + start)  # window-relative → the entry's own
         else:
             features = self._store.read_features(entry_id, self.spec.key)
+            if no_bpp and "bpp" in features:
+                features = {**features, "bpp": np.zeros_like(features["bpp"])}
             if depth:
                 features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
                                                row_seed, window)
@@ -320,7 +328,7 @@ class LengthBatchSampler(Sampler[list]):
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
                  num_replicas: int = 1, rank: int = 0, crop: int | None = None,
                  accumulate: int = 1, depths: Sequence[int] | None = None, depth_sampling: float = 0.0,
-                 homolog_sampling: float = 0.0):
+                 homolog_sampling: float = 0.0, bpp_dropout: float = 0.0):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise TprnaError(f"rank {rank} of {num_replicas} replicas is not a valid shard")
         if accumulate < 1:
@@ -331,12 +339,14 @@ class LengthBatchSampler(Sampler[list]):
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
-        for name, fraction in (("depth", depth_sampling), ("homolog", homolog_sampling)):
+        for name, fraction in (("depth", depth_sampling), ("homolog", homolog_sampling),
+                               ("bpp dropout", bpp_dropout)):
             if fraction and (depths is None or len(depths) != len(self.full_lengths)):
-                raise TprnaError(f"{name} sampling needs every entry's alignment depth")
+                raise TprnaError(f"{name} needs every entry's alignment depth")
             if not 0 <= fraction <= 1:
-                raise TprnaError(f"{name} sampling is a fraction in [0, 1], got {fraction}")
+                raise TprnaError(f"{name} is a fraction in [0, 1], got {fraction}")
         self.depths, self.depth_sampling, self.homolog_sampling = depths, depth_sampling, homolog_sampling
+        self.bpp_dropout = bpp_dropout
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -364,7 +374,7 @@ class LengthBatchSampler(Sampler[list]):
         total = self._padded_count(len(batches))  # equal, whole steps on every rank
         batches = [batches[k % len(batches)] for k in range(total)]
         mine = batches[self.rank::self.num_replicas]
-        if not (self.crop or self.depth_sampling or self.homolog_sampling):
+        if not (self.crop or self.depth_sampling or self.homolog_sampling or self.bpp_dropout):
             return iter(mine)
         starts = [0] * len(self.full_lengths)
         if self.crop:
@@ -380,6 +390,13 @@ class LengthBatchSampler(Sampler[list]):
                 chosen, row_seed = rng.random() < self.homolog_sampling, rng.randrange(2 ** 32)
                 if n > 1 and chosen:
                     draws[i] = (0, row_seed, 1)
+        if self.bpp_dropout:  # its own stream too; only examples still on ≥ 2 rows lose the channel
+            rng = random.Random(self.seed * 150_001 + self.epoch)
+            for i, n in enumerate(self.depths):
+                dropped = rng.random() < self.bpp_dropout
+                depth, row_seed, homolog = (tuple(draws[i]) + (0, 0, 0))[:3]
+                if dropped and n > 1 and depth != 1 and not homolog:
+                    draws[i] = (depth, row_seed, 0, 1)
         mine = [[(i, starts[i], self.lengths[i], *draws[i]) for i in batch] for batch in mine]
         return iter(mine)
 

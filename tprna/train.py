@@ -23,9 +23,9 @@ themselves, the feature spec), printing each difference as ``field: old → new`
 may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
 ``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
 reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
-the spec; the spec itself must match), ``depth_sampling`` and ``homolog_sampling`` with
-its ``homolog_exclude`` (a curriculum: a run extended with either; each epoch's record in
-the history says which it had).
+the spec; the spec itself must match), ``depth_sampling``, ``bpp_dropout`` and
+``homolog_sampling`` with its ``homolog_exclude`` (a curriculum: a run extended with any of
+them; each epoch's record in the history says which it had).
 ``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
 another one is refused.
 
@@ -99,7 +99,7 @@ CHECKPOINT_NAME = "last.ckpt"
 # match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
 RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
                                "resume", "overwrite", "init_from", "depth_sampling",
-                               "homolog_sampling", "homolog_exclude"})
+                               "homolog_sampling", "homolog_exclude", "bpp_dropout"})
 
 
 @dataclass
@@ -122,6 +122,7 @@ class TrainConfig:
     depth_sampling: float = 0.0  # fraction of alignment examples cut to a random depth each epoch
     homolog_sampling: float = 0.0  # fraction of alignment examples trained as a homolog alone each epoch
     homolog_exclude: str | None = None  # FASTA: homologs ≥ 70 % identical to one of these never train
+    bpp_dropout: float = 0.0  # fraction of examples on ≥ 2 rows trained without the bpp channel each epoch
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -375,7 +376,7 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed, crop=config.crop,
                                  num_replicas=ranks.world, rank=ranks.rank, accumulate=config.accumulate,
                                  depths=dataset.depths, depth_sampling=config.depth_sampling,
-                                 homolog_sampling=config.homolog_sampling)
+                                 homolog_sampling=config.homolog_sampling, bpp_dropout=config.bpp_dropout)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),
@@ -417,7 +418,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         total, count = _all_sum([total, float(count)], device, ranks)
         record = {"epoch": epoch, "lr": lr, "loss": total / max(count, 1),
                   "seconds": round(time.perf_counter() - started, 3), "examples": int(count),
-                  "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling}
+                  "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling,
+                  "bpp_dropout": config.bpp_dropout}
         history.append(record)
         if ranks.main:
             save_checkpoint(ckpt_path, {**meta, "model": model.state_dict(),

@@ -1,0 +1,85 @@
+"""Thermodynamics dropout in training: examples still on an alignment lose their base-pair
+probability channel, single-sequence examples keep it — the sampler's draws by hand and the
+dataset's input against the stored features."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tprna.contract import model_input
+from tprna.data import LengthBatchSampler, StoreDataset
+from tprna.features import FeatureSpec
+from tprna.simulate import write_example_dataset
+from tprna.store import build_store, items_from_manifest, open_store
+
+
+@pytest.fixture(scope="module")
+def sim_store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bpp_dropout")
+    manifest = write_example_dataset(root / "data", n_families=3, lengths=(30, 45), depths=(40, 80))
+    store = root / "sim.zarr"
+    assert not build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov+ss+profile"),
+                           progress=False).failed
+    return store
+
+
+def keys(epoch: int, **kw) -> list:
+    s = LengthBatchSampler([40, 150, 90, 60, 70], crop=64, seed=3, depths=[300, 1, 20, 2, 50], **kw)
+    s.set_epoch(epoch)
+    return sorted(k for batch in s for k in batch)
+
+
+def dropped(drawn: list) -> set[int]:
+    return {k[0] for k in drawn if len(k) == 7 and k[6] == 1}
+
+
+def test_sampler_drops_bpp_of_alignment_examples_only():
+    assert dropped(keys(4, bpp_dropout=1.0)) == {0, 2, 3, 4}  # every entry on ≥ 2 rows, never depth 1
+    assert keys(4, bpp_dropout=1.0) == keys(4, bpp_dropout=1.0)
+    # an example cut to the query alone, or trained as a homolog alone, keeps its channel
+    for drawn in (keys(2, depth_sampling=1.0, bpp_dropout=1.0), keys(2, homolog_sampling=1.0, bpp_dropout=1.0)):
+        for k in drawn:
+            single = len(k) >= 4 and (k[3] == 1 or (len(k) >= 6 and k[5] == 1))
+            assert (k[0] in dropped([k])) == (k[0] != 1 and not single), k
+    # off, every other draw is what it was without the option; on, only the flag is added
+    plain = keys(4, depth_sampling=0.7, homolog_sampling=0.3)
+    assert plain == keys(4, depth_sampling=0.7, homolog_sampling=0.3, bpp_dropout=0.0)
+    with_flag = keys(4, depth_sampling=0.7, homolog_sampling=0.3, bpp_dropout=0.5)
+    assert [k[:3] for k in with_flag] == [k[:3] for k in plain]
+    assert 0 < len(dropped(keys(4, bpp_dropout=0.5) + keys(5, bpp_dropout=0.5) + keys(6, bpp_dropout=0.5)))
+    with pytest.raises(Exception, match="bpp dropout is a fraction"):
+        LengthBatchSampler([40], depths=[3], bpp_dropout=1.5)
+
+
+def test_dataset_zeroes_only_the_bpp_channel(sim_store):
+    dataset = StoreDataset(str(sim_store), None, split="train")
+    spec = dataset.spec
+    entry = dataset.ids[0]
+    store = open_store(str(sim_store))
+    stored = model_input(store.read_features(entry, spec.key), spec)
+    store.close()
+    size = dataset.lengths[0]
+    kept = dataset[(0, 0, size, 0, 0, 0, 0)]["features"].numpy()
+    cut = dataset[(0, 0, size, 0, 0, 0, 1)]["features"].numpy()
+    bpp = list(spec.components).index("bpp")  # one channel, after the 25 covariance ones
+    assert bpp == 1 and stored.shape[0] == 25 + 1 + 25
+    np.testing.assert_array_equal(kept, stored)
+    assert stored[25].any() and not cut[25].any()
+    np.testing.assert_array_equal(np.delete(cut, 25, axis=0), np.delete(stored, 25, axis=0))
+    # on a depth draw the covariance is recomputed and the channel still goes
+    sub = dataset[(0, 0, size, 3, 7, 0, 1)]["features"].numpy()
+    assert not sub[25].any() and sub[:25].any()
+
+
+def test_training_with_bpp_dropout(sim_store, tmp_path):
+    from tprna.train import TrainConfig, load_checkpoint, train
+
+    config = TrainConfig(store=str(sim_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
+                         epochs=1, crop=24, bpp_dropout=0.5, workers=0, device="cpu")
+    ckpt = load_checkpoint(train(config))
+    assert ckpt["train_config"]["bpp_dropout"] == 0.5
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["bpp_dropout"] == 0.5
