@@ -657,9 +657,11 @@ def record_runs(record: dict, runs: Path) -> set[str]:
 
 
 def counted_runs(counted: set[str], summed: list[Path], runs: Path) -> list[str]:
-    """Every run (relative to ``runs``) the record's ``hours`` counts once ``summed`` is added."""
-    return sorted({os.path.relpath(path, runs) for path in counted | {str(p) for p in summed}
-                   if (Path(path) / "metrics.jsonl").is_file()})
+    """Every run (relative to ``runs``) the record's ``hours`` counts once ``summed`` is added:
+    the record's own, on disk or not (a fresh machine has none of them, and they stay counted),
+    and those of ``summed`` that trained."""
+    return sorted({os.path.relpath(path, runs) for path in counted}
+                  | {os.path.relpath(p, runs) for p in summed if (p / "metrics.jsonl").is_file()})
 
 
 def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:

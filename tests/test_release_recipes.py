@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -234,6 +235,12 @@ def test_a_run_the_record_no_longer_names_is_not_counted_again(tmp_path):
     assert train_release.training_hours(again, counted=counted) == 1.0  # only the new run
     assert train_release.counted_runs(counted, again, tmp_path) == [
         "held_out_families/new", "held_out_families/old", "protein"]
+    # on a fresh machine (no run on disk) the record keeps every run it counted
+    third = {"hours": 3.0, "counted_runs": train_release.counted_runs(counted, again, tmp_path)}
+    shutil.rmtree(tmp_path / "held_out_families")
+    assert train_release.counted_runs(train_release.record_runs(third, tmp_path), [], tmp_path) == [
+        "held_out_families/new", "held_out_families/old", "protein"]
+    assert train_release.counted_runs(set(), [tmp_path / "held_out_families" / "gone"], tmp_path) == []
 
 def test_release_report_prints_the_coupling_stage():
     import release_benchmarks

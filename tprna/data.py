@@ -339,7 +339,7 @@ class LengthBatchSampler(Sampler[list]):
         self.pixel_budget = pixel_budget
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
-        for name, fraction in (("depth", depth_sampling), ("homolog", homolog_sampling),
+        for name, fraction in (("depth sampling", depth_sampling), ("homolog sampling", homolog_sampling),
                                ("bpp dropout", bpp_dropout)):
             if fraction and (depths is None or len(depths) != len(self.full_lengths)):
                 raise TprnaError(f"{name} needs every entry's alignment depth")
