@@ -8,8 +8,9 @@ Per family (``L`` residues, ``T`` its true contacts with ``|i − j| ≥ 24``):
 - **attainable**: ``min(|T|, L) / L``, what a perfect top-L long list scores;
 - **model**: the shipped model's top-L long precision, given the alignment and the query alone;
 - **evidence**: the true contacts that some signal ranks in its own top-L long list: the
-  model, the raw plm couplings of the alignment (``tprna.plmdca``, APC), the shrunk precision
-  (APC), CoCoNet's published map and the query's ViennaRNA base-pair probabilities;
+  model, the raw plm couplings of the alignment (the model's own ``plm`` channel, APC), the
+  shrunk precision (APC), CoCoNet's published map and the query's ViennaRNA base-pair
+  probabilities;
   ``min(|evidence|, L) / L`` is what a perfect chooser among those candidates would score;
 - **unused**: true contacts outside the model's top-L that a coevolution signal (plm,
   precision or CoCoNet) ranks in its top-L — the alignment's evidence the model leaves out;
@@ -23,7 +24,8 @@ Per family (``L`` residues, ``T`` its true contacts with ``|i − j| ≥ 24``):
 Labels and the APC / bpp baselines come from a store holding the coconet test families'
 ``cov+ss`` entries: the release store (``scripts/train_release.py``), or one built in seconds
 with ``tprna store build store/coconet.zarr --manifest ../shared/data/coconet/manifest.csv
---features cov+ss``; the model and plm read the alignment files (~4 min, the plm fits).
+--features cov+ss``; the model and plm read the alignment files (~4 min for the plm fits, seconds
+once the benchmark scripts' feature cache, ``results/release/feature_cache``, holds them).
 
     python scripts/alignment_headroom.py [--store store/release.zarr] [--model tprna-rna.onnx]
 """
@@ -39,9 +41,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from feature_cache import shared_features  # noqa: E402
 from release_benchmarks import MODEL_FILE, PACKAGE_MODEL, benchmark_arguments  # noqa: E402
+from tprna import features  # noqa: E402
 from tprna.evaluate import baseline_maps, load_evaluation_set, peer_maps  # noqa: E402
-from tprna.features import plm_map, sequence_weights  # noqa: E402
 from tprna.metrics import RANGES  # noqa: E402
 from tprna.msa import read_msa  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -159,16 +162,16 @@ def main() -> int:
     manifest = {r["id"]: r for r in csv.DictReader(open(args.data / "coconet" / "manifest.csv"))}
     predictor = Predictor(args.model, device="cpu")
     msas = {i: read_msa(args.data / "coconet" / manifest[i]["msa"]) for i in labels}
-    model = {p.id: p.probabilities for p in predictor.predict(list(msas.items()))}
-    alone = {p.id: p.probabilities for p in predictor.predict([(i, lab.sequence) for i, lab in labels.items()])}
+    with shared_features(args.work / "feature_cache"):  # the benchmark scripts' cache: plm fitted once
+        model = {p.id: p.probabilities for p in predictor.predict(list(msas.items()))}
+        alone = {p.id: p.probabilities for p in predictor.predict([(i, lab.sequence) for i, lab in labels.items()])}
+        plms = {i: features.make_features(m, predictor.spec)["plm"] for i, m in msas.items()}
     base = baseline_maps(evaluation)
     lengths = {i: lab.contacts.shape[0] for i, lab in labels.items()}
     peers = peer_maps(args.data / "coconet" / "peer_predictions", lengths)
     rows = []
     for i, lab in labels.items():
-        msa = msas[i]
-        plm = plm_map(msa, sequence_weights(msa, predictor.spec.identity))
-        maps = {"model": model[i], "alone": alone[i], "plm": plm, "APC (precision)": base["APC (precision)"][i],
+        maps = {"model": model[i], "alone": alone[i], "plm": plms[i], "APC (precision)": base["APC (precision)"][i],
                 "bpp": base["Thermodynamics (bpp)"][i]}
         if i in peers.get("CoCoNet (7x7)", {}):
             maps["CoCoNet"] = peers["CoCoNet (7x7)"][i]
