@@ -157,6 +157,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=PACKAGE_MODEL / MODEL_FILE)
     args = benchmark_arguments(parser, REPO / "results" / "HEADROOM.md").parse_args()
+    if not (args.data / "coconet" / "manifest.csv").is_file() or not args.store.exists():
+        print(f"needs the coconet data under {args.data} and a store of its test families at {args.store} "
+              "(build one: see this script's docstring)", file=sys.stderr)
+        return 2
     evaluation = load_evaluation_set(str(args.store), "test", "cov+ss")
     labels = evaluation.labels
     manifest = {r["id"]: r for r in csv.DictReader(open(args.data / "coconet" / "manifest.csv"))}
