@@ -18,6 +18,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def sampling_store(tmp_path_factory) -> Path:
+    """Three small simulated families on ``cov+ss+profile`` (read only): the store the
+    training-sampling tests (homolog sampling, thermodynamics dropout) draw examples from."""
+    from helpers import simulated_store  # helpers imports this module
+
+    return simulated_store(tmp_path_factory.mktemp("sampling"), feature_set="cov+ss+profile", n_families=3,
+                           lengths=(30, 45), depths=(40, 80))
+
+
 @pytest.fixture
 def one_torch_thread():
     """PyTorch references on one thread: on a busy two-core machine torch's OpenMP team

@@ -32,12 +32,12 @@ def coupled_alignment(n: int, length: int = 12, seed: int = 0) -> MSA:
     return rna(*rows)
 
 
-def simulated_store(root: Path, name: str = "sim.zarr", **simulation) -> Path:
+def simulated_store(root: Path, name: str = "sim.zarr", feature_set: str = "cov", **simulation) -> Path:
     """Simulated families (``write_example_dataset(**simulation)``) built into ``root/name``
-    on the ``cov`` features; every entry must build."""
+    on ``feature_set``; every entry must build."""
     manifest = write_example_dataset(root / "data", **simulation)
     store = root / name
-    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov"), progress=False)
+    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set=feature_set), progress=False)
     assert not report.failed
     return store
 

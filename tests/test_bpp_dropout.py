@@ -4,26 +4,13 @@ dataset's input against the stored features."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tprna.contract import model_input
 from tprna.data import LengthBatchSampler, StoreDataset
-from tprna.features import FeatureSpec
-from tprna.simulate import write_example_dataset
-from tprna.store import build_store, items_from_manifest, open_store
-
-
-@pytest.fixture(scope="module")
-def sim_store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bpp_dropout")
-    manifest = write_example_dataset(root / "data", n_families=3, lengths=(30, 45), depths=(40, 80))
-    store = root / "sim.zarr"
-    assert not build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov+ss+profile"),
-                           progress=False).failed
-    return store
+from tprna.store import open_store
 
 
 def keys(epoch: int, **kw) -> list:
@@ -54,11 +41,11 @@ def test_sampler_drops_bpp_of_alignment_examples_only():
         LengthBatchSampler([40], depths=[3], bpp_dropout=1.5)
 
 
-def test_dataset_zeroes_only_the_bpp_channel(sim_store):
-    dataset = StoreDataset(str(sim_store), None, split="train")
+def test_dataset_zeroes_only_the_bpp_channel(sampling_store):
+    dataset = StoreDataset(str(sampling_store), None, split="train")
     spec = dataset.spec
     entry = dataset.ids[0]
-    store = open_store(str(sim_store))
+    store = open_store(str(sampling_store))
     stored = model_input(store.read_features(entry, spec.key), spec)
     store.close()
     size = dataset.lengths[0]
@@ -74,10 +61,10 @@ def test_dataset_zeroes_only_the_bpp_channel(sim_store):
     assert not sub[25].any() and sub[:25].any()
 
 
-def test_training_with_bpp_dropout(sim_store, tmp_path):
+def test_training_with_bpp_dropout(sampling_store, tmp_path):
     from tprna.train import TrainConfig, load_checkpoint, train
 
-    config = TrainConfig(store=str(sim_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
+    config = TrainConfig(store=str(sampling_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
                          epochs=1, crop=24, bpp_dropout=0.5, workers=0, device="cpu")
     ckpt = load_checkpoint(train(config))
     assert ckpt["train_config"]["bpp_dropout"] == 0.5

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import simulated_store
 
 from tprna.data import DEPTH_SAMPLING_MAX, LengthBatchSampler, StoreDataset, draw_depth, subsampled_features
 from tprna.errors import TprnaError
@@ -19,13 +20,8 @@ from tprna.store import build_store, items_from_manifest, open_store
 
 @pytest.fixture(scope="module")
 def profile_store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("depth")
-    manifest = write_example_dataset(root / "data", n_families=4, lengths=(30, 50), depths=(40, 120))
-    store = root / "sim.zarr"
-    report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov+ss+profile"),
-                         progress=False)
-    assert not report.failed
-    return store
+    return simulated_store(tmp_path_factory.mktemp("depth"), feature_set="cov+ss+profile", n_families=4,
+                           lengths=(30, 50), depths=(40, 120))
 
 
 def reference_covariance(codes: np.ndarray, q: int, identity: float = 0.8) -> tuple[np.ndarray, np.ndarray, float]:

@@ -4,7 +4,6 @@ independently from the homolog's own sequence, and on a real family."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,24 +14,13 @@ from tprna.contract import model_input, rounded_features
 from tprna.data import LengthBatchSampler, StoreDataset, homolog_example, homolog_rows
 from tprna.features import FeatureSpec, make_features
 from tprna.msa import parse_msa
-from tprna.simulate import write_example_dataset
-from tprna.store import build_store, items_from_manifest, open_store
+from tprna.store import build_store, open_store
 
 RNA = get_alphabet("rna")
 
 
 def encode(rows: list[str]) -> np.ndarray:
     return parse_msa("".join(f">s{i}\n{r}\n" for i, r in enumerate(rows)), "fasta").codes
-
-
-@pytest.fixture(scope="module")
-def sim_store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("homolog")
-    manifest = write_example_dataset(root / "data", n_families=3, lengths=(30, 45), depths=(40, 80))
-    store = root / "sim.zarr"
-    assert not build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set="cov+ss+profile"),
-                           progress=False).failed
-    return store
 
 
 def test_eligible_rows_by_hand():
@@ -67,8 +55,8 @@ def test_example_matches_features_built_from_the_homologs_own_sequence():
     assert homolog_example(codes[:1], spec, 7, window) is None  # no homolog: no example
 
 
-def test_dataset_item_carries_the_querys_labels_on_covered_columns(sim_store):
-    dataset = StoreDataset(sim_store)
+def test_dataset_item_carries_the_querys_labels_on_covered_columns(sampling_store):
+    dataset = StoreDataset(sampling_store)
     index = max(range(len(dataset)), key=lambda i: dataset.depths[i])
     start, size = 3, 25
     own = dataset[(index, start, size, 0, 0)]
@@ -101,10 +89,10 @@ def test_sampler_draws_homologs_for_alignments_only_and_keeps_depth_draws():
     assert all(len(k) == 3 for k in none)
 
 
-def test_training_with_homolog_sampling(sim_store, tmp_path):
+def test_training_with_homolog_sampling(sampling_store, tmp_path):
     from tprna.train import TrainConfig, load_checkpoint, train
 
-    config = TrainConfig(store=str(sim_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
+    config = TrainConfig(store=str(sampling_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
                          epochs=1, crop=24, homolog_sampling=0.5, workers=0, device="cpu")
     ckpt = load_checkpoint(train(config))
     assert ckpt["train_config"]["homolog_sampling"] == 0.5
@@ -154,11 +142,11 @@ def test_close_to_any_by_hand():
     assert close_to_any([], {"r": ref}) == [] and close_to_any([ref], {}) == [None]
 
 
-def test_screened_homologs_never_train(sim_store):
-    dataset = StoreDataset(sim_store)
+def test_screened_homologs_never_train(sampling_store):
+    dataset = StoreDataset(sampling_store)
     index = max(range(len(dataset)), key=lambda i: dataset.depths[i])
     entry = dataset.ids[index]
-    store = open_store(sim_store)
+    store = open_store(sampling_store)
     codes = store.read_msa(entry)
     store.close()
     rows = homolog_rows(codes, RNA.gap)

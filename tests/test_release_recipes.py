@@ -242,15 +242,19 @@ def test_a_run_the_record_no_longer_names_is_not_counted_again(tmp_path):
         "held_out_families/new", "held_out_families/old", "protein"]
     assert train_release.counted_runs(set(), [tmp_path / "held_out_families" / "gone"], tmp_path) == []
 
+def stage_figures(rows: dict[str, tuple[tuple, tuple]]) -> dict:
+    """A stage record's figures: each recipe's (seed 0, seed 1, mean) with alignments and on
+    the single sequences, as ``{"aligned": …, "single": …}``."""
+    return {part: {recipe: {"seeds": {"0": f[k][0], "1": f[k][1]}, "mean": f[k][2]} for recipe, f in rows.items()}
+            for k, part in enumerate(("aligned", "single"))}
+
+
 def test_release_report_prints_the_coupling_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+profile/depth+homolog", "cov+ss+profile+dca/depth+homolog"
     coupling = {"held_out": ["RF1", "RF2", "RF3"], "spot_left_out": ["1abc_A"], "scored": ["RF1", "RF2"],
-                "file": "held_out_families.txt", "chosen_recipe": variant,
-                "aligned": {recipe: {"seeds": {"0": 0.61, "1": 0.63}, "mean": 0.62},
-                            variant: {"seeds": {"0": 0.66, "1": 0.68}, "mean": 0.67}},
-                "single": {recipe: {"seeds": {"0": 0.48, "1": 0.47}, "mean": 0.475},
-                           variant: {"seeds": {"0": 0.47, "1": 0.47}, "mean": 0.47}}}
+                "file": "held_out_families.txt", "chosen_recipe": variant} | stage_figures({
+        recipe: ((0.61, 0.63, 0.62), (0.48, 0.47, 0.475)), variant: ((0.66, 0.68, 0.67), (0.47, 0.47, 0.47))})
     lines = release_benchmarks.coupling_table({"coupling_stage": coupling})
     assert "without 3 coconet train families" in lines[0] and "the 2 of them" in lines[0]
     assert lines[0].startswith("Then the coupling channel: the chosen recipe without and with it,")
@@ -274,10 +278,8 @@ def test_release_report_prints_the_coupling_stage():
 def test_release_report_prints_the_search_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+dca/depth", "cov+ss+dca/depth+search"
-    rows = {"aligned": {recipe: {"seeds": {"0": 0.72, "1": 0.70}, "mean": 0.71},
-                        variant: {"seeds": {"0": 0.74, "1": 0.74}, "mean": 0.74}},
-            "single": {recipe: {"seeds": {"0": 0.46, "1": 0.47}, "mean": 0.465},
-                       variant: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475}}}
+    rows = stage_figures({recipe: ((0.72, 0.70, 0.71), (0.46, 0.47, 0.465)),
+                          variant: ((0.74, 0.74, 0.74), (0.47, 0.48, 0.475))})
     search = rows | {"chosen_recipe": variant, "scored": ["RF1"],
                      "database": {"families": 56, "sequences": 1234, "search": "nhmmer against db.fa",
                                   "median_hits": 300, "without_hits": 0}}
@@ -448,10 +450,8 @@ def test_searched_spot_chains_keep_their_labels_and_every_residue(tmp_path):
 def test_release_report_prints_the_spot_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+spot"
-    rows = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
-                        variant: {"seeds": {"0": 0.78, "1": 0.76}, "mean": 0.77}},
-            "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
-                       variant: {"seeds": {"0": 0.47, "1": 0.47}, "mean": 0.47}}}
+    rows = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                          variant: ((0.78, 0.76, 0.77), (0.47, 0.47, 0.47))})
     spot = rows | {"chosen_recipe": variant, "scored": ["RF1"], "searched_chains": 102, "left_out": 44,
                    "file": "held_out_families_spot.txt"}
     lines = release_benchmarks.spot_table({"spot_stage": spot})
@@ -478,13 +478,10 @@ def test_sim_recipes_start_from_the_simulated_pretraining():
 def test_release_report_prints_the_sim_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+sim"
-    stage = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
-                         variant: {"seeds": {"0": 0.74, "1": 0.72}, "mean": 0.73}},
-             "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
-                        variant: {"seeds": {"0": 0.47, "1": 0.46}, "mean": 0.465}},
-             "chosen_recipe": recipe, "scored": ["RF1"], "simulated_epochs": 5,
-             "simulated": {"n_families": 300, "seed": 11, "lengths": [50, 160], "depths": [30, 500],
-                           "tertiary_stems": 3}}
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.74, 0.72, 0.73), (0.47, 0.46, 0.465))}) | {
+        "chosen_recipe": recipe, "scored": ["RF1"], "simulated_epochs": 5,
+        "simulated": {"n_families": 300, "seed": 11, "lengths": [50, 160], "depths": [30, 500], "tertiary_stems": 3}}
     lines = release_benchmarks.sim_table({"sim_stage": stage})
     assert "trained 5 epochs" in lines[0] and "1–3" in lines[0]
     assert "train split of 300 simulated families" in lines[0]
@@ -512,11 +509,9 @@ def test_bppdrop_recipes_train_with_thermodynamics_dropout():
 def test_release_report_prints_the_bppdrop_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+bppdrop"
-    stage = {"aligned": {recipe: {"seeds": {"0": 0.75, "1": 0.75}, "mean": 0.75},
-                         variant: {"seeds": {"0": 0.78, "1": 0.76}, "mean": 0.77}},
-             "single": {recipe: {"seeds": {"0": 0.47, "1": 0.48}, "mean": 0.475},
-                        variant: {"seeds": {"0": 0.47, "1": 0.46}, "mean": 0.465}},
-             "chosen_recipe": variant, "scored": ["RF1"], "fraction": 0.5}
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.78, 0.76, 0.77), (0.47, 0.46, 0.465))}) | {
+        "chosen_recipe": variant, "scored": ["RF1"], "fraction": 0.5}
     lines = release_benchmarks.bppdrop_table({"bppdrop_stage": stage})
     assert "with 50% of the examples still on an alignment" in lines[0]
     assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.460 | 0.465 |" in lines
