@@ -45,7 +45,7 @@ from feature_cache import shared_features  # noqa: E402
 from release_benchmarks import MODEL_FILE, PACKAGE_MODEL, benchmark_arguments  # noqa: E402
 from tprna import features  # noqa: E402
 from tprna.evaluate import baseline_maps, load_evaluation_set, peer_maps  # noqa: E402
-from tprna.metrics import RANGES  # noqa: E402
+from tprna.metrics import RANGES, top_pairs  # noqa: E402
 from tprna.msa import read_msa  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 
@@ -54,19 +54,10 @@ COEVOLUTION = ("plm", "APC (precision)", "CoCoNet")
 OPENING, CLOSING = "([{<", ")]}>"
 
 
-def long_pairs(length: int, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Observed pairs ``i < j`` with ``j − i ≥ 24``, row-major like :mod:`tprna.metrics`."""
-    i, j = np.triu_indices(length, k=LONG)
-    keep = observed[i, j].astype(bool)
-    return i[keep], j[keep]
-
-
-def top_long(score: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], k: int) -> set[tuple[int, int]]:
-    """The ``k`` highest-scoring long pairs (ties in row-major order, as the metrics break them)."""
-    i, j = pairs
-    s = np.nan_to_num(np.asarray(score, np.float64)[i, j], nan=-np.inf)
-    order = np.argsort(-s, kind="stable")[:k]
-    return set(zip(i[order].tolist(), j[order].tolist()))
+def top_long(score: np.ndarray, observed: np.ndarray, k: int) -> set[tuple[int, int]]:
+    """The ``k`` highest-scoring observed long-range pairs, as the metrics rank them."""
+    i, j = top_pairs(score, observed, "long", k)
+    return set(zip(i.tolist(), j.tolist()))
 
 
 def dot_bracket_pairs(structure: str) -> set[tuple[int, int]]:
@@ -95,9 +86,9 @@ def secondary_structure(path: Path, query: str) -> set[tuple[int, int]] | None:
 
 def family(entry_id: str, lab, maps: dict[str, np.ndarray], pairs_ss: set | None) -> dict:
     length = lab.contacts.shape[0]
-    pairs = long_pairs(length, lab.observed)
-    true = {(i, j) for i, j in zip(*pairs) if lab.contacts[i, j]}
-    tops = {name: top_long(m, pairs, length) for name, m in maps.items()}
+    i, j = np.nonzero(np.triu(lab.contacts.astype(bool) & lab.observed.astype(bool), k=LONG))
+    true = set(zip(i.tolist(), j.tolist()))
+    tops = {name: top_long(m, lab.observed, length) for name, m in maps.items()}
     hits = {name: len(t & true) / length for name, t in tops.items()}
     evidence = true & set().union(*tops.values())
     unused = (true - tops["model"]) & set().union(*(tops[n] for n in COEVOLUTION if n in tops))

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tprna.metrics import top_pairs
+
 REPO = Path(__file__).resolve().parents[1]
-LONG = 24  # the long-range separation (tprna.metrics.RANGES)
 TOPS = ("L", "L/5", "L/10")  # a family of L nt has ~L/5 long-range pairs planted or paired: top-L is lenient
 
 
@@ -41,10 +42,8 @@ def planted_pairs(label_file: Path) -> list[tuple[int, int]]:
 def found(score: np.ndarray, pairs: list[tuple[int, int]], fraction: int = 1) -> float:
     """The fraction of ``pairs`` among the L/``fraction`` highest-scoring long-range pairs of
     ``score`` (L×L)."""
-    n = score.shape[0]
-    i, j = np.triu_indices(n, LONG)
-    top = np.argsort(-score[i, j], kind="stable")[:max(1, n // fraction)]
-    ranked = set(zip(i[top].tolist(), j[top].tolist()))
+    i, j = top_pairs(score, None, "long", max(1, score.shape[0] // fraction))
+    ranked = set(zip(i.tolist(), j.tolist()))
     return float(np.mean([(min(a, b), max(a, b)) in ranked for a, b in pairs]))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tprna.errors import TprnaError
-from tprna.metrics import (RANGES, apc, contact_precisions, summarize, top_k, top_k_precision)
+from tprna.metrics import (RANGES, apc, contact_precisions, summarize, top_k, top_k_precision, top_pairs)
 
 # In a 10×10 map the only pairs i<j with s = j−i ≥ 6 are (all short range, s < 12):
 #   s=6: (0,6) (1,7) (2,8) (3,9)   s=7: (0,7) (1,8) (2,9)   s=8: (0,8) (1,9)   s=9: (0,9)
@@ -56,6 +56,13 @@ def test_unobserved_pairs_are_not_candidates():
     assert top_k_precision(prob, contacts, observed, "short", 5) == pytest.approx(0.4)
     # CASP convention: divide by k=10 although only 9 candidates exist
     assert top_k_precision(prob, contacts, observed, "short", 10) == pytest.approx(0.3)
+    # the pairs themselves, best first, and a NaN score last
+    i, j = top_pairs(prob, observed, "short", 4)
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 6), (2, 8), (3, 9), (0, 7)]
+    prob = prob.copy()
+    prob[0, 6] = np.nan
+    i, j = top_pairs(prob, observed, "short", 9)
+    assert (i[-1], j[-1]) == (0, 6) and len(i) == 9
 
 
 def test_ties_break_in_row_major_order():

@@ -29,6 +29,7 @@ __all__ = [
     "NEFF_SUBSETS",
     "top_k",
     "top_k_precision",
+    "top_pairs",
     "contact_precisions",
     "summarize",
     "apc",
@@ -64,11 +65,21 @@ def _check_square(name: str, a: np.ndarray, length: int | None = None) -> None:
 def top_k_precision(prob: np.ndarray, contacts: np.ndarray, observed: np.ndarray | None,
                     range_name: str, k: int) -> float:
     """Precision of the ``k`` highest-probability observed pairs ``i < j`` in range
-    ``range_name``: true contacts among them divided by ``k``."""
+    ``range_name`` (:func:`top_pairs`): true contacts among them divided by ``k``."""
     prob = np.asarray(prob, dtype=np.float64)
     contacts = np.asarray(contacts)
     _check_square("probability map", prob)
     _check_square("contact map", contacts, prob.shape[0])
+    i, j = top_pairs(prob, observed, range_name, k)
+    return float(np.count_nonzero(contacts[i, j])) / k
+
+
+def top_pairs(prob: np.ndarray, observed: np.ndarray | None, range_name: str,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` highest-probability observed pairs ``i < j`` in range ``range_name``, best
+    first, as index arrays ``(i, j)``; ties keep row-major order and NaN ranks last."""
+    prob = np.asarray(prob, dtype=np.float64)
+    _check_square("probability map", prob)
     if range_name not in RANGES:
         raise TprnaError(f"unknown range {range_name!r}; choose one of: {', '.join(RANGES)}")
     if k < 1:
@@ -85,7 +96,7 @@ def top_k_precision(prob: np.ndarray, contacts: np.ndarray, observed: np.ndarray
     scores = prob[i, j]
     scores = np.where(np.isnan(scores), -np.inf, scores)
     order = np.argsort(-scores, kind="stable")[:k]
-    return float(np.count_nonzero(contacts[i[order], j[order]])) / k
+    return i[order], j[order]
 
 
 def contact_precisions(prob: np.ndarray, contacts: np.ndarray,
