@@ -194,9 +194,16 @@ def feature_set_table(choice: dict) -> list[str]:
     lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
               f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
     lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
-    return lines + [""] + coupling_table(choice) + [
+    return lines + [""] + stage_tables(choice) + [
         "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), VL "
         "chooses. Every candidate:", ""]
+
+
+def stage_tables(choice: dict) -> list[str]:
+    """The stages after the feature set's, in the order they ran; a choice made before a stage
+    existed has no table for it."""
+    return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table)
+            for line in table(choice)]
 
 
 def coupling_table(choice: dict) -> list[str]:
@@ -216,7 +223,7 @@ def coupling_table(choice: dict) -> list[str]:
              "identical to every RNA that still trains, and on the single sequences above. A channel wins only "
              "when it is better with alignments and costs the single sequences at most "
              f"{SINGLE_SEQUENCE_TOLERANCE} (of those, the best with alignments); long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""] + search_table(choice)
+    return lines + _aligned_single_rows(stage) + [""]
 
 
 def search_table(choice: dict) -> list[str]:
@@ -229,9 +236,10 @@ def search_table(choice: dict) -> list[str]:
     lines = ["Then searched alignments: the same recipe trained again, in the same way, with each training "
              f"family also seen with its query's alignment searched by {database['search']} ({database['sequences']} "
              f"sequences of the {database['families']} training families' Rfam alignments; median "
-             f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence. "
-             "By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""] + spot_table(choice)
+             f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence"
+             + (f"; {stage['reads_held_out']} of those alignments read a held-out family and were left out"
+                if "reads_held_out" in stage else "") + ". By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""]
 
 
 def spot_table(choice: dict) -> list[str]:
@@ -244,7 +252,7 @@ def spot_table(choice: dict) -> list[str]:
              f"again with the {stage['searched_chains']} TR chains that have a hit in that search also seen with "
              f"their alignment ({stage['left_out']} of them left out of these runs: their rows come from a "
              "held-out family, or the chain is held out). By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""] + sim_table(choice)
+    return lines + _aligned_single_rows(stage) + [""]
 
 
 def sim_table(choice: dict) -> list[str]:
@@ -261,7 +269,7 @@ def sim_table(choice: dict) -> list[str]:
              f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
              "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:",
              ""]
-    return lines + _aligned_single_rows(stage) + [""] + bppdrop_table(choice)
+    return lines + _aligned_single_rows(stage) + [""]
 
 
 def bppdrop_table(choice: dict) -> list[str]:
@@ -274,6 +282,19 @@ def bppdrop_table(choice: dict) -> list[str]:
              f"{stage['fraction']:.0%} of the examples still on an alignment (after depth and homolog sampling) "
              "trained each epoch without their base-pair-probability channel, so that the contacts must come "
              "from covariation. By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""]
+
+
+def light_table(choice: dict) -> list[str]:
+    """The light stage: the bppdrop stage's choice with depth and homolog sampling on fewer
+    examples; empty for a choice made before it."""
+    stage = choice.get("light_stage")
+    if not stage:
+        return []
+    lines = ["Then lighter sampling: the same recipe trained again, in the same way, with depth and homolog "
+             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, so that most "
+             "train on their whole alignment (the sampling rate was chosen on single sequences). By the same rule, "
+             "long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 

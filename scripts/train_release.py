@@ -43,7 +43,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    option, :func:`pretrains_simulated`).  The bppdrop stage then does the same with half the
    examples still on an alignment trained without their base-pair-probability channel each
    epoch (the ``bppdrop`` option: thermodynamics dropout, so that the network learns to find
-   contacts in covariation alone).  The chosen recipe's
+   contacts in covariation alone).  The light stage then does the same with depth and homolog
+   sampling on a quarter of the alignment examples each instead of half (the ``light`` option),
+   so that more than half of them train on their whole alignment.  The chosen recipe's
    candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -66,7 +68,7 @@ candidate on the validation and test sets ~1 min; the coupling stage's six runs 
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
-the bppdrop stage's runs ~45 min.
+the bppdrop stage's runs ~45 min; the light stage's runs ~45 min.
 """
 from __future__ import annotations
 
@@ -316,12 +318,14 @@ def sequence_database(files: list[Path], path: Path) -> int:
     return n
 
 
-def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
+def searched_manifest(work: Path, families: Path) -> tuple[Path, dict, dict[str, list[str]]]:
     """The ``search`` recipes' extra training entries: each training family's query searched by
     :mod:`tprna.search` (its defaults) in the sequences of the training families' own Rfam
     alignments (never a test family's: a searched alignment may reach into related families),
     one alignment each, as a manifest of split ``SEARCHED_SPLIT`` (ids ``<family>_nhmmer``, the
-    family's structure).  Deterministic, so the store keeps the same entries run after run."""
+    family's structure), the database's description and, per entry, the families its rows come
+    from (a stage holding families out leaves out the entries that read them).  Deterministic, so
+    the store keeps the same entries run after run."""
     from tprna.errors import TprnaError
     from tprna.search import HomologSearch
 
@@ -343,11 +347,13 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict]:
             path = folder / f"{r['id']}_nhmmer.afa"
             path.write_text(found[r["id"]].text)
             writer.writerow([f"{r['id']}_nhmmer", path, r["structure"], r["chain"], SEARCHED_SPLIT])
+    sources = {f"{r['id']}_nhmmer": source_families(found[r["id"]].msa.ids) for r in rows}
+    (folder / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")
     hits = sorted(found[r["id"]].hits for r in rows)
     log(f"searched alignments: {len(rows)} training families' queries, {search.describe()} ({n} sequences); "
         f"hits per query: median {hits[len(hits) // 2]}, {sum(h == 0 for h in hits)} with none")
     return manifest, {"families": len(rows), "sequences": n, "search": search.describe(),
-                      "median_hits": hits[len(hits) // 2], "without_hits": sum(h == 0 for h in hits)}
+                      "median_hits": hits[len(hits) // 2], "without_hits": sum(h == 0 for h in hits)}, sources
 
 
 def query_letters(path: Path) -> str:
@@ -396,9 +402,9 @@ def spot_searched_manifest(work: Path, spot: Path, database: Path) -> tuple[Path
     return manifest, sources
 
 
-def spot_stage_exclusions(sources: dict[str, list[str]], families: list[str], chains: list[str]) -> list[str]:
-    """The searched SPOT-RNA-2D entries a stage holding ``families`` and ``chains`` out must not
-    train: those whose rows come from a held-out family, and those of a held-out chain."""
+def stage_exclusions(sources: dict[str, list[str]], families: list[str], chains: list[str]) -> list[str]:
+    """The searched entries a stage holding ``families`` and ``chains`` out must not train: those
+    whose rows come from a held-out family, and those of a held-out chain."""
     held = set(families)
     return sorted(e for e, found in sources.items()
                   if held & set(found) or e.removesuffix("_nhmmer") in chains)
@@ -410,6 +416,7 @@ def spot_stage_exclusions(sources: dict[str, list[str]], families: list[str], ch
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
+LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -430,15 +437,20 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     continued for ``EXTRA_EPOCHS`` at its final learning rate, with the other options on those
     epochs only), ``sim`` (the run starts from the simulated-family pretraining:
     :func:`pretrains_simulated`), ``bppdrop`` (thermodynamics dropout: examples on an alignment
-    trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch)."""
+    trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch),
+    ``light`` (depth and homolog sampling at ``LIGHT_SAMPLING`` instead)."""
     features, _, option = recipe.partition("/")
-    flags = {"depth": ["--depth-sampling", DEPTH_SAMPLING], "homolog": ["--homolog-sampling", HOMOLOG_SAMPLING],
-             "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
     tokens = option.split("+") if option else []
-    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim")]
+    light = "light" in tokens
+    flags = {"depth": ["--depth-sampling", LIGHT_SAMPLING if light else DEPTH_SAMPLING],
+             "homolog": ["--homolog-sampling", LIGHT_SAMPLING if light else HOMOLOG_SAMPLING],
+             "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
+    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim", "light")]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"{', '.join(flags)}, joined by '+')")
+                         f"light, {', '.join(flags)}, joined by '+')")
+    if light and not {"depth", "homolog"} & set(tokens):
+        raise SystemExit(f"recipe {recipe!r}: 'light' lowers depth and homolog sampling, and it has neither")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
@@ -488,13 +500,12 @@ def recipe_text(recipe: str, epochs: int) -> str:
     text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {int(epochs * 0.7) + 1})"
     if continues:
         text += f", then {EXTRA_EPOCHS} more at lr 0.001"
-    words = {"--depth-sampling": f"depth sampling ({DEPTH_SAMPLING:g} of the alignment examples cut to a "
-                                 "random depth)",
-             "--homolog-sampling": f"homolog sampling ({HOMOLOG_SAMPLING:g} of the alignment examples trained "
-                                   "as one of their homologs alone)",
-             "--bpp-dropout": f"thermodynamics dropout ({BPP_DROPOUT:g} of the examples still on an alignment "
-                              "trained without their base-pair probabilities)"}
-    used = [words[flag] for flag in options[::2]]
+    words = {"--depth-sampling": "depth sampling ({:g} of the alignment examples cut to a random depth)",
+             "--homolog-sampling": "homolog sampling ({:g} of the alignment examples trained as one of their "
+                                   "homologs alone)",
+             "--bpp-dropout": "thermodynamics dropout ({:g} of the examples still on an alignment trained without "
+                              "their base-pair probabilities)"}
+    used = [words[flag].format(value) for flag, value in zip(options[::2], options[1::2])]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
     if trains_searched(recipe):
@@ -647,7 +658,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
                                ("search_stage", "held_out_families", ("aligned",)),
                                ("spot_stage", "held_out_families", ("aligned",)),
                                ("sim_stage", "held_out_families", ("aligned",)),
-                               ("bppdrop_stage", "held_out_families", ("aligned",))):
+                               ("bppdrop_stage", "held_out_families", ("aligned",)),
+                               ("light_stage", "held_out_families", ("aligned",))):
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -762,7 +774,7 @@ def main() -> int:
     for features in feature_sets:
         build((families, spot), features)
     # the searched alignments the search stage (and any ``search`` candidate) trains on too
-    searched, database = searched_manifest(work, families)
+    searched, database, searched_sources = searched_manifest(work, families)
     for features in dict.fromkeys(recipe_options(r)[0] for r, s in jobs if trains_searched(r) and (r, s) not in gone):
         build((searched,), features)
     # the SPOT-RNA-2D chains' searched alignments the spot stage (and any ``spot`` candidate) trains on
@@ -886,7 +898,11 @@ def main() -> int:
     # single sequences above
     coupling = held_out_families(args.data, plan, stage)
     coupling_exclude = work / "held_out_families.txt"
-    coupling_exclude.write_text("\n".join(coupling["exclude"] + [f"{f}_nhmmer" for f in coupling["held_out"]]) + "\n")
+    # a training family's searched alignment with rows of a held-out family would carry it into training
+    reads_held_out = [e for e in stage_exclusions(searched_sources, coupling["held_out"], [])
+                      if e.removesuffix("_nhmmer") not in coupling["held_out"]]
+    coupling_exclude.write_text("\n".join(coupling["exclude"] + [f"{f}_nhmmer" for f in coupling["held_out"]]
+                                         + reads_held_out) + "\n")
     coupling_screen = work / "held_out_chains_clusters_and_families.fasta"
     coupling_screen.write_text(stage_screen.read_text()
                                + "".join(f">{f}\n{q}\n" for f, q in coupling["queries"].items()))
@@ -935,13 +951,14 @@ def main() -> int:
 
     # the search stage: the coupling stage's choice trained on searched alignments too
     search = option_stage("search_stage", coupling, "search", searched, coupling_exclude)
-    search_record = search | {"scored": coupling["scored"], "database": database}
+    search_record = search | {"scored": coupling["scored"], "database": database,
+                              "reads_held_out": len(reads_held_out)}
     # the spot stage: the search stage's choice trained with the SPOT-RNA-2D chains' searched
     # alignments too; its runs also leave out the entries whose rows come from a held-out family
     # (their alignments would carry that family into training) and those of the chains the
     # coupling stage holds out (close to its families, and the held-out clusters)
     spot_exclude = work / "held_out_families_spot.txt"
-    left_out = spot_stage_exclusions(sources, coupling["held_out"], coupling["exclude"])
+    left_out = stage_exclusions(sources, coupling["held_out"], coupling["exclude"])
     spot_exclude.write_text(coupling_exclude.read_text() + "".join(f"{e}\n" for e in left_out))
     spot_stage = option_stage("spot_stage", search, "spot", spot_searched, spot_exclude)
     spot_record = spot_stage | {"scored": coupling["scored"], "searched_chains": len(sources),
@@ -954,13 +971,17 @@ def main() -> int:
     # learns to find contacts in the alignment alone
     bppdrop_stage = option_stage("bppdrop_stage", sim_stage, "bppdrop", None, coupling_exclude)
     bppdrop_record = bppdrop_stage | {"scored": coupling["scored"], "fraction": BPP_DROPOUT}
-    last_stage = bppdrop_stage
+    # the light stage: the bppdrop stage's choice with depth and homolog sampling on fewer examples,
+    # so that most train on their whole alignment (the sampling rate was chosen on single sequences)
+    light_stage = option_stage("light_stage", bppdrop_stage, "light", None, coupling_exclude)
+    light_record = light_stage | {"scored": coupling["scored"], "fraction": LIGHT_SAMPLING}
+    last_stage = light_stage
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
         kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
         kept["spot_stage"], kept["sim_stage"] = spot_record, sim_record
-        kept["bppdrop_stage"] = bppdrop_record
+        kept["bppdrop_stage"], kept["light_stage"] = bppdrop_record, light_record
         if last_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
@@ -1004,7 +1025,7 @@ def main() -> int:
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
               "coupling_stage": coupling_record, "search_stage": search_record, "spot_stage": spot_record,
-              "sim_stage": sim_record, "bppdrop_stage": bppdrop_record,
+              "sim_stage": sim_record, "bppdrop_stage": bppdrop_record, "light_stage": light_record,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
@@ -1043,7 +1064,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"{SINGLE_SEQUENCE_TOLERANCE} lost on those single sequences), then whether to train on searched "
             "alignments too, then whether the SPOT-RNA-2D training chains train with their searched alignments "
             "too, then whether the runs start from a pretraining on simulated families, then whether half the "
-            "examples on an alignment train without the thermodynamic channel, each by the same rule on "
+            "examples on an alignment train without the thermodynamic channel, then whether depth and homolog "
+            "sampling take a quarter of the alignment examples each instead of half, each by the same rule on "
             "the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 

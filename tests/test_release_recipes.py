@@ -285,9 +285,12 @@ def test_release_report_prints_the_search_stage():
                                   "median_hits": 300, "without_hits": 0}}
     coupling = rows | {"held_out": ["RF1"], "spot_left_out": [], "scored": ["RF1"], "file": "f.txt",
                        "chosen_recipe": recipe}
-    lines = release_benchmarks.coupling_table({"coupling_stage": coupling, "search_stage": search})
+    lines = release_benchmarks.stage_tables({"coupling_stage": coupling, "search_stage": search})
     at = next(k for k, line in enumerate(lines) if line.startswith("Then searched alignments"))
     assert "1234 sequences of the 56 training families" in lines[at]
+    assert "read a held-out family" not in lines[at]  # a record made before the check
+    checked = release_benchmarks.search_table({"search_stage": search | {"reads_held_out": 0}})
+    assert "; 0 of those alignments read a held-out family and were left out." in checked[0]
     assert f"| `{recipe}` **(chosen)** | 0.720 | 0.700 | 0.710 | 0.460 | 0.470 | 0.465 |" in lines[:at]
     assert f"| `{variant}` **(chosen)** | 0.740 | 0.740 | 0.740 | 0.470 | 0.480 | 0.475 |" in lines[at:]
     assert release_benchmarks.search_table({"coupling_stage": coupling}) == []  # chosen before the stage
@@ -325,7 +328,8 @@ def test_searched_alignments_come_from_training_families_only(tmp_path):
         writer.writerow(["id", "msa", "structure", "chain", "split"])
         writer.writerow(["RFtrain", write_alignment(tmp_path / "RFtrain.faclean", train), "train.pdb", "A", "train"])
         writer.writerow(["RFtest", write_alignment(tmp_path / "RFtest.faclean", test), "test.pdb", "B", "test"])
-    searched, database = train_release.searched_manifest(tmp_path, manifest)
+    searched, database, sources = train_release.searched_manifest(tmp_path, manifest)
+    assert sources == {"RFtrain_nhmmer": ["RFtrain"]}  # its rows all come from its own family
     rows = list(csv.DictReader(open(searched)))
     assert [(r["id"], r["structure"], r["chain"], r["split"]) for r in rows] == [
         ("RFtrain_nhmmer", "train.pdb", "A", "train_searched")]
@@ -414,8 +418,8 @@ def test_source_families_and_the_stage_exclusions_by_hand():
     sources = {"3abc_A_nhmmer": ["RF00005_1", "RF01051"], "4xyz_B_nhmmer": ["RF00005_1"],
                "5def_C_nhmmer": ["RF02001_2"]}
     # a held-out family among its rows' families, or the chain itself held out
-    assert train_release.spot_stage_exclusions(sources, ["RF01051"], ["5def_C"]) == ["3abc_A_nhmmer", "5def_C_nhmmer"]
-    assert train_release.spot_stage_exclusions(sources, [], []) == []
+    assert train_release.stage_exclusions(sources, ["RF01051"], ["5def_C"]) == ["3abc_A_nhmmer", "5def_C_nhmmer"]
+    assert train_release.stage_exclusions(sources, [], []) == []
 
 
 def test_searched_spot_chains_keep_their_labels_and_every_residue(tmp_path):
@@ -490,7 +494,7 @@ def test_release_report_prints_the_sim_stage():
     assert release_benchmarks.sim_table({}) == []
     # the spot stage's table is followed by it
     spot = stage | {"searched_chains": 102, "left_out": 44}
-    assert release_benchmarks.spot_table({"spot_stage": spot, "sim_stage": stage})[-len(lines):] == lines
+    assert release_benchmarks.stage_tables({"spot_stage": spot, "sim_stage": stage})[-len(lines):] == lines
 
 
 def test_bppdrop_recipes_train_with_thermodynamics_dropout():
@@ -519,4 +523,37 @@ def test_release_report_prints_the_bppdrop_stage():
     assert release_benchmarks.bppdrop_table({}) == []
     sim = {"aligned": stage["aligned"], "single": stage["single"], "chosen_recipe": recipe, "simulated_epochs": 5,
            "simulated": {"n_families": 3, "seed": 1, "lengths": [5, 6], "depths": [3, 5], "tertiary_stems": 3}}
-    assert release_benchmarks.sim_table({"sim_stage": sim, "bppdrop_stage": stage})[-len(lines):] == lines
+    assert release_benchmarks.stage_tables({"sim_stage": sim, "bppdrop_stage": stage})[-len(lines):] == lines
+
+
+def test_light_recipes_sample_fewer_examples():
+    recipe = "cov+ss+plm/depth+homolog+search+light"
+    light = train_release.LIGHT_SAMPLING
+    assert train_release.recipe_options(recipe) == (
+        "cov+ss+plm", ["--depth-sampling", light, "--homolog-sampling", light], False)
+    assert train_release.recipe_options("cov+ss+plm/depth+light")[1] == ["--depth-sampling", light]
+    text = train_release.recipe_text(recipe, 14)
+    assert f"depth sampling ({light:g} of the alignment examples" in text
+    assert f"homolog sampling ({light:g} of the alignment examples" in text
+    assert "(0.5 of the alignment examples" in train_release.recipe_text("cov+ss/depth+homolog", 14)
+    with pytest.raises(SystemExit, match="has neither"):
+        train_release.recipe_options("cov+ss/search+light")
+    record = {"light_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
+
+
+def test_release_report_prints_the_light_stage_after_the_bppdrop_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+light"
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.77, 0.75, 0.76), (0.46, 0.46, 0.46))}) | {
+        "chosen_recipe": recipe, "scored": ["RF1"], "fraction": 0.25}
+    lines = release_benchmarks.light_table({"light_stage": stage})
+    assert "sampling on 25% of the alignment examples each" in lines[0]
+    assert f"| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert f"| `{variant}` | 0.770 | 0.750 | 0.760 | 0.460 | 0.460 | 0.460 |" in lines
+    assert release_benchmarks.light_table({}) == []
+    bppdrop = stage | {"fraction": 0.5}
+    both = release_benchmarks.stage_tables({"bppdrop_stage": bppdrop, "light_stage": stage})
+    assert both == release_benchmarks.bppdrop_table({"bppdrop_stage": bppdrop}) + lines
