@@ -217,7 +217,7 @@ def scored(path: str, data: Path, store: Path, trained: dict, inputs: list, labe
     if cached.is_file():
         return pickle.loads(cached.read_bytes())
     predictor = Predictor(path, device="cpu")
-    alignment, single = coconet_benchmark(data, predictor, store)
+    alignment, single, _ = coconet_benchmark(data, predictor, store)
     found, info = puzzles_benchmark(data, predictor, trained)
     out = (alignment, single, (found, info), depth_curve(predictor, inputs, labels))
     cache.mkdir(parents=True, exist_ok=True)
