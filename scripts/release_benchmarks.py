@@ -238,9 +238,18 @@ def search_table(choice: dict) -> list[str]:
              f"family also seen with its query's alignment searched by {database['search']} ({database['sequences']} "
              f"sequences of the {database['families']} training families' Rfam alignments; median "
              f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence"
-             + (f"; {stage['reads_held_out']} of those alignments read a held-out family and were left out"
-                if "reads_held_out" in stage else "") + ". By the same rule, long top-L:", ""]
+             + held_out_reads(stage) + ". By the same rule, long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
+
+
+def held_out_reads(stage: dict) -> str:
+    """What the search stage's check found: training families' searched alignments with rows of a
+    held-out family are left out of its runs (a record made before the check says nothing)."""
+    if "reads_held_out" not in stage:
+        return ""
+    n = stage["reads_held_out"]
+    return ("; none of those alignments reads a held-out family" if n == 0 else
+            f"; {n} of those alignments read a held-out family and were left out of these runs")
 
 
 def spot_table(choice: dict) -> list[str]:
