@@ -417,6 +417,9 @@ DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to 
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
+# the stages after the coupling stage, in order: each trains the previous one's choice again with
+# its option (record key "<option>_stage"), on the coupling stage's held-out families
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -653,13 +656,9 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     if not record:
         return set()
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
-    for key, folder, parts in (("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules")),
-                               ("coupling_stage", "held_out_families", ("aligned",)),
-                               ("search_stage", "held_out_families", ("aligned",)),
-                               ("spot_stage", "held_out_families", ("aligned",)),
-                               ("sim_stage", "held_out_families", ("aligned",)),
-                               ("bppdrop_stage", "held_out_families", ("aligned",)),
-                               ("light_stage", "held_out_families", ("aligned",))):
+    stages = [("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules"))] + [
+        (f"{name}_stage", "held_out_families", ("aligned",)) for name in ("coupling",) + OPTION_STAGES]
+    for key, folder, parts in stages:
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
@@ -949,39 +948,35 @@ def main() -> int:
             f"{out['chosen_recipe']} chosen")
         return out
 
-    # the search stage: the coupling stage's choice trained on searched alignments too
-    search = option_stage("search_stage", coupling, "search", searched, coupling_exclude)
-    search_record = search | {"scored": coupling["scored"], "database": database,
-                              "reads_held_out": len(reads_held_out)}
-    # the spot stage: the search stage's choice trained with the SPOT-RNA-2D chains' searched
-    # alignments too; its runs also leave out the entries whose rows come from a held-out family
-    # (their alignments would carry that family into training) and those of the chains the
-    # coupling stage holds out (close to its families, and the held-out clusters)
+    # the spot stage's runs also leave out the entries whose rows come from a held-out family (their
+    # alignments would carry that family into training) and those of the chains the coupling stage
+    # holds out (close to its families, and the held-out clusters)
     spot_exclude = work / "held_out_families_spot.txt"
     left_out = stage_exclusions(sources, coupling["held_out"], coupling["exclude"])
     spot_exclude.write_text(coupling_exclude.read_text() + "".join(f"{e}\n" for e in left_out))
-    spot_stage = option_stage("spot_stage", search, "spot", spot_searched, spot_exclude)
-    spot_record = spot_stage | {"scored": coupling["scored"], "searched_chains": len(sources),
-                                "left_out": len(left_out), "file": spot_exclude.name}
-    # the sim stage: the spot stage's choice, its runs started from the simulated-family pretraining
-    sim_stage = option_stage("sim_stage", spot_stage, "sim", None, coupling_exclude)
-    sim_record = sim_stage | {"scored": coupling["scored"], "simulated": SIMULATED,
-                              "simulated_epochs": SIMULATED_EPOCHS}
-    # the bppdrop stage: the sim stage's choice with thermodynamics dropout, so that the network
-    # learns to find contacts in the alignment alone
-    bppdrop_stage = option_stage("bppdrop_stage", sim_stage, "bppdrop", None, coupling_exclude)
-    bppdrop_record = bppdrop_stage | {"scored": coupling["scored"], "fraction": BPP_DROPOUT}
-    # the light stage: the bppdrop stage's choice with depth and homolog sampling on fewer examples,
-    # so that most train on their whole alignment (the sampling rate was chosen on single sequences)
-    light_stage = option_stage("light_stage", bppdrop_stage, "light", None, coupling_exclude)
-    light_record = light_stage | {"scored": coupling["scored"], "fraction": LIGHT_SAMPLING}
-    last_stage = light_stage
+    inputs = {  # option: (its extra training entries, what its runs leave out, what its record adds)
+        # the training families on their searched alignments too
+        "search": (searched, coupling_exclude, {"database": database, "reads_held_out": len(reads_held_out)}),
+        # the SPOT-RNA-2D chains with their searched alignments too
+        "spot": (spot_searched, spot_exclude, {"searched_chains": len(sources), "left_out": len(left_out),
+                                               "file": spot_exclude.name}),
+        # the runs started from the simulated-family pretraining
+        "sim": (None, coupling_exclude, {"simulated": SIMULATED, "simulated_epochs": SIMULATED_EPOCHS}),
+        # thermodynamics dropout, so that the network learns to find contacts in the alignment alone
+        "bppdrop": (None, coupling_exclude, {"fraction": BPP_DROPOUT}),
+        # depth and homolog sampling on fewer examples, so that most train on their whole alignment
+        # (the sampling rate was chosen on single sequences)
+        "light": (None, coupling_exclude, {"fraction": LIGHT_SAMPLING}),
+    }
+    records, last_stage = {"coupling_stage": coupling_record}, coupling
+    for option in OPTION_STAGES:
+        manifest, exclude, extra = inputs[option]
+        last_stage = option_stage(f"{option}_stage", last_stage, option, manifest, exclude)
+        records[f"{option}_stage"] = last_stage | {"scored": coupling["scored"]} | extra
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
-        kept["coupling_stage"], kept["search_stage"] = coupling_record, search_record
-        kept["spot_stage"], kept["sim_stage"] = spot_record, sim_record
-        kept["bppdrop_stage"], kept["light_stage"] = bppdrop_record, light_record
+        kept |= records
         if last_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
             kept["selection"] = selection_text(len(chains), len(stage["scored"]), len(coupling["scored"]))
@@ -1024,8 +1019,7 @@ def main() -> int:
                                                           "chosen_recipe")}
               | {"held_out": len(stage["held_out"]), "scored": len(stage["scored"]),
                  "file": stage_exclude.name},
-              "coupling_stage": coupling_record, "search_stage": search_record, "spot_stage": spot_record,
-              "sim_stage": sim_record, "bppdrop_stage": bppdrop_record, "light_stage": light_record,
+              **records,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
               "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
               "schedule": recipe_text(recipe_of[winner], args.epochs),
