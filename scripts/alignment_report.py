@@ -118,6 +118,28 @@ def summary_table(rows: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def stage_agreement(summary: dict[str, list[dict]], choice: dict) -> str:
+    """Whether the release's stages chose as the test would have: each ``stage: …`` row's mean
+    with alignments beside the validation mean its stage recorded (the held-out families, which
+    chose), as a rank correlation; empty with fewer than three such recipes.  A check on the
+    validation set, never a choice."""
+    from scipy.stats import spearmanr
+
+    validation = {recipe: row["mean"] for key, stage in choice.items() if key.endswith("_stage")
+                  for recipe, row in stage.get("aligned", {}).items()}
+    pairs = {r: (validation[r], np.mean([s["alignment"] for s in summary[f"stage: {r}"]]))
+             for r in validation if f"stage: {r}" in summary}
+    if len(pairs) < 3:
+        return ""
+    rho = spearmanr([v for v, _ in pairs.values()], [t for _, t in pairs.values()]).statistic
+    chosen = max(pairs, key=lambda r: pairs[r][0])
+    rank = 1 + sum(t > pairs[chosen][1] for _, t in pairs.values())
+    return (f"Does validation choose what the test would? Over the {len(pairs)} stage recipes, Spearman ρ = {rho:.2f} between "
+            "each recipe's mean on the held-out families with their alignments (`choice.json`, which chose) "
+            f"and its `stage:` row above. The best on validation, `{chosen}` ({pairs[chosen][0]:.3f}), is "
+            f"number {rank} of {len(pairs)} on the test ({pairs[chosen][1]:.3f}).")
+
+
 def attainable_text(ceiling: dict, summary: dict[str, list[dict]]) -> str:
     """What a perfect predictor scores on the test families (long top-L, per Neff subset), the
     families that cap it, and the shipped rows' share of it: top-L divides by L, so a family
@@ -237,6 +259,7 @@ def main() -> int:
                              "instead of replacing them")
     args = benchmark_arguments(parser, REPO / "results" / "ALIGNMENT.md").parse_args()
     leakage = json.loads((args.work / "leakage.json").read_text())
+    choice = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
     trained = training_sequences(args.data, leakage)
     labels = load_evaluation_set(str(args.store), "test", "cov+ss").labels
     ceiling = attainable(labels)
@@ -306,6 +329,7 @@ def main() -> int:
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",
+        *([agreement, ""] if (agreement := stage_agreement(summary, choice)) else []),
         attainable_text(ceiling, summary), "",
         "The Neff subsets hold different families, so they do not show what depth does to one family. "
         f"Below, the same 14 families with their alignments cut to fixed depths (the query plus random rows, "

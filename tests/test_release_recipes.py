@@ -559,3 +559,18 @@ def test_release_report_prints_the_light_stage_after_the_bppdrop_stage():
     bppdrop = stage | {"fraction": 0.5}
     both = release_benchmarks.stage_tables({"bppdrop_stage": bppdrop, "light_stage": stage})
     assert both == release_benchmarks.bppdrop_table({"bppdrop_stage": bppdrop}) + lines
+
+
+def test_stage_agreement_ranks_validation_against_test_by_hand():
+    import alignment_report
+    # validation means 0.70 < 0.72 < 0.75 and test means 0.69 < 0.73 > 0.71: ranks (1,2,3) vs (1,3,2)
+    choice = {"coupling_stage": {"aligned": {"a": {"mean": 0.70}, "b": {"mean": 0.72}}},
+              "search_stage": {"aligned": {"c": {"mean": 0.75}}}, "feature_set_stage": {"feature_sets": {}}}
+    summary = {"stage: a": [{"alignment": 0.68}, {"alignment": 0.70}], "stage: b": [{"alignment": 0.73}],
+               "stage: c": [{"alignment": 0.71}], "cov+ss": [{"alignment": 0.9}]}
+    text = alignment_report.stage_agreement(summary, choice)
+    # Spearman of (1,2,3) and (1,3,2): 1 − 6·(0+1+1)/(3·8) = 0.5
+    assert "Over the 3 stage recipes, Spearman ρ = 0.50 between" in text
+    assert "`c` (0.750), is number 2 of 3 on the test (0.710)" in text
+    del summary["stage: c"]
+    assert alignment_report.stage_agreement(summary, choice) == ""  # two recipes: nothing to say
