@@ -68,7 +68,7 @@ candidate on the validation and test sets ~1 min; the coupling stage's six runs 
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
-the bppdrop stage's runs ~45 min; the light stage's runs ~45 min.
+the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores).
 """
 from __future__ import annotations
 
