@@ -1,6 +1,7 @@
 """Helpers shared by the test modules: simulated stores, real coconet items, tiny models."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,17 @@ def simulated_store(root: Path, name: str = "sim.zarr", feature_set: str = "cov"
     report = build_store(store, items_from_manifest(manifest), FeatureSpec(feature_set=feature_set), progress=False)
     assert not report.failed
     return store
+
+
+def train_one_epoch(store: Path, out: Path, **option) -> tuple[dict, dict]:
+    """One tiny training epoch on ``store``'s train split with a training ``option``
+    (``depth_sampling=0.5``…): the checkpoint it leaves and its first epoch record."""
+    from tprna.train import TrainConfig, load_checkpoint, train
+
+    config = TrainConfig(store=str(store), out=str(out), split="train", model="mffnet30", epochs=1, crop=24,
+                         workers=0, device="cpu", **option)
+    checkpoint = load_checkpoint(train(config))
+    return checkpoint, json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
 
 
 def coconet_items(ids: tuple[str, ...]) -> list[BuildItem]:

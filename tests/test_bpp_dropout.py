@@ -3,10 +3,9 @@ probability channel, single-sequence examples keep it — the sampler's draws by
 dataset's input against the stored features."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from helpers import train_one_epoch
 
 from tprna.contract import model_input
 from tprna.data import LengthBatchSampler, StoreDataset
@@ -62,11 +61,6 @@ def test_dataset_zeroes_only_the_bpp_channel(sampling_store):
 
 
 def test_training_with_bpp_dropout(sampling_store, tmp_path):
-    from tprna.train import TrainConfig, load_checkpoint, train
-
-    config = TrainConfig(store=str(sampling_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
-                         epochs=1, crop=24, bpp_dropout=0.5, workers=0, device="cpu")
-    ckpt = load_checkpoint(train(config))
+    ckpt, record = train_one_epoch(sampling_store, tmp_path / "run", bpp_dropout=0.5)
     assert ckpt["train_config"]["bpp_dropout"] == 0.5
-    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["bpp_dropout"] == 0.5

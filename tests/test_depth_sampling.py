@@ -2,14 +2,13 @@
 encoded alignment, checked against an independent slow reference and against the store."""
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import simulated_store
+from helpers import simulated_store, train_one_epoch
 
 from tprna.data import DEPTH_SAMPLING_MAX, LengthBatchSampler, StoreDataset, draw_depth, subsampled_features
 from tprna.errors import TprnaError
@@ -131,13 +130,9 @@ def test_feature_sets_that_cannot_be_recomputed_are_refused(tmp_path):
 
 
 def test_training_with_depth_sampling(profile_store, tmp_path):
-    from tprna.train import TrainConfig, load_checkpoint, train
-
-    config = TrainConfig(store=str(profile_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
-                         epochs=1, crop=24, depth_sampling=0.5, workers=0, device="cpu")
-    ckpt = load_checkpoint(train(config))
+    ckpt, record = train_one_epoch(profile_store, tmp_path / "run", depth_sampling=0.5)
     assert ckpt["train_config"]["depth_sampling"] == 0.5
-    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 0
+    assert record["epoch"] == 0
 
 
 def test_training_keeps_torchs_thread_count_once_numba_runs():

@@ -3,11 +3,9 @@ and the query's labels on the columns it covers — checked by hand, against fea
 independently from the homolog's own sequence, and on a real family."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from helpers import coconet_items
+from helpers import coconet_items, train_one_epoch
 
 from tprna.alphabet import get_alphabet
 from tprna.contract import model_input, rounded_features
@@ -90,13 +88,8 @@ def test_sampler_draws_homologs_for_alignments_only_and_keeps_depth_draws():
 
 
 def test_training_with_homolog_sampling(sampling_store, tmp_path):
-    from tprna.train import TrainConfig, load_checkpoint, train
-
-    config = TrainConfig(store=str(sampling_store), out=str(tmp_path / "run"), split="train", model="mffnet30",
-                         epochs=1, crop=24, homolog_sampling=0.5, workers=0, device="cpu")
-    ckpt = load_checkpoint(train(config))
+    ckpt, record = train_one_epoch(sampling_store, tmp_path / "run", homolog_sampling=0.5)
     assert ckpt["train_config"]["homolog_sampling"] == 0.5
-    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["homolog_sampling"] == 0.5
 
 
