@@ -298,7 +298,8 @@ def main() -> int:
               "puzzles": long_l(puzzles["Thermodynamics (bpp)"])}
     section = [
         "## What the alignment adds", "",
-        "Long-range top-L precision of each training recipe (MFFnet36, tpLoss, protein transfer, 14 epochs, "
+        "Long-range top-L precision of each training recipe (MFFnet36, tpLoss, protein transfer, 14 epochs "
+        "unless `/long`, "
         "`scripts/train_release.py`; seed mean ± half the range), given the family's alignment and the query "
         "alone, on the 14 coconet "
         f"test families (by Neff subset: 5 / 5 / 4 families) and the clean RNA-Puzzles targets "
@@ -314,7 +315,8 @@ def main() -> int:
         "started from a pretraining on simulated families with planted long-range helices (`tprna.simulate`); "
         "`/bppdrop`, thermodynamics dropout (half the examples still on an alignment trained each epoch "
         "without their bpp channel); `/light`, depth and homolog sampling on a quarter of the alignment "
-        "examples each instead of half. "
+        "examples each instead of half; `/long`, 21 epochs instead of 14 (the learning rate stepping down "
+        "after 14). "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision "
@@ -325,7 +327,8 @@ def main() -> int:
         "any signal holds on the test families (a diagnosis, not a choice) in `results/HEADROOM.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
-            " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop and light stages, "
+            " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light and long "
+            "stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

@@ -203,8 +203,8 @@ def feature_set_table(choice: dict) -> list[str]:
 def stage_tables(choice: dict) -> list[str]:
     """The stages after the feature set's, in the order they ran; a choice made before a stage
     existed has no table for it."""
-    return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table)
-            for line in table(choice)]
+    return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
+                               long_table) for line in table(choice)]
 
 
 def coupling_table(choice: dict) -> list[str]:
@@ -305,6 +305,18 @@ def light_table(choice: dict) -> list[str]:
              f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, so that most "
              "train on their whole alignment (the sampling rate was chosen on single sequences). By the same rule, "
              "long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""]
+
+
+def long_table(choice: dict) -> list[str]:
+    """The long stage: the light stage's choice trained on a longer schedule; empty for a choice
+    made before it."""
+    stage = choice.get("long_stage")
+    if not stage:
+        return []
+    lines = [f"Then a longer schedule: the same recipe trained again, in the same way, for {stage['long_epochs']} "
+             f"epochs instead of {stage['epochs']} (the learning rate still stepping down after 70 % of them). By "
+             "the same rule, long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 

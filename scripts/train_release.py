@@ -68,7 +68,8 @@ candidate on the validation and test sets ~1 min; the coupling stage's six runs 
 searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate ~40 min); the
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
-the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores).
+the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
+stage's runs ~50 min (21 epochs, two runs).
 """
 from __future__ import annotations
 
@@ -417,9 +418,10 @@ DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to 
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
+LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -441,19 +443,22 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     epochs only), ``sim`` (the run starts from the simulated-family pretraining:
     :func:`pretrains_simulated`), ``bppdrop`` (thermodynamics dropout: examples on an alignment
     trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch),
-    ``light`` (depth and homolog sampling at ``LIGHT_SAMPLING`` instead)."""
+    ``light`` (depth and homolog sampling at ``LIGHT_SAMPLING`` instead), ``long`` (``LONG_EPOCHS``
+    times the epochs: :func:`recipe_epochs`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     light = "light" in tokens
     flags = {"depth": ["--depth-sampling", LIGHT_SAMPLING if light else DEPTH_SAMPLING],
              "homolog": ["--homolog-sampling", LIGHT_SAMPLING if light else HOMOLOG_SAMPLING],
              "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
-    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim", "light")]
+    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim", "light", "long")]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, {', '.join(flags)}, joined by '+')")
+                         f"light, long, {', '.join(flags)}, joined by '+')")
     if light and not {"depth", "homolog"} & set(tokens):
         raise SystemExit(f"recipe {recipe!r}: 'light' lowers depth and homolog sampling, and it has neither")
+    if {"long", "more"} <= set(tokens):
+        raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which 'long' would not be")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
@@ -486,6 +491,12 @@ def simulated_run(runs: Path, features: str) -> Path:
     return runs / f"simulated_{features.replace('+', '_')}"
 
 
+def recipe_epochs(recipe: str, epochs: int) -> int:
+    """The epochs of the recipe's own schedule (``epochs``, or ``LONG_EPOCHS`` times it for a
+    ``long`` recipe); its learning rate steps down after 70 % of them."""
+    return round(epochs * LONG_EPOCHS) if "long" in recipe.partition("/")[2].split("+") else epochs
+
+
 def recipe_split(recipe: str) -> str:
     return (TRAIN_SPLIT + (f",{SEARCHED_SPLIT}" if trains_searched(recipe) else "")
             + (f",{SPOT_SEARCHED_SPLIT}" if trains_spot_searched(recipe) else ""))
@@ -500,6 +511,7 @@ def with_option(recipe: str, option: str) -> str:
 def recipe_text(recipe: str, epochs: int) -> str:
     """The schedule of a recipe, in words (for the model card)."""
     features, options, continues = recipe_options(recipe)
+    epochs = recipe_epochs(recipe, epochs)
     text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {int(epochs * 0.7) + 1})"
     if continues:
         text += f", then {EXTRA_EPOCHS} more at lr 0.001"
@@ -817,7 +829,7 @@ def main() -> int:
         init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
-                       "--seed", seed, "--lr-milestones", int(args.epochs * 0.7),
+                       "--seed", seed, "--lr-milestones", int(recipe_epochs(recipe, args.epochs) * 0.7),
                        "--init-from", init] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
         running.append((start(cmd, logfile, env), out, logfile))
@@ -847,11 +859,12 @@ def main() -> int:
             log(f"{runs.name}/{recipe}: runs gone, the record's figures kept")
             return []
         outs = [runs / slug(recipe, seed) for seed in seeds]
+        epochs = recipe_epochs(recipe, args.epochs)
         for seed, out in zip(seeds, outs):
-            if finished(out, args.epochs):
-                log(f"{runs.name}/{out.name}: trained ({args.epochs} epochs), kept")
+            if finished(out, epochs):
+                log(f"{runs.name}/{out.name}: trained ({epochs} epochs), kept")
             else:
-                train(out, recipe, args.epochs, seed, extra, screen)
+                train(out, recipe, epochs, seed, extra, screen)
         return outs
 
     first = [out for features in STAGE_FEATURE_SETS for out in train_stage(features, STAGE_SEEDS)]
@@ -859,7 +872,7 @@ def main() -> int:
     def train_candidate(recipe: str, seed: int) -> None:
         name = slug(recipe, seed)
         features, _, continues = recipe_options(recipe)
-        epochs = args.epochs + (EXTRA_EPOCHS if continues else 0)
+        epochs = recipe_epochs(recipe, args.epochs) + (EXTRA_EPOCHS if continues else 0)
         if finished(args.runs / name, epochs):
             log(f"{name}: trained ({epochs} epochs), kept")
             return
@@ -967,6 +980,8 @@ def main() -> int:
         # depth and homolog sampling on fewer examples, so that most train on their whole alignment
         # (the sampling rate was chosen on single sequences)
         "light": (None, coupling_exclude, {"fraction": LIGHT_SAMPLING}),
+        # a longer schedule: the runs' training loss still falls at the last of the usual epochs
+        "long": (None, coupling_exclude, {"epochs": args.epochs, "long_epochs": round(args.epochs * LONG_EPOCHS)}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1059,8 +1074,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "alignments too, then whether the SPOT-RNA-2D training chains train with their searched alignments "
             "too, then whether the runs start from a pretraining on simulated families, then whether half the "
             "examples on an alignment train without the thermodynamic channel, then whether depth and homolog "
-            "sampling take a quarter of the alignment examples each instead of half, each by the same rule on "
-            "the same families, then "
+            "sampling take a quarter of the alignment examples each instead of half, then whether the runs train "
+            f"{LONG_EPOCHS:g} times the epochs, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -561,6 +561,37 @@ def test_release_report_prints_the_light_stage_after_the_bppdrop_stage():
     assert both == release_benchmarks.bppdrop_table({"bppdrop_stage": bppdrop}) + lines
 
 
+def test_long_recipes_train_longer_with_the_step_at_70_percent():
+    recipe = "cov+ss+plm/depth+search+long"
+    assert train_release.recipe_options(recipe) == ("cov+ss+plm", ["--depth-sampling", 0.5], False)
+    assert train_release.recipe_epochs(recipe, 14) == 21
+    assert train_release.recipe_epochs("cov+ss+plm/depth+search", 14) == 14
+    assert train_release.recipe_epochs("cov+ss+plm", 14) == 14
+    assert train_release.recipe_text(recipe, 14).startswith("21 epochs (lr 0.01, ×0.1 from epoch 15)")
+    assert train_release.recipe_text("cov+ss+plm/depth", 14).startswith("14 epochs (lr 0.01, ×0.1 from epoch 10)")
+    with pytest.raises(SystemExit, match="'more' continues"):
+        train_release.recipe_options("cov+ss/more+long")
+    record = {"long_stage": {"aligned": {recipe: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 1)}"}
+
+
+def test_release_report_prints_the_long_stage_after_the_light_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+long"
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.77, 0.75, 0.76), (0.48, 0.48, 0.48))}) | {
+        "chosen_recipe": variant, "scored": ["RF1"], "epochs": 14, "long_epochs": 21}
+    lines = release_benchmarks.long_table({"long_stage": stage})
+    assert "for 21 epochs instead of 14" in lines[0]
+    assert f"| `{variant}` **(chosen)** | 0.770 | 0.750 | 0.760 | 0.480 | 0.480 | 0.480 |" in lines
+    assert f"| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert release_benchmarks.long_table({}) == []
+    light = stage | {"chosen_recipe": recipe, "fraction": 0.25}
+    both = release_benchmarks.stage_tables({"light_stage": light, "long_stage": stage})
+    assert both == release_benchmarks.light_table({"light_stage": light}) + lines
+
+
 def test_stage_agreement_ranks_validation_against_test_by_hand():
     import alignment_report
     # validation means 0.70 < 0.72 < 0.75 and test means 0.69 < 0.73 > 0.71: ranks (1,2,3) vs (1,3,2)
