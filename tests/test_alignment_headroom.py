@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -57,3 +58,15 @@ def test_a_family_by_hand():
     assert "n pair" not in headroom.family("x", labels, maps, None)
     text = headroom.verdict([row])
     assert "reaches 0.033 of an attainable 0.067" in text and "swapped" in text
+
+
+def test_family_bootstrap_by_hand():
+    # two families, 0 and 1 with alignments: a draw's mean is 0, 1/2 or 1 with chances 1/4, 1/2, 1/4
+    rows = [{"P model": 0.0, "P alone": -0.1}, {"P model": 1.0, "P alone": 0.9}]
+    boot = headroom.family_bootstrap(rows, goal=0.75, gain=0.10)
+    assert boot["intervals"]["alignment"] == (0.0, 1.0)
+    assert abs(boot["reaches goal"] - 0.25) < 0.02  # both families 1 in a quarter of the draws
+    # the query alone is 0.1 below in every family: the paired gain never moves
+    assert boot["intervals"]["gain"] == pytest.approx((0.1, 0.1)) and boot["reaches gain"] == 1.0
+    text = headroom.bootstrap_text(boot)
+    assert "in [0.000, 1.000] with the alignment" in text and "the gain 0.10 in 100%" in text
