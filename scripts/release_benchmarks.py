@@ -204,7 +204,7 @@ def stage_tables(choice: dict) -> list[str]:
     """The stages after the feature set's, in the order they ran; a choice made before a stage
     existed has no table for it."""
     return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
-                               long_table) for line in table(choice)]
+                               long_table, heavy_table) for line in table(choice)]
 
 
 def coupling_table(choice: dict) -> list[str]:
@@ -298,13 +298,23 @@ def bppdrop_table(choice: dict) -> list[str]:
 def light_table(choice: dict) -> list[str]:
     """The light stage: the bppdrop stage's choice with depth and homolog sampling on fewer
     examples; empty for a choice made before it."""
-    stage = choice.get("light_stage")
+    return _sampling_table(choice.get("light_stage"), "lighter", "so that most train on their whole alignment "
+                           "(the sampling rate was chosen on single sequences)")
+
+
+def heavy_table(choice: dict) -> list[str]:
+    """The heavy stage: the long stage's choice with depth and homolog sampling on more
+    examples; empty for a choice made before it."""
+    return _sampling_table(choice.get("heavy_stage"), "heavier", "so that more train on part of their "
+                           "alignment or on one sequence (lighter sampling lost with alignments too)")
+
+
+def _sampling_table(stage: dict | None, kind: str, why: str) -> list[str]:
     if not stage:
         return []
-    lines = ["Then lighter sampling: the same recipe trained again, in the same way, with depth and homolog "
-             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, so that most "
-             "train on their whole alignment (the sampling rate was chosen on single sequences). By the same rule, "
-             "long top-L:", ""]
+    lines = [f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
+             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "
+             "same rule, long top-L:", ""]
     return lines + _aligned_single_rows(stage) + [""]
 
 

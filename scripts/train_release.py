@@ -69,7 +69,7 @@ searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate 
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
-stage's runs ~50 min (21 epochs, two runs).
+stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min.
 """
 from __future__ import annotations
 
@@ -418,10 +418,11 @@ DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to 
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
+HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -443,20 +444,24 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     epochs only), ``sim`` (the run starts from the simulated-family pretraining:
     :func:`pretrains_simulated`), ``bppdrop`` (thermodynamics dropout: examples on an alignment
     trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch),
-    ``light`` (depth and homolog sampling at ``LIGHT_SAMPLING`` instead), ``long`` (``LONG_EPOCHS``
-    times the epochs: :func:`recipe_epochs`)."""
+    ``light`` / ``heavy`` (depth and homolog sampling at ``LIGHT_SAMPLING`` / ``HEAVY_SAMPLING``
+    instead), ``long`` (``LONG_EPOCHS`` times the epochs: :func:`recipe_epochs`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
-    light = "light" in tokens
-    flags = {"depth": ["--depth-sampling", LIGHT_SAMPLING if light else DEPTH_SAMPLING],
-             "homolog": ["--homolog-sampling", LIGHT_SAMPLING if light else HOMOLOG_SAMPLING],
+    rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
+    flags = {"depth": ["--depth-sampling", rates[0] if rates else DEPTH_SAMPLING],
+             "homolog": ["--homolog-sampling", rates[0] if rates else HOMOLOG_SAMPLING],
              "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
-    unknown = [t for t in tokens if t not in flags and t not in ("more", "search", "spot", "sim", "light", "long")]
+    unknown = [t for t in tokens if t not in flags
+               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long")]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, long, {', '.join(flags)}, joined by '+')")
-    if light and not {"depth", "homolog"} & set(tokens):
-        raise SystemExit(f"recipe {recipe!r}: 'light' lowers depth and homolog sampling, and it has neither")
+                         f"light, heavy, long, {', '.join(flags)}, joined by '+')")
+    if len(rates) > 1:
+        raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
+    if rates and not {"depth", "homolog"} & set(tokens):
+        raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the depth and homolog sampling rate, "
+                         "and it has neither")
     if {"long", "more"} <= set(tokens):
         raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which 'long' would not be")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
@@ -982,6 +987,8 @@ def main() -> int:
         "light": (None, coupling_exclude, {"fraction": LIGHT_SAMPLING}),
         # a longer schedule: the runs' training loss still falls at the last of the usual epochs
         "long": (None, coupling_exclude, {"epochs": args.epochs, "long_epochs": round(args.epochs * LONG_EPOCHS)}),
+        # depth and homolog sampling on more examples: the light stage lost with alignments too
+        "heavy": (None, coupling_exclude, {"fraction": HEAVY_SAMPLING}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1075,7 +1082,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "too, then whether the runs start from a pretraining on simulated families, then whether half the "
             "examples on an alignment train without the thermodynamic channel, then whether depth and homolog "
             "sampling take a quarter of the alignment examples each instead of half, then whether the runs train "
-            f"{LONG_EPOCHS:g} times the epochs, each by the same rule on the same families, then "
+            f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, each by "
+            "the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -540,6 +540,15 @@ def test_light_recipes_sample_fewer_examples():
     assert "(0.5 of the alignment examples" in train_release.recipe_text("cov+ss/depth+homolog", 14)
     with pytest.raises(SystemExit, match="has neither"):
         train_release.recipe_options("cov+ss/search+light")
+    heavy = train_release.HEAVY_SAMPLING
+    assert train_release.recipe_options("cov+ss+plm/depth+homolog+heavy")[1] == [
+        "--depth-sampling", heavy, "--homolog-sampling", heavy]
+    assert f"homolog sampling ({heavy:g} of the alignment examples" in train_release.recipe_text(
+        "cov+ss+plm/homolog+heavy", 14)
+    with pytest.raises(SystemExit, match="set the same sampling rate"):
+        train_release.recipe_options("cov+ss/depth+light+heavy")
+    with pytest.raises(SystemExit, match="has neither"):
+        train_release.recipe_options("cov+ss/heavy")
     record = {"light_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
@@ -590,6 +599,22 @@ def test_release_report_prints_the_long_stage_after_the_light_stage():
     light = stage | {"chosen_recipe": recipe, "fraction": 0.25}
     both = release_benchmarks.stage_tables({"light_stage": light, "long_stage": stage})
     assert both == release_benchmarks.light_table({"light_stage": light}) + lines
+
+
+def test_release_report_prints_the_heavy_stage_after_the_long_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+heavy"
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.74, 0.74, 0.74), (0.49, 0.49, 0.49))}) | {
+        "chosen_recipe": recipe, "scored": ["RF1"], "fraction": 0.75}
+    lines = release_benchmarks.heavy_table({"heavy_stage": stage})
+    assert lines[0].startswith("Then heavier sampling") and "on 75% of the alignment examples each" in lines[0]
+    assert f"| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert f"| `{variant}` | 0.740 | 0.740 | 0.740 | 0.490 | 0.490 | 0.490 |" in lines
+    assert release_benchmarks.heavy_table({}) == []
+    long = stage | {"epochs": 14, "long_epochs": 21}
+    both = release_benchmarks.stage_tables({"long_stage": long, "heavy_stage": stage})
+    assert both == release_benchmarks.long_table({"long_stage": long}) + lines
 
 
 def test_stage_agreement_ranks_validation_against_test_by_hand():
