@@ -472,23 +472,28 @@ SEARCHED_SPLIT = "train_searched"  # each training family's query with its nhmme
 SPOT_SEARCHED_SPLIT = "spot_searched"  # SPOT-RNA-2D TR chains with their nhmmer-searched alignments
 
 
+def has_option(recipe: str, option: str) -> bool:
+    """Whether ``option`` is one of the recipe's options (``cov+ss/depth+search``: depth, search)."""
+    return option in recipe.partition("/")[2].split("+")
+
+
 def trains_searched(recipe: str) -> bool:
     """The recipe's training families train twice: with their Rfam alignment and with their
     query's alignment searched by :mod:`tprna.search` (split ``SEARCHED_SPLIT``), the input a
     user with a bare sequence and ``tprna infer --database`` gives the model."""
-    return "search" in recipe.partition("/")[2].split("+")
+    return has_option(recipe, "search")
 
 
 def trains_spot_searched(recipe: str) -> bool:
     """The SPOT-RNA-2D TR chains with a hit in the search also train with that alignment
     (split ``SPOT_SEARCHED_SPLIT``, :func:`spot_searched_manifest`)."""
-    return "spot" in recipe.partition("/")[2].split("+")
+    return has_option(recipe, "spot")
 
 
 def pretrains_simulated(recipe: str) -> bool:
     """The recipe's runs start from a network pretrained on simulated families
     (``SIMULATED``, after the protein chains), not from the protein pretraining alone."""
-    return "sim" in recipe.partition("/")[2].split("+")
+    return has_option(recipe, "sim")
 
 
 def simulated_run(runs: Path, features: str) -> Path:
@@ -499,7 +504,12 @@ def simulated_run(runs: Path, features: str) -> Path:
 def recipe_epochs(recipe: str, epochs: int) -> int:
     """The epochs of the recipe's own schedule (``epochs``, or ``LONG_EPOCHS`` times it for a
     ``long`` recipe); its learning rate steps down after 70 % of them."""
-    return round(epochs * LONG_EPOCHS) if "long" in recipe.partition("/")[2].split("+") else epochs
+    return round(epochs * LONG_EPOCHS) if has_option(recipe, "long") else epochs
+
+
+def lr_step(epochs: int) -> int:
+    """The epoch (from 0) at which a run of ``epochs`` drops its learning rate ×0.1: after 70 %."""
+    return int(epochs * 0.7)
 
 
 def recipe_split(recipe: str) -> str:
@@ -517,7 +527,7 @@ def recipe_text(recipe: str, epochs: int) -> str:
     """The schedule of a recipe, in words (for the model card)."""
     features, options, continues = recipe_options(recipe)
     epochs = recipe_epochs(recipe, epochs)
-    text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {int(epochs * 0.7) + 1})"
+    text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {lr_step(epochs) + 1})"
     if continues:
         text += f", then {EXTRA_EPOCHS} more at lr 0.001"
     words = {"--depth-sampling": "depth sampling ({:g} of the alignment examples cut to a random depth)",
@@ -804,7 +814,7 @@ def main() -> int:
     common = ["--crop", args.crop, "--workers", 0, "--resume"]
     pre = args.runs / "protein"
     run(TPRNA + ["train", protein, "--out", pre, "--model", "mffnet36", "--epochs", args.pretrain_epochs,
-                 "--lr-milestones", int(args.pretrain_epochs * 0.7)] + common, logfile)
+                 "--lr-milestones", lr_step(args.pretrain_epochs)] + common, logfile)
 
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
@@ -823,7 +833,7 @@ def main() -> int:
                          "--jobs", args.jobs, "-q"], logfile)
             run(TPRNA + ["train", store, "--out", out, "--split", "train", "--features", features,
                          "--model", "mffnet36", "--loss", "tploss", "--epochs", SIMULATED_EPOCHS,
-                         "--lr-milestones", int(SIMULATED_EPOCHS * 0.7), "--init-from", pre / "last.ckpt",
+                         "--lr-milestones", lr_step(SIMULATED_EPOCHS), "--init-from", pre / "last.ckpt",
                          "--depth-sampling", DEPTH_SAMPLING] + common, logfile)
         return out / "last.ckpt"
 
@@ -834,7 +844,7 @@ def main() -> int:
         init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
-                       "--seed", seed, "--lr-milestones", int(recipe_epochs(recipe, args.epochs) * 0.7),
+                       "--seed", seed, "--lr-milestones", lr_step(recipe_epochs(recipe, args.epochs)),
                        "--init-from", init] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
         running.append((start(cmd, logfile, env), out, logfile))
@@ -986,7 +996,7 @@ def main() -> int:
         # (the sampling rate was chosen on single sequences)
         "light": (None, coupling_exclude, {"fraction": LIGHT_SAMPLING}),
         # a longer schedule: the runs' training loss still falls at the last of the usual epochs
-        "long": (None, coupling_exclude, {"epochs": args.epochs, "long_epochs": round(args.epochs * LONG_EPOCHS)}),
+        "long": (None, coupling_exclude, {"epochs": args.epochs, "long_epochs": recipe_epochs("/long", args.epochs)}),
         # depth and homolog sampling on more examples: the light stage lost with alignments too
         "heavy": (None, coupling_exclude, {"fraction": HEAVY_SAMPLING}),
     }
