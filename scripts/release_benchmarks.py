@@ -204,7 +204,7 @@ def stage_tables(choice: dict) -> list[str]:
     """The stages after the feature set's, in the order they ran; a choice made before a stage
     existed has no table for it."""
     return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
-                               long_table, heavy_table) for line in table(choice)]
+                               long_table, heavy_table, far_table) for line in table(choice)]
 
 
 def coupling_table(choice: dict) -> list[str]:
@@ -307,6 +307,18 @@ def heavy_table(choice: dict) -> list[str]:
     examples; empty for a choice made before it."""
     return _sampling_table(choice.get("heavy_stage"), "heavier", "so that more train on part of their "
                            "alignment or on one sequence (lighter sampling lost with alignments too)")
+
+
+def far_table(choice: dict) -> list[str]:
+    """The far stage: the heavy stage's choice with the long-range pairs weighted in the loss;
+    empty for a choice made before it."""
+    stage = choice.get("far_stage")
+    if not stage:
+        return []
+    lines = ["Then the loss weighted to the long-range pairs: the same recipe trained again, in the same way, with "
+             f"each pair |i − j| ≥ 24 counting {stage['long_weight']:g} times in the loss's mean (the others once): "
+             "the only pairs long top-L ranks. By the same rule, long top-L:", ""]
+    return lines + _aligned_single_rows(stage) + [""]
 
 
 def _sampling_table(stage: dict | None, kind: str, why: str) -> list[str]:

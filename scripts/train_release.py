@@ -69,7 +69,7 @@ searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate 
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
-stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min.
+stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min.
 """
 from __future__ import annotations
 
@@ -420,9 +420,10 @@ BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignm
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
+FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -445,13 +446,15 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     :func:`pretrains_simulated`), ``bppdrop`` (thermodynamics dropout: examples on an alignment
     trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch),
     ``light`` / ``heavy`` (depth and homolog sampling at ``LIGHT_SAMPLING`` / ``HEAVY_SAMPLING``
-    instead), ``long`` (``LONG_EPOCHS`` times the epochs: :func:`recipe_epochs`)."""
+    instead), ``long`` (``LONG_EPOCHS`` times the epochs: :func:`recipe_epochs`), ``far``
+    (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
     flags = {"depth": ["--depth-sampling", rates[0] if rates else DEPTH_SAMPLING],
              "homolog": ["--homolog-sampling", rates[0] if rates else HOMOLOG_SAMPLING],
-             "bppdrop": ["--bpp-dropout", BPP_DROPOUT]}
+             "bppdrop": ["--bpp-dropout", BPP_DROPOUT],
+             "far": ["--long-weight", FAR_WEIGHT]}
     unknown = [t for t in tokens if t not in flags
                and t not in ("more", "search", "spot", "sim", "light", "heavy", "long")]
     if unknown or len(set(tokens)) != len(tokens):
@@ -534,7 +537,8 @@ def recipe_text(recipe: str, epochs: int) -> str:
              "--homolog-sampling": "homolog sampling ({:g} of the alignment examples trained as one of their "
                                    "homologs alone)",
              "--bpp-dropout": "thermodynamics dropout ({:g} of the examples still on an alignment trained without "
-                              "their base-pair probabilities)"}
+                              "their base-pair probabilities)",
+             "--long-weight": "long-range pairs (|i − j| ≥ 24) weighted {:g} times in the loss"}
     used = [words[flag].format(value) for flag, value in zip(options[::2], options[1::2])]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
@@ -999,6 +1003,8 @@ def main() -> int:
         "long": (None, coupling_exclude, {"epochs": args.epochs, "long_epochs": recipe_epochs("/long", args.epochs)}),
         # depth and homolog sampling on more examples: the light stage lost with alignments too
         "heavy": (None, coupling_exclude, {"fraction": HEAVY_SAMPLING}),
+        # the loss weighted to the long-range pairs, the only ones top-L long ranks
+        "far": (None, coupling_exclude, {"long_weight": FAR_WEIGHT}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1092,8 +1098,9 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "too, then whether the runs start from a pretraining on simulated families, then whether half the "
             "examples on an alignment train without the thermodynamic channel, then whether depth and homolog "
             "sampling take a quarter of the alignment examples each instead of half, then whether the runs train "
-            f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, each by "
-            "the same rule on the same families, then "
+            f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, then "
+            f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, each by the same rule on the same "
+            "families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -5,16 +5,17 @@ import pytest
 import torch
 
 from tprna.errors import TprnaError
-from tprna.losses import LOSSES, build_loss, ce_loss, pair_mask, tp_loss, wce_loss
+from tprna.losses import LOSSES, build_loss, ce_loss, pair_mask, pair_weights, tp_loss, wce_loss
 
 
 def sigmoid(z):
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def hand_loss(logits, target, valid, alpha=None):
-    """−mean over valid pairs of [w1·y·log p + w0·(1−y)·log(1−p)], by loops."""
-    total, count = 0.0, 0
+def hand_loss(logits, target, valid, alpha=None, long_weight=1.0):
+    """−mean over valid pairs of [w1·y·log p + w0·(1−y)·log(1−p)], by loops; a pair with
+    |i − j| ≥ 24 counts ``long_weight`` times in the mean."""
+    total, count = 0.0, 0.0
     b, n, _ = logits.shape
     for k in range(b):
         for i in range(n):
@@ -24,8 +25,9 @@ def hand_loss(logits, target, valid, alpha=None):
                 p = sigmoid(float(logits[k, i, j]))
                 y = float(target[k, i, j])
                 w1, w0 = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
-                total += -(w1 * y * math.log(p) + w0 * (1 - y) * math.log(1 - p))
-                count += 1
+                w = long_weight if abs(i - j) >= 24 else 1.0
+                total += -w * (w1 * y * math.log(p) + w0 * (1 - y) * math.log(1 - p))
+                count += w
     return total / count
 
 
@@ -120,3 +122,39 @@ def test_registry_and_gradients_flow_only_through_valid_pairs():
     build_loss("tploss", beta=0.2)({"logits": logits, "aux_logits": logits * 2}, target, valid).backward()
     assert (logits.grad[~valid] == 0).all()
     assert (logits.grad[valid] != 0).all()
+
+
+def test_long_range_pairs_weigh_long_weight_times():
+    # a 30-residue chain (27 real): pairs 6 ≤ |i − j| < 24 weigh 1, |i − j| ≥ 24 weigh 3
+    mask = torch.tensor([[1] * 30, [1] * 27 + [0] * 3])
+    valid = pair_mask(mask)
+    weights = pair_weights(valid, 3.0)
+    assert weights[0, 0, 24] == weights[0, 29, 5] == 3.0 and weights[0, 0, 23] == weights[0, 10, 4] == 1.0
+    assert weights[0, 0, 5] == 0.0 and weights[1, 0, 28] == 0.0  # near the diagonal; padding
+    # sample 0: 2·(1+…+6) = 42 long ordered pairs of the 2·(1+…+24) = 600 with |i − j| ≥ 6
+    assert weights[0].sum().item() == (600 - 42) + 3 * 42
+    assert torch.equal(pair_weights(valid), valid.float())
+    torch.manual_seed(1)
+    logits = torch.randn(2, 30, 30, dtype=torch.float64) * 2
+    target = (torch.rand(2, 30, 30) > 0.7).double()
+    for long_weight in (1.0, 3.0, 0.5):
+        assert wce_loss(logits, target, valid, long_weight=long_weight).item() == pytest.approx(
+            hand_loss(logits, target, valid.tolist(), 0.2, long_weight), rel=1e-12)
+        assert ce_loss(logits, target, valid, long_weight=long_weight).item() == pytest.approx(
+            hand_loss(logits, target, valid.tolist(), None, long_weight), rel=1e-12)
+    aux = logits.flip(-1)
+    assert build_loss("tploss", long_weight=3.0)({"logits": logits, "aux_logits": aux}, target, valid).item() \
+        == pytest.approx(0.1 * hand_loss(aux, target, valid.tolist(), 0.2, 3.0)
+                         + 0.9 * hand_loss(logits, target, valid.tolist(), 0.2, 3.0), rel=1e-12)
+    # the weight shifts the loss towards the long-range pairs: not the plain mean
+    assert wce_loss(logits, target, valid, long_weight=3.0).item() != pytest.approx(
+        wce_loss(logits, target, valid).item(), rel=1e-6)
+    # the trainer weighs each batch's mean by its share of the pair weights: two batches so
+    # combined give the weighted mean over both (one global batch)
+    w = [pair_weights(valid[k:k + 1], 3.0).sum() for k in (0, 1)]
+    split = sum(wce_loss(logits[k:k + 1], target[k:k + 1], valid[k:k + 1], long_weight=3.0) * w[k]
+                for k in (0, 1)) / (w[0] + w[1])
+    assert split.item() == pytest.approx(wce_loss(logits, target, valid, long_weight=3.0).item(), rel=1e-12)
+    for bad in (0.0, -1.0):
+        with pytest.raises(TprnaError, match="long_weight must be > 0"):
+            build_loss("wce", long_weight=bad)

@@ -585,6 +585,22 @@ def test_long_recipes_train_longer_with_the_step_at_70_percent():
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 1)}"}
 
 
+def test_far_recipes_weight_the_long_range_pairs_in_the_loss():
+    recipe = "cov+ss+plm/depth+search+far"
+    weight = train_release.FAR_WEIGHT
+    assert train_release.recipe_options(recipe) == (
+        "cov+ss+plm", ["--depth-sampling", 0.5, "--long-weight", weight], False)
+    assert train_release.recipe_text(recipe, 14).startswith(
+        "14 epochs (lr 0.01, ×0.1 from epoch 10), every epoch with depth sampling (0.5 of the alignment examples "
+        f"cut to a random depth) and long-range pairs (|i − j| ≥ 24) weighted {weight:g} times in the loss")
+    assert train_release.recipe_split(recipe) == "train,spot_tr,train_searched"
+    assert train_release.OPTION_STAGES[-1] == "far"
+    assert "whether long-range pairs weigh 3 times in the loss" in train_release.selection_text(54, 20, 14)
+    record = {"far_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
+
+
 def test_release_report_prints_the_long_stage_after_the_light_stage():
     import release_benchmarks
     recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+long"
@@ -615,6 +631,22 @@ def test_release_report_prints_the_heavy_stage_after_the_long_stage():
     long = stage | {"epochs": 14, "long_epochs": 21}
     both = release_benchmarks.stage_tables({"long_stage": long, "heavy_stage": stage})
     assert both == release_benchmarks.long_table({"long_stage": long}) + lines
+
+
+def test_release_report_prints_the_far_stage_after_the_heavy_stage():
+    import release_benchmarks
+    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+far"
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.78, 0.76, 0.77), (0.47, 0.47, 0.47))}) | {
+        "chosen_recipe": variant, "scored": ["RF1"], "long_weight": 3.0}
+    lines = release_benchmarks.far_table({"far_stage": stage})
+    assert lines[0].startswith("Then the loss weighted to the long-range pairs") and "counting 3 times" in lines[0]
+    assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |" in lines
+    assert f"| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
+    assert release_benchmarks.far_table({}) == []
+    heavy = stage | {"chosen_recipe": recipe, "fraction": 0.75}
+    both = release_benchmarks.stage_tables({"heavy_stage": heavy, "far_stage": stage})
+    assert both == release_benchmarks.heavy_table({"heavy_stage": heavy}) + lines
 
 
 def test_stage_agreement_ranks_validation_against_test_by_hand():

@@ -360,6 +360,7 @@ def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tiny_store, ti
     ({"loss": "wce", "lr": 0.01}, ["loss: tploss → wce", "lr: 0.005 → 0.01"]),
     ({"seed": 3, "crop": 20}, ["seed: 2 → 3", "crop: 160 → 20"]),
     ({"lr_milestones": (50,)}, ["lr_milestones: [100] → [50]"]),
+    ({"long_weight": 3.0}, ["long_weight: 1.0 → 3.0"]),
     ({"exclude": ["sim000"]}, ["exclude: [] → ['sim000']", "training entries: 4 → 3 (left out: sim000)"]),
 ])
 def test_resume_refuses_a_changed_configuration(tiny_store, tiny_run, tmp_path, changes, words):

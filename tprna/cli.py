@@ -374,6 +374,7 @@ def train_cmd(
     loss: Loss = typer.Option(Loss("tploss"), "--loss", help="Cross-entropy, weighted CE or tpLoss."),
     alpha: float = typer.Option(0.2, "--alpha", help="WCE weight α."),
     beta: float = typer.Option(0.1, "--beta", help="tpLoss auxiliary weight β."),
+    long_weight: float = typer.Option(1.0, "--long-weight", help="Weight of a long-range pair (|i−j| ≥ 24) in the loss's mean, the others 1."),
     epochs: int = typer.Option(200, "--epochs"),
     lr: float = typer.Option(0.01, "--lr", help="Initial Adam learning rate."),
     lr_milestones: str = typer.Option("100", "--lr-milestones", help="Comma-separated epochs where lr is multiplied by --lr-gamma."),
@@ -403,7 +404,7 @@ def train_cmd(
         excluded = _read_ids(exclude) if exclude else []
         config = TrainConfig(
             store=str(store), out=str(out), split=split, features=features, model=model.value, loss=loss.value,
-            alpha=alpha, beta=beta, epochs=epochs, lr=lr,
+            alpha=alpha, beta=beta, long_weight=long_weight, epochs=epochs, lr=lr,
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=batch_pixels, max_length=max_length, crop=crop or None, seed=seed,
             depth_sampling=depth_sampling, homolog_sampling=homolog_sampling, bpp_dropout=bpp_dropout,

@@ -40,9 +40,10 @@ named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
 * **The global batch.**  Every rank builds the same epoch's batch list (same seed) and
   takes every ``R``-th batch (:class:`~tprna.data.LengthBatchSampler`); an optimiser step
   covers ``R × accumulate`` consecutive batches of that list — the *global batch*.
-* **The gradient.**  Each batch's loss is a mean over its valid pairs; it is weighted by
-  its share of the global batch's valid pairs (one all-reduce of the count per step), so
-  the step's gradient is that of the mean over every valid pair of the global batch,
+* **The gradient.**  Each batch's loss is a mean over its valid pairs (weighted, with
+  ``long_weight``); it is weighted by its share of the global batch's pair weights (one
+  all-reduce of their sum per step), so the step's gradient is that of the mean over
+  every valid pair of the global batch,
   whatever the ranks' batch sizes and lengths.  ``R`` ranks with ``accumulate=A`` and one
   process with ``accumulate=R·A`` therefore take the same steps, up to floating-point
   summation order (tests/test_distributed.py checks the loss curve and the weights).
@@ -83,7 +84,7 @@ from torch.utils.data import DataLoader
 from tprna.data import PAPER_PIXEL_BUDGET, LengthBatchSampler, StoreDataset, collate
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec
-from tprna.losses import build_loss, pair_mask
+from tprna.losses import build_loss, pair_mask, pair_weights
 from tprna.models import build_model, load_trunk, model_config
 from tprna.models.contactnet import ModelConfig
 from tprna.msa import fasta_records, read_text
@@ -112,6 +113,7 @@ class TrainConfig:
     loss: str = "tploss"
     alpha: float = 0.2
     beta: float = 0.1
+    long_weight: float = 1.0  # a long-range pair's weight in the loss's mean (losses.pair_weights)
     epochs: int = 200
     lr: float = 0.01
     lr_milestones: tuple[int, ...] = (100,)  # the paper: 0.01 for epochs 0–100, then 0.001
@@ -369,7 +371,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     loss_fn = build_loss(config.loss, **({"alpha": config.alpha} if config.loss != "ce" else {}),
-                         **({"beta": config.beta} if config.loss == "tploss" else {}))
+                         **({"beta": config.beta} if config.loss == "tploss" else {}),
+                         long_weight=config.long_weight)
     needs_aux = config.loss == "tploss"  # ce/wce never run (nor train) the auxiliary head
     net = _wrap_ddp(model, device, needs_aux) if ranks.world > 1 else model
 
@@ -401,9 +404,9 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
                 inputs.append((batch["features"].to(device, non_blocking=True), mask,
                                pair_mask(mask, batch["observed"].to(device)),
                                batch["contacts"].to(device), len(batch["ids"])))
-            # each batch's loss is a mean over its valid pairs: weight it by its share of
-            # the global batch's pairs (all ranks, all accumulated batches)
-            pairs = [int(v.sum()) for _, _, v, _, _ in inputs]
+            # each batch's loss is a (weighted) mean over its valid pairs: weight it by its
+            # share of the global batch's pair weights (all ranks, all accumulated batches)
+            pairs = [float(pair_weights(v, config.long_weight).sum()) for _, _, v, _, _ in inputs]
             global_pairs = _all_sum([float(sum(pairs))], device, ranks)[0]
             optimizer.zero_grad(set_to_none=True)
             for k, ((x, mask, valid, contacts, size), n) in enumerate(zip(inputs, pairs)):
