@@ -39,8 +39,8 @@ from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
-from train_release import (SINGLE_SEQUENCE_TOLERANCE, coconet_rows, read_fasta_sequence,  # noqa: E402
-                           spot_rows)  # (scripts/)
+from train_release import (OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows, read_fasta_sequence,  # noqa: E402
+                           seed_spread, spot_rows, two_seed_means)  # (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -195,7 +195,7 @@ def feature_set_table(choice: dict) -> list[str]:
     lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
               f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
     lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
-    return lines + [""] + stage_tables(choice) + [
+    return lines + [""] + stage_tables(choice) + seed_noise_lines(choice) + [
         "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), VL "
         "chooses. Every candidate:", ""]
 
@@ -205,6 +205,26 @@ def stage_tables(choice: dict) -> list[str]:
     existed has no table for it."""
     return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
                                long_table, heavy_table, far_table) for line in table(choice)]
+
+
+def seed_noise_lines(choice: dict) -> list[str]:
+    """How far the seeds alone move the two-seed mean every stage compares, from the chosen
+    recipe's runs with more seeds (``train_release.py --noise-seeds``); empty when not measured."""
+    noise = choice.get("seed_noise")
+    if not noise:
+        return []
+    stage = choice[next(key for key in (f"{o}_stage" for o in reversed(OPTION_STAGES)) if key in choice)]
+    extra = len(next(iter(noise["aligned"].values()))["seeds"])
+    low, high = min(two_seed_means(stage, noise)[1]), max(two_seed_means(stage, noise)[1])
+    variants = {option: row["mean"] for option in OPTION_STAGES for recipe, row in
+                choice.get(f"{option}_stage", {}).get("aligned", {}).items()
+                if recipe.endswith(f"+{option}") and recipe != stage["chosen_recipe"]}
+    inside = [f"{option} {mean:.3f}" for option, mean in variants.items() if low <= mean <= high]
+    outside = [f"{option} {mean:.3f}" for option, mean in variants.items() if not low <= mean <= high]
+    return [f"How far the seeds alone move the two-seed mean these stages compare: the chosen recipe trained {extra} "
+            "more times, in the same way (`--noise-seeds`; this chooses nothing). " + seed_spread(stage, noise) + ". "
+            + seed_spread(stage, noise, "single") + ". The stages' variants with alignments inside that range: "
+            + (", ".join(inside) or "none") + "; outside it: " + (", ".join(outside) or "none") + ".", ""]
 
 
 def coupling_table(choice: dict) -> list[str]:

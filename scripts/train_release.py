@@ -45,15 +45,20 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    epoch (the ``bppdrop`` option: thermodynamics dropout, so that the network learns to find
    contacts in covariation alone).  The light stage then does the same with depth and homolog
    sampling on a quarter of the alignment examples each instead of half (the ``light`` option),
-   so that more than half of them train on their whole alignment.  The chosen recipe's
-   candidates (its seeds and their average) then compete on VL;
+   so that more than half of them train on their whole alignment.  The long, heavy and far
+   stages then do the same with ``LONG_EPOCHS`` times the epochs, with depth and homolog
+   sampling on three quarters of them, and with the long-range pairs weighted ``FAR_WEIGHT``
+   times in the loss.  ``--noise-seeds`` trains the last stage's choice with more seeds, on the
+   same families, and records what they score (:func:`seed_spread`): how far a two-seed mean,
+   which every stage compares, moves with the seeds alone; it chooses nothing.  The chosen
+   recipe's candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
 
     python scripts/train_release.py [--epochs 14] [--candidates 'cov+ss:0,1 cov+ss/depth:0']
-        [--from-record] [--stages-only]
+        [--from-record] [--stages-only] [--noise-seeds 2,3]
 
 Runs are not kept in git; ``--from-record`` keeps the figures ``choice.json`` records for the
 runs no longer on disk instead of training them again, so a fresh clone trains only what the
@@ -69,13 +74,15 @@ searches ~1 min and the search stage's two runs ~30 min (a ``search`` candidate 
 SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage's runs ~50 min;
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
-stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min.
+stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
+``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -688,7 +695,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
         return set()
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
     stages = [("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules"))] + [
-        (f"{name}_stage", "held_out_families", ("aligned",)) for name in ("coupling",) + OPTION_STAGES]
+        (f"{name}_stage", "held_out_families", ("aligned",)) for name in ("coupling",) + OPTION_STAGES] + [
+        ("seed_noise", "held_out_families", ("aligned",))]
     for key, folder, parts in stages:
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
@@ -704,6 +712,24 @@ def counted_runs(counted: set[str], summed: list[Path], runs: Path) -> list[str]
     and those of ``summed`` that trained."""
     return sorted({os.path.relpath(path, runs) for path in counted}
                   | {os.path.relpath(p, runs) for p in summed if (p / "metrics.jsonl").is_file()})
+
+
+def two_seed_means(stage: dict, noise: dict, part: str = "aligned") -> tuple[dict[str, float], list[float]]:
+    """The chosen recipe's figures (``part``: with the held-out families' alignments, or on the
+    single sequences) over the stage's seeds and the noise seeds ({seed: figure}), and the mean
+    of every two of them: the figure every stage compares, as the seeds alone move it."""
+    recipe = stage["chosen_recipe"]
+    seeds = stage[part][recipe]["seeds"] | noise[part][recipe]["seeds"]
+    return seeds, [(seeds[a] + seeds[b]) / 2 for a, b in itertools.combinations(sorted(seeds, key=int), 2)]
+
+
+def seed_spread(stage: dict, noise: dict, part: str = "aligned") -> str:
+    """:func:`two_seed_means` in words: each seed, their mean, the range of the two-seed means."""
+    seeds, means = two_seed_means(stage, noise, part)
+    return (f"{stage['chosen_recipe']} long top-L {'with alignments' if part == 'aligned' else 'single'}, seed by "
+            "seed: " + ", ".join(f"{v:.3f} (seed {k})" for k, v in sorted(seeds.items(), key=lambda kv: int(kv[0])))
+            + f"; mean {sum(seeds.values()) / len(seeds):.3f}; the {len(means)} two-seed means range "
+            f"{min(means):.3f}–{max(means):.3f}")
 
 
 def choose_schedule(feature_sets: dict, schedules: dict, features: str) -> str:
@@ -774,6 +800,10 @@ def main() -> int:
     parser.add_argument("--from-record", action="store_true",
                         help="Runs no longer on disk (runs are not kept in git) keep the figures the kept "
                              "choice.json records instead of training again; what it does not record trains")
+    parser.add_argument("--noise-seeds", type=lambda text: tuple(int(s) for s in text.split(",") if s.strip()),
+                        default=(), help="More seeds (e.g. 2,3) of the last stage's choice, trained and scored "
+                                         "like its runs: how far a two-seed mean moves with the seeds (chooses "
+                                         "nothing)")
     args = parser.parse_args()
     if not (args.data / "coconet/manifest.csv").is_file():
         print(f"no coconet data under {args.data}; pass --data DIR", file=sys.stderr)
@@ -1011,6 +1041,19 @@ def main() -> int:
         manifest, exclude, extra = inputs[option]
         last_stage = option_stage(f"{option}_stage", last_stage, option, manifest, exclude)
         records[f"{option}_stage"] = last_stage | {"scored": coupling["scored"]} | extra
+    if args.noise_seeds:
+        recipe = last_stage["chosen_recipe"]
+        recorded = {part: stage_record(record.get("seed_noise", {}), coupling_runs, len(coupling["scored"]), (part,))
+                    for part in ("aligned", "single")}
+        wait(train_stage(recipe, args.noise_seeds, coupling_runs, recorded["aligned"], ("--exclude", coupling_exclude),
+                         coupling_screen))
+        records["seed_noise"] = {part: score_stage(
+            args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
+            {recipe: args.noise_seeds}, recorded[part]) for part in ("aligned", "single")} | {
+            "scored": coupling["scored"]}
+        log(f"seed noise: {seed_spread(last_stage, records['seed_noise'])}")
+    elif set(record.get("seed_noise", {}).get("aligned", {})) == {last_stage["chosen_recipe"]}:
+        records["seed_noise"] = record["seed_noise"]  # measured before, on this recipe: kept until measured again
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)

@@ -649,6 +649,36 @@ def test_release_report_prints_the_far_stage_after_the_heavy_stage():
     assert both == release_benchmarks.heavy_table({"heavy_stage": heavy}) + lines
 
 
+def test_seed_spread_by_hand():
+    import release_benchmarks
+    recipe = "cov+ss+plm/depth+search"
+    far = stage_figures({recipe: ((0.76, 0.74, 0.75), (0.48, 0.46, 0.47))}) | {"chosen_recipe": recipe}
+    noise = {part: {recipe: {"seeds": seeds, "mean": 0.0}} for part, seeds in (
+        ("aligned", {"2": 0.70, "3": 0.72}), ("single", {"2": 0.47, "3": 0.47}))} | {"scored": ["RF1"]}
+    # four seeds 0.76, 0.74, 0.70, 0.72: mean 0.73; the six pairs' means from (0.70+0.72)/2 to (0.76+0.74)/2
+    text = train_release.seed_spread(far, noise)
+    assert text == (f"{recipe} long top-L with alignments, seed by seed: 0.760 (seed 0), 0.740 (seed 1), "
+                    "0.700 (seed 2), 0.720 (seed 3); mean 0.730; the 6 two-seed means range 0.710–0.750")
+    assert train_release.seed_spread(far, noise, "single").endswith("mean 0.470; the 6 two-seed means range "
+                                                                    "0.465–0.475")
+    # the stages' variants against the two-seed range 0.710–0.750: heavy 0.705 outside, far 0.745 inside
+    heavy = {"aligned": {recipe: {"mean": 0.75}, recipe + "+heavy": {"mean": 0.705}}}
+    far["aligned"][recipe + "+far"] = {"mean": 0.745}
+    # the chosen recipe is the search stage's variant: it is not listed against its own seeds
+    search = {"aligned": {"cov+ss+plm/depth": {"mean": 0.70}, recipe: {"mean": 0.75}}}
+    lines = release_benchmarks.seed_noise_lines({"search_stage": search, "heavy_stage": heavy, "far_stage": far,
+                                                 "seed_noise": noise})
+    assert lines[0].startswith("How far the seeds alone move the two-seed mean these stages compare: the chosen "
+                               "recipe trained 2 more times")
+    assert text in lines[0] and lines[1] == ""
+    assert lines[0].endswith("variants with alignments inside that range: far 0.745; outside it: heavy 0.705.")
+    assert release_benchmarks.seed_noise_lines({"far_stage": far}) == []
+    record = {"seed_noise": noise}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 2)}",
+        f"r/held_out_families/{train_release.slug(recipe, 3)}"}
+
+
 def test_stage_agreement_ranks_validation_against_test_by_hand():
     import alignment_report
     # validation means 0.70 < 0.72 < 0.75 and test means 0.69 < 0.73 > 0.71: ranks (1,2,3) vs (1,3,2)
