@@ -377,6 +377,16 @@ def test_resume_refuses_a_changed_configuration(tiny_store, tiny_run, tmp_path, 
     assert (run / "last.ckpt").read_bytes() == before
 
 
+def test_a_bad_loss_option_is_refused_before_a_run_is_replaced(tiny_store, tiny_run, tmp_path):
+    from tprna.errors import TprnaError
+
+    run = copy_run(tiny_run, tmp_path)
+    before = (run / "last.ckpt").read_bytes()
+    with pytest.raises(TprnaError, match="long_weight must be > 0, got 0.0"):
+        train(tiny_config(tiny_store, run, overwrite=True, long_weight=0.0))
+    assert (run / "last.ckpt").read_bytes() == before and (run / "metrics.jsonl").is_file()
+
+
 def test_resume_may_change_epochs_workers_and_device(tiny_store, tiny_run, tmp_path):
     """Nothing left to train at epochs=1: the resume is accepted and writes nothing."""
     run = copy_run(tiny_run, tmp_path)

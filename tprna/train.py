@@ -327,6 +327,10 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     if previous and not (config.resume or config.overwrite):
         raise TprnaError(f"this folder already holds a training run ({CHECKPOINT_NAME}): continue it with "
                          "--resume, start afresh in its place with --overwrite, or choose another --out", out)
+    # the loss's options are checked before anything is written (nor an --overwrite run removed)
+    loss_fn = build_loss(config.loss, **({"alpha": config.alpha} if config.loss != "ce" else {}),
+                         **({"beta": config.beta} if config.loss == "tploss" else {}),
+                         long_weight=config.long_weight)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
@@ -370,9 +374,6 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     optimizer = torch.optim.Adam(model.parameters(), lr=_epoch_lr(config, start_epoch))
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-    loss_fn = build_loss(config.loss, **({"alpha": config.alpha} if config.loss != "ce" else {}),
-                         **({"beta": config.beta} if config.loss == "tploss" else {}),
-                         long_weight=config.long_weight)
     needs_aux = config.loss == "tploss"  # ce/wce never run (nor train) the auxiliary head
     net = _wrap_ddp(model, device, needs_aux) if ranks.world > 1 else model
 
