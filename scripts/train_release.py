@@ -988,6 +988,17 @@ def main() -> int:
                                                 "chosen_recipe")} | {"file": coupling_exclude.name}
     log(f"coupling stage: {coupling['chosen_recipe']} chosen")
 
+    def held_out_family_runs(key: str, recipe: str, seeds: tuple[int, ...], exclude: Path) -> dict:
+        """``recipe`` trained with ``seeds`` like the coupling stage's runs (the same held-out
+        families, clusters and screen; ``exclude`` lists what they leave out) and scored with those
+        families' alignments and on the single sequences: {"aligned" / "single": {recipe: figures}};
+        the rows of record ``key`` stand for runs that are gone."""
+        recorded = {part: stage_record(record.get(key, {}), coupling_runs, len(coupling["scored"]), (part,))
+                    for part in ("aligned", "single")}
+        wait(train_stage(recipe, seeds, coupling_runs, recorded["aligned"], ("--exclude", exclude), coupling_screen))
+        return {part: score_stage(args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
+                                  {recipe: seeds}, recorded[part]) for part in ("aligned", "single")}
+
     def option_stage(key: str, previous: dict, option: str, manifest: Path | None, exclude: Path) -> dict:
         """``previous``'s chosen recipe trained again with ``option`` (its extra entries in
         ``manifest``, if any), by runs like the coupling stage's (the same held-out families, clusters
@@ -997,13 +1008,8 @@ def main() -> int:
         variant = with_option(base, option)
         if manifest is not None:
             build((manifest,), recipe_options(variant)[0])
-        recorded = {part: stage_record(record.get(key, {}), coupling_runs, len(coupling["scored"]), (part,))
-                    for part in ("aligned", "single")}
-        wait(train_stage(variant, STAGE_SEEDS, coupling_runs, recorded["aligned"], ("--exclude", exclude),
-                         coupling_screen))
-        out = {part: {base: previous[part][base]} | score_stage(
-            args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
-            {variant: STAGE_SEEDS}, recorded[part]) for part in ("aligned", "single")}
+        scored = held_out_family_runs(key, variant, STAGE_SEEDS, exclude)
+        out = {part: {base: previous[part][base]} | scored[part] for part in ("aligned", "single")}
         out["chosen_recipe"] = choose_variant(out, base, [variant])
         log(f"{key.replace('_', ' ')}: {variant} long top-L {out['aligned'][variant]['mean']:.3f} on the "
             f"held-out families, {out['single'][variant]['mean']:.3f} on the single sequences; "
@@ -1042,15 +1048,8 @@ def main() -> int:
         last_stage = option_stage(f"{option}_stage", last_stage, option, manifest, exclude)
         records[f"{option}_stage"] = last_stage | {"scored": coupling["scored"]} | extra
     if args.noise_seeds:
-        recipe = last_stage["chosen_recipe"]
-        recorded = {part: stage_record(record.get("seed_noise", {}), coupling_runs, len(coupling["scored"]), (part,))
-                    for part in ("aligned", "single")}
-        wait(train_stage(recipe, args.noise_seeds, coupling_runs, recorded["aligned"], ("--exclude", coupling_exclude),
-                         coupling_screen))
-        records["seed_noise"] = {part: score_stage(
-            args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
-            {recipe: args.noise_seeds}, recorded[part]) for part in ("aligned", "single")} | {
-            "scored": coupling["scored"]}
+        records["seed_noise"] = held_out_family_runs("seed_noise", last_stage["chosen_recipe"], args.noise_seeds,
+                                                     coupling_exclude) | {"scored": coupling["scored"]}
         log(f"seed noise: {seed_spread(last_stage, records['seed_noise'])}")
     elif set(record.get("seed_noise", {}).get("aligned", {})) == {last_stage["chosen_recipe"]}:
         records["seed_noise"] = record["seed_noise"]  # measured before, on this recipe: kept until measured again
