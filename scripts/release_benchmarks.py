@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -215,7 +217,8 @@ def seed_noise_lines(choice: dict) -> list[str]:
         return []
     stage = choice[next(key for key in (f"{o}_stage" for o in reversed(OPTION_STAGES)) if key in choice)]
     extra = len(next(iter(noise["aligned"].values()))["seeds"])
-    low, high = min(two_seed_means(stage, noise)[1]), max(two_seed_means(stage, noise)[1])
+    means = two_seed_means(stage, noise)[1]
+    low, high = min(means), max(means)
     variants = {option: row["mean"] for option in OPTION_STAGES for recipe, row in
                 choice.get(f"{option}_stage", {}).get("aligned", {}).items()
                 if recipe.endswith(f"+{option}") and recipe != stage["chosen_recipe"]}
@@ -227,39 +230,46 @@ def seed_noise_lines(choice: dict) -> list[str]:
             + (", ".join(inside) or "none") + "; outside it: " + (", ".join(outside) or "none") + ".", ""]
 
 
-def coupling_table(choice: dict) -> list[str]:
+def _stage_table(key: str) -> Callable[[Callable[[dict], str]], Callable[[dict], list[str]]]:
+    """Turns a function giving a stage's sentence (from its record ``choice[key]``) into one giving
+    the stage's table from the whole choice: the sentence, then each recipe's rows with alignments
+    and on the single sequences; empty for a choice made before the stage existed."""
+    def table_of(sentence: Callable[[dict], str]) -> Callable[[dict], list[str]]:
+        @functools.wraps(sentence)
+        def table(choice: dict) -> list[str]:
+            stage = choice.get(key)
+            return [sentence(stage), ""] + _aligned_single_rows(stage) + [""] if stage else []
+        return table
+    return table_of
+
+
+@_stage_table("coupling_stage")
+def coupling_table(stage: dict) -> str:
     """The coupling stage: the chosen recipe without and with each coupling channel, by runs that
     never saw the held-out coconet train families, scored with those families' alignments and
-    on the stage's single sequences; empty for a choice made before the stage existed."""
-    stage = choice.get("coupling_stage")
-    if not stage:
-        return []
+    on the stage's single sequences."""
     seeds = list(next(iter(stage["aligned"].values()))["seeds"])
     channels = len(stage["aligned"]) - 1
-    lines = [f"Then the coupling channel{'s' if channels > 1 else ''}: the chosen recipe without and with "
-             f"{'each' if channels > 1 else 'it'}, each trained {len(seeds)} times "
-             f"without {len(stage['held_out'])} coconet train families (drawn with a fixed seed, `{stage['file']}`; "
-             f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
-             f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
-             "identical to every RNA that still trains, and on the single sequences above. A channel wins only "
-             "when it is better with alignments and costs the single sequences at most "
-             f"{SINGLE_SEQUENCE_TOLERANCE} (of those, the best with alignments); long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+    return (f"Then the coupling channel{'s' if channels > 1 else ''}: the chosen recipe without and with "
+            f"{'each' if channels > 1 else 'it'}, each trained {len(seeds)} times "
+            f"without {len(stage['held_out'])} coconet train families (drawn with a fixed seed, `{stage['file']}`; "
+            f"with the {len(stage['spot_left_out'])} SPOT-RNA-2D TR chains ≥ 70 % identical to their queries and "
+            f"the held-out clusters above), scored with the alignments of the {len(stage['scored'])} of them < 70 % "
+            "identical to every RNA that still trains, and on the single sequences above. A channel wins only "
+            "when it is better with alignments and costs the single sequences at most "
+            f"{SINGLE_SEQUENCE_TOLERANCE} (of those, the best with alignments); long top-L:")
 
 
-def search_table(choice: dict) -> list[str]:
+@_stage_table("search_stage")
+def search_table(stage: dict) -> str:
     """The search stage: the coupling stage's choice trained on searched alignments too, by runs
-    like that stage's, against that stage's runs of it; empty for a choice made before it."""
-    stage = choice.get("search_stage")
-    if not stage:
-        return []
+    like that stage's, against that stage's runs of it."""
     database = stage["database"]
-    lines = ["Then searched alignments: the same recipe trained again, in the same way, with each training "
-             f"family also seen with its query's alignment searched by {database['search']} ({database['sequences']} "
-             f"sequences of the {database['families']} training families' Rfam alignments; median "
-             f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence"
-             + held_out_reads(stage) + ". By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+    return ("Then searched alignments: the same recipe trained again, in the same way, with each training "
+            f"family also seen with its query's alignment searched by {database['search']} ({database['sequences']} "
+            f"sequences of the {database['families']} training families' Rfam alignments; median "
+            f"{database['median_hits']} hits per query), the input `tprna infer --database` gives a bare sequence"
+            + held_out_reads(stage) + ". By the same rule, long top-L:")
 
 
 def held_out_reads(stage: dict) -> str:
@@ -272,94 +282,74 @@ def held_out_reads(stage: dict) -> str:
             f"; {n} of those alignments read a held-out family and were left out of these runs")
 
 
-def spot_table(choice: dict) -> list[str]:
+@_stage_table("spot_stage")
+def spot_table(stage: dict) -> str:
     """The spot stage: the search stage's choice trained with the SPOT-RNA-2D training chains'
-    searched alignments too; empty for a choice made before it."""
-    stage = choice.get("spot_stage")
-    if not stage:
-        return []
-    lines = ["Then the SPOT-RNA-2D training chains with their searched alignments: the same recipe trained "
-             f"again with the {stage['searched_chains']} TR chains that have a hit in that search also seen with "
-             f"their alignment ({stage['left_out']} of them left out of these runs: their rows come from a "
-             "held-out family, or the chain is held out). By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+    searched alignments too."""
+    return ("Then the SPOT-RNA-2D training chains with their searched alignments: the same recipe trained "
+            f"again with the {stage['searched_chains']} TR chains that have a hit in that search also seen with "
+            f"their alignment ({stage['left_out']} of them left out of these runs: their rows come from a "
+            "held-out family, or the chain is held out). By the same rule, long top-L:")
 
 
-def sim_table(choice: dict) -> list[str]:
+@_stage_table("sim_stage")
+def sim_table(stage: dict) -> str:
     """The sim stage: the spot stage's choice with its runs started from a pretraining on
-    simulated families with planted long-range helices; empty for a choice made before it."""
-    stage = choice.get("sim_stage")
-    if not stage:
-        return []
+    simulated families with planted long-range helices."""
     sim = stage["simulated"]
-    lines = ["Then pretraining on simulated families: the same recipe trained again, in the same way, from a "
-             f"network trained {stage['simulated_epochs']} epochs (after the protein chains) on the train split of "
-             f"{sim['n_families']} simulated families (`tprna.simulate`, seed {sim['seed']}; "
-             f"{sim['lengths'][0]}–{sim['lengths'][1]} nt, "
-             f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
-             "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:",
-             ""]
-    return lines + _aligned_single_rows(stage) + [""]
+    return ("Then pretraining on simulated families: the same recipe trained again, in the same way, from a "
+            f"network trained {stage['simulated_epochs']} epochs (after the protein chains) on the train split of "
+            f"{sim['n_families']} simulated families (`tprna.simulate`, seed {sim['seed']}; "
+            f"{sim['lengths'][0]}–{sim['lengths'][1]} nt, "
+            f"{sim['depths'][0]}–{sim['depths'][1]} sequences) whose alignments carry 1–{sim['tertiary_stems']} "
+            "planted long-range helices each: contacts that only covariation reveals. By the same rule, long top-L:")
 
 
-def bppdrop_table(choice: dict) -> list[str]:
-    """The bppdrop stage: the sim stage's choice with thermodynamics dropout; empty for a
-    choice made before it."""
-    stage = choice.get("bppdrop_stage")
-    if not stage:
-        return []
-    lines = ["Then thermodynamics dropout: the same recipe trained again, in the same way, with "
-             f"{stage['fraction']:.0%} of the examples still on an alignment (after depth and homolog sampling) "
-             "trained each epoch without their base-pair-probability channel, so that the contacts must come "
-             "from covariation. By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+@_stage_table("bppdrop_stage")
+def bppdrop_table(stage: dict) -> str:
+    """The bppdrop stage: the sim stage's choice with thermodynamics dropout."""
+    return ("Then thermodynamics dropout: the same recipe trained again, in the same way, with "
+            f"{stage['fraction']:.0%} of the examples still on an alignment (after depth and homolog sampling) "
+            "trained each epoch without their base-pair-probability channel, so that the contacts must come "
+            "from covariation. By the same rule, long top-L:")
 
 
-def light_table(choice: dict) -> list[str]:
+@_stage_table("light_stage")
+def light_table(stage: dict) -> str:
     """The light stage: the bppdrop stage's choice with depth and homolog sampling on fewer
-    examples; empty for a choice made before it."""
-    return _sampling_table(choice.get("light_stage"), "lighter", "so that most train on their whole alignment "
-                           "(the sampling rate was chosen on single sequences)")
+    examples."""
+    return _sampling_sentence(stage, "lighter", "so that most train on their whole alignment "
+                              "(the sampling rate was chosen on single sequences)")
 
 
-def heavy_table(choice: dict) -> list[str]:
+@_stage_table("heavy_stage")
+def heavy_table(stage: dict) -> str:
     """The heavy stage: the long stage's choice with depth and homolog sampling on more
-    examples; empty for a choice made before it."""
-    return _sampling_table(choice.get("heavy_stage"), "heavier", "so that more train on part of their "
-                           "alignment or on one sequence (lighter sampling lost with alignments too)")
+    examples."""
+    return _sampling_sentence(stage, "heavier", "so that more train on part of their "
+                              "alignment or on one sequence (lighter sampling lost with alignments too)")
 
 
-def far_table(choice: dict) -> list[str]:
-    """The far stage: the heavy stage's choice with the long-range pairs weighted in the loss;
-    empty for a choice made before it."""
-    stage = choice.get("far_stage")
-    if not stage:
-        return []
-    lines = ["Then the loss weighted to the long-range pairs: the same recipe trained again, in the same way, with "
-             f"each pair |i − j| ≥ 24 counting {stage['long_weight']:g} times in the loss's mean (the others once): "
-             "the only pairs long top-L ranks. By the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+@_stage_table("far_stage")
+def far_table(stage: dict) -> str:
+    """The far stage: the heavy stage's choice with the long-range pairs weighted in the loss."""
+    return ("Then the loss weighted to the long-range pairs: the same recipe trained again, in the same way, with "
+            f"each pair |i − j| ≥ 24 counting {stage['long_weight']:g} times in the loss's mean (the others once): "
+            "the only pairs long top-L ranks. By the same rule, long top-L:")
 
 
-def _sampling_table(stage: dict | None, kind: str, why: str) -> list[str]:
-    if not stage:
-        return []
-    lines = [f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
-             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "
-             "same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
+    return (f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
+            f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "
+            "same rule, long top-L:")
 
 
-def long_table(choice: dict) -> list[str]:
-    """The long stage: the light stage's choice trained on a longer schedule; empty for a choice
-    made before it."""
-    stage = choice.get("long_stage")
-    if not stage:
-        return []
-    lines = [f"Then a longer schedule: the same recipe trained again, in the same way, for {stage['long_epochs']} "
-             f"epochs instead of {stage['epochs']} (the learning rate still stepping down after 70 % of them). By "
-             "the same rule, long top-L:", ""]
-    return lines + _aligned_single_rows(stage) + [""]
+@_stage_table("long_stage")
+def long_table(stage: dict) -> str:
+    """The long stage: the light stage's choice trained on a longer schedule."""
+    return (f"Then a longer schedule: the same recipe trained again, in the same way, for {stage['long_epochs']} "
+            f"epochs instead of {stage['epochs']} (the learning rate still stepping down after 70 % of them). By "
+            "the same rule, long top-L:")
 
 
 def _aligned_single_rows(stage: dict) -> list[str]:

@@ -554,20 +554,39 @@ def test_light_recipes_sample_fewer_examples():
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
 
 
-def test_release_report_prints_the_light_stage_after_the_bppdrop_stage():
+@pytest.mark.parametrize("option, fields, chosen, variant_figures, starts, words, previous, previous_fields, rows", [
+    ("light", {"fraction": 0.25}, "recipe", ((0.77, 0.75, 0.76), (0.46, 0.46, 0.46)),
+     "", ["sampling on 25% of the alignment examples each"], "bppdrop", {"fraction": 0.5},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.770 | 0.750 | 0.760 | 0.460 | 0.460 | 0.460 |"]),
+    ("long", {"epochs": 14, "long_epochs": 21}, "variant", ((0.77, 0.75, 0.76), (0.48, 0.48, 0.48)),
+     "", ["for 21 epochs instead of 14"], "light", {"fraction": 0.25},
+     ["| `{variant}` **(chosen)** | 0.770 | 0.750 | 0.760 | 0.480 | 0.480 | 0.480 |",
+      "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
+    ("heavy", {"fraction": 0.75}, "recipe", ((0.74, 0.74, 0.74), (0.49, 0.49, 0.49)),
+     "Then heavier sampling", ["on 75% of the alignment examples each"], "long", {"epochs": 14, "long_epochs": 21},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.740 | 0.740 | 0.740 | 0.490 | 0.490 | 0.490 |"]),
+    ("far", {"long_weight": 3.0}, "variant", ((0.78, 0.76, 0.77), (0.47, 0.47, 0.47)),
+     "Then the loss weighted to the long-range pairs", ["counting 3 times"], "heavy", {"fraction": 0.75},
+     ["| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |",
+      "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
+], ids=["light", "long", "heavy", "far"])
+def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
+                                                                       words, previous, previous_fields, rows):
     import release_benchmarks
-    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+light"
-    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
-                           variant: ((0.77, 0.75, 0.76), (0.46, 0.46, 0.46))}) | {
-        "chosen_recipe": recipe, "scored": ["RF1"], "fraction": 0.25}
-    lines = release_benchmarks.light_table({"light_stage": stage})
-    assert "sampling on 25% of the alignment examples each" in lines[0]
-    assert f"| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
-    assert f"| `{variant}` | 0.770 | 0.750 | 0.760 | 0.460 | 0.460 | 0.460 |" in lines
-    assert release_benchmarks.light_table({}) == []
-    bppdrop = stage | {"fraction": 0.5}
-    both = release_benchmarks.stage_tables({"bppdrop_stage": bppdrop, "light_stage": stage})
-    assert both == release_benchmarks.bppdrop_table({"bppdrop_stage": bppdrop}) + lines
+    recipe, variant = "cov+ss+plm/depth+search", f"cov+ss+plm/depth+search+{option}"
+    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)), variant: variant_figures}) | {
+        "chosen_recipe": {"recipe": recipe, "variant": variant}[chosen], "scored": ["RF1"]} | fields
+    table, previous_table = (getattr(release_benchmarks, f"{name}_table") for name in (option, previous))
+    lines = table({f"{option}_stage": stage})
+    assert lines[0].startswith(starts) and all(w in lines[0] for w in words)
+    for row in rows:
+        assert row.format(recipe=recipe, variant=variant) in lines
+    assert table({}) == []
+    before = stage | {"chosen_recipe": recipe} | previous_fields
+    both = release_benchmarks.stage_tables({f"{previous}_stage": before, f"{option}_stage": stage})
+    assert both == previous_table({f"{previous}_stage": before}) + lines
 
 
 def test_long_recipes_train_longer_with_the_step_at_70_percent():
@@ -599,54 +618,6 @@ def test_far_recipes_weight_the_long_range_pairs_in_the_loss():
     record = {"far_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
-
-
-def test_release_report_prints_the_long_stage_after_the_light_stage():
-    import release_benchmarks
-    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+long"
-    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
-                           variant: ((0.77, 0.75, 0.76), (0.48, 0.48, 0.48))}) | {
-        "chosen_recipe": variant, "scored": ["RF1"], "epochs": 14, "long_epochs": 21}
-    lines = release_benchmarks.long_table({"long_stage": stage})
-    assert "for 21 epochs instead of 14" in lines[0]
-    assert f"| `{variant}` **(chosen)** | 0.770 | 0.750 | 0.760 | 0.480 | 0.480 | 0.480 |" in lines
-    assert f"| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
-    assert release_benchmarks.long_table({}) == []
-    light = stage | {"chosen_recipe": recipe, "fraction": 0.25}
-    both = release_benchmarks.stage_tables({"light_stage": light, "long_stage": stage})
-    assert both == release_benchmarks.light_table({"light_stage": light}) + lines
-
-
-def test_release_report_prints_the_heavy_stage_after_the_long_stage():
-    import release_benchmarks
-    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+heavy"
-    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
-                           variant: ((0.74, 0.74, 0.74), (0.49, 0.49, 0.49))}) | {
-        "chosen_recipe": recipe, "scored": ["RF1"], "fraction": 0.75}
-    lines = release_benchmarks.heavy_table({"heavy_stage": stage})
-    assert lines[0].startswith("Then heavier sampling") and "on 75% of the alignment examples each" in lines[0]
-    assert f"| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
-    assert f"| `{variant}` | 0.740 | 0.740 | 0.740 | 0.490 | 0.490 | 0.490 |" in lines
-    assert release_benchmarks.heavy_table({}) == []
-    long = stage | {"epochs": 14, "long_epochs": 21}
-    both = release_benchmarks.stage_tables({"long_stage": long, "heavy_stage": stage})
-    assert both == release_benchmarks.long_table({"long_stage": long}) + lines
-
-
-def test_release_report_prints_the_far_stage_after_the_heavy_stage():
-    import release_benchmarks
-    recipe, variant = "cov+ss+plm/depth+search", "cov+ss+plm/depth+search+far"
-    stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
-                           variant: ((0.78, 0.76, 0.77), (0.47, 0.47, 0.47))}) | {
-        "chosen_recipe": variant, "scored": ["RF1"], "long_weight": 3.0}
-    lines = release_benchmarks.far_table({"far_stage": stage})
-    assert lines[0].startswith("Then the loss weighted to the long-range pairs") and "counting 3 times" in lines[0]
-    assert f"| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |" in lines
-    assert f"| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |" in lines
-    assert release_benchmarks.far_table({}) == []
-    heavy = stage | {"chosen_recipe": recipe, "fraction": 0.75}
-    both = release_benchmarks.stage_tables({"heavy_stage": heavy, "far_stage": stage})
-    assert both == release_benchmarks.heavy_table({"heavy_stage": heavy}) + lines
 
 
 def test_seed_spread_by_hand():
