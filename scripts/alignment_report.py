@@ -317,7 +317,8 @@ def main() -> int:
         "without their bpp channel); `/light`, depth and homolog sampling on a quarter of the alignment "
         "examples each instead of half, `/heavy` on three quarters; `/long`, 21 epochs instead of 14 (the "
         "learning rate stepping down after 14); `/far`, each long-range pair (|i − j| ≥ 24) weighted 3 times in "
-        "the loss. "
+        "the loss; `/swa`, the model the mean of the weights after each epoch from the learning-rate step on "
+        "(weight averaging). "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `precision+ss`: the shrunk precision "
@@ -329,7 +330,7 @@ def main() -> int:
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light, long, "
-            "heavy and far stages, "
+            "heavy, far and swa stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

@@ -206,7 +206,7 @@ def stage_tables(choice: dict) -> list[str]:
     """The stages after the feature set's, in the order they ran; a choice made before a stage
     existed has no table for it."""
     return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
-                               long_table, heavy_table, far_table) for line in table(choice)]
+                               long_table, heavy_table, far_table, swa_table) for line in table(choice)]
 
 
 def seed_noise_lines(choice: dict) -> list[str]:
@@ -338,6 +338,24 @@ def far_table(stage: dict) -> str:
             "the only pairs long top-L ranks. By the same rule, long top-L:")
 
 
+@_stage_table("swa_stage")
+def swa_table(stage: dict) -> str:
+    """The swa stage: the far stage's choice with its model the mean of the low-learning-rate
+    epochs' weights."""
+    before = stage.get("before_averaging")
+    if before:
+        base = next(recipe for recipe in stage["aligned"] if recipe != before["recipe"])
+        same = all(before[part] == stage[part][base] for part in ("aligned", "single"))
+        last_row = (" (the last row: the same runs scored with their own last weights, so the averaging's effect "
+                    "without the seeds' noise" + ("; it equals the recipe's own runs, trained the same way without "
+                                                  "averaging: the runs reproduce bit for bit" if same else "") + ")")
+    return ("Then weight averaging: the same recipe trained again, in the same way, with its model the mean of the "
+            f"weights after each of its last {stage['epochs'] - stage['average_from']} epochs (from epoch "
+            f"{stage['average_from'] + 1}, at the lower learning rate; BatchNorm statistics recomputed for the mean), "
+            "so that where a seed's last steps happen to leave the weights matters less. By the same rule, long "
+            f"top-L{last_row if before else ''}:")
+
+
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
     return (f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "
@@ -358,11 +376,16 @@ def _aligned_single_rows(stage: dict) -> list[str]:
     lines = ["| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
              + " | ".join(f"single, seed {s}" for s in seeds) + " | single, mean |",
              "|---|" + "---:|" * (2 * len(seeds) + 2)]
+    def row(label: str, both: tuple[dict, dict]) -> str:
+        return f"| {label} | " + " | ".join(f"{v:.3f}" for row in both
+                                           for v in [*(row["seeds"][s] for s in seeds), row["mean"]]) + " |"
+
     for recipe in aligned:
         mark = " **(chosen)**" if recipe == stage["chosen_recipe"] else ""
-        cells = [f"{v:.3f}" for row in (aligned[recipe], single[recipe])
-                 for v in [*(row["seeds"][s] for s in seeds), row["mean"]]]
-        lines.append(f"| `{recipe}`{mark} | " + " | ".join(cells) + " |")
+        lines.append(row(f"`{recipe}`{mark}", (aligned[recipe], single[recipe])))
+    if before := stage.get("before_averaging"):  # the swa stage: its runs without the averaging
+        lines.append(row(f"`{before['recipe']}`, the same runs' own last weights (not averaged)",
+                         (before["aligned"], before["single"])))
     return lines
 
 

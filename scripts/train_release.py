@@ -48,7 +48,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    so that more than half of them train on their whole alignment.  The long, heavy and far
    stages then do the same with ``LONG_EPOCHS`` times the epochs, with depth and homolog
    sampling on three quarters of them, and with the long-range pairs weighted ``FAR_WEIGHT``
-   times in the loss.  ``--noise-seeds`` trains the last stage's choice with more seeds, on the
+   times in the loss.  The swa stage then does the same with the model the mean of the
+   weights after each epoch from the learning-rate step on (the ``swa`` option: stochastic
+   weight averaging, which evens out where each seed's last steps leave the weights).  ``--noise-seeds`` trains the last stage's choice with more seeds, on the
    same families, and records what they score (:func:`seed_spread`): how far a two-seed mean,
    which every stage compares, moves with the seeds alone; it chooses nothing.  The chosen
    recipe's candidates (its seeds and their average) then compete on VL;
@@ -428,9 +430,10 @@ LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a qu
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
 FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
+# the "swa" recipes: the model is the mean of the weights after each epoch from the learning-rate step on
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -454,7 +457,9 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     trained without their base-pair-probability channel, ``BPP_DROPOUT`` of them each epoch),
     ``light`` / ``heavy`` (depth and homolog sampling at ``LIGHT_SAMPLING`` / ``HEAVY_SAMPLING``
     instead), ``long`` (``LONG_EPOCHS`` times the epochs: :func:`recipe_epochs`), ``far``
-    (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks)."""
+    (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks),
+    ``swa`` (the model is the mean of the weights after each low-learning-rate epoch: its flag
+    depends on the schedule, :func:`schedule_options`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
@@ -463,17 +468,19 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "bppdrop": ["--bpp-dropout", BPP_DROPOUT],
              "far": ["--long-weight", FAR_WEIGHT]}
     unknown = [t for t in tokens if t not in flags
-               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long")]
+               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa")]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, heavy, long, {', '.join(flags)}, joined by '+')")
+                         f"light, heavy, long, swa, {', '.join(flags)}, joined by '+')")
     if len(rates) > 1:
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
     if rates and not {"depth", "homolog"} & set(tokens):
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the depth and homolog sampling rate, "
                          "and it has neither")
-    if {"long", "more"} <= set(tokens):
-        raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which 'long' would not be")
+    for other in ("long", "swa"):
+        if {other, "more"} <= set(tokens):
+            raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which '{other}' "
+                             "would not be")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
@@ -522,6 +529,18 @@ def lr_step(epochs: int) -> int:
     return int(epochs * 0.7)
 
 
+def averages_weights(recipe: str) -> bool:
+    """The recipe's model is the mean of the weights after each epoch from its learning-rate
+    step on (stochastic weight averaging over the low-learning-rate epochs)."""
+    return has_option(recipe, "swa")
+
+
+def schedule_options(recipe: str, epochs: int) -> list:
+    """The training flags of the recipe's own schedule (``epochs`` before ``long``)."""
+    own = recipe_epochs(recipe, epochs)
+    return ["--lr-milestones", lr_step(own)] + (["--average-from", lr_step(own)] if averages_weights(recipe) else [])
+
+
 def recipe_split(recipe: str) -> str:
     return (TRAIN_SPLIT + (f",{SEARCHED_SPLIT}" if trains_searched(recipe) else "")
             + (f",{SPOT_SEARCHED_SPLIT}" if trains_spot_searched(recipe) else ""))
@@ -540,6 +559,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     text = f"{epochs} epochs (lr 0.01, ×0.1 from epoch {lr_step(epochs) + 1})"
     if continues:
         text += f", then {EXTRA_EPOCHS} more at lr 0.001"
+    if averages_weights(recipe):
+        text += (f", the model the mean of the weights after each epoch from epoch {lr_step(epochs) + 1} on "
+                 "(weight averaging over the low-learning-rate epochs; BatchNorm statistics recomputed for it)")
     words = {"--depth-sampling": "depth sampling ({:g} of the alignment examples cut to a random depth)",
              "--homolog-sampling": "homolog sampling ({:g} of the alignment examples trained as one of their "
                                    "homologs alone)",
@@ -676,6 +698,28 @@ def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, t
             figures[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
         rows[recipe] = {"seeds": figures, "mean": round(float(np.mean(list(figures.values()))), 4)}
     return rows
+
+
+def score_before_averaging(store: Path, runs: Path, chains: dict[str, list[str]], recipe: str,
+                           seeds: tuple[int, ...], recorded: dict | None = None) -> dict:
+    """:func:`score_stage` of a weight-averaging recipe's runs with each checkpoint's own last
+    weights (``live_model``) in place of the mean: the same runs without the averaging, a
+    comparison the seeds do not move.  ``chains``: {part: ids}.  ``recorded`` stands for runs
+    that are gone."""
+    import tempfile
+
+    from tprna.train import load_checkpoint, save_checkpoint
+
+    paths = [runs / slug(recipe, seed) / "last.ckpt" for seed in seeds]
+    if not all(path.is_file() for path in paths):
+        return recorded or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            ckpt = load_checkpoint(path)
+            (Path(tmp) / path.parent.name).mkdir()
+            save_checkpoint(Path(tmp) / path.parent.name / "last.ckpt", ckpt | {"model": ckpt["live_model"]})
+        return {"recipe": recipe} | {part: score_stage(store, Path(tmp), ids, {recipe: seeds})[recipe]
+                                     for part, ids in chains.items()}
 
 
 def stage_record(recorded: dict, runs: Path, n_scored: int, parts: tuple[str, ...]) -> dict:
@@ -878,7 +922,7 @@ def main() -> int:
         init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
-                       "--seed", seed, "--lr-milestones", lr_step(recipe_epochs(recipe, args.epochs)),
+                       "--seed", seed, *schedule_options(recipe, args.epochs),
                        "--init-from", init] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
         running.append((start(cmd, logfile, env), out, logfile))
@@ -1041,12 +1085,19 @@ def main() -> int:
         "heavy": (None, coupling_exclude, {"fraction": HEAVY_SAMPLING}),
         # the loss weighted to the long-range pairs, the only ones top-L long ranks
         "far": (None, coupling_exclude, {"long_weight": FAR_WEIGHT}),
+        # the mean of the low-learning-rate epochs' weights: where the last steps leave them varies by seed
+        "swa": (None, coupling_exclude, {"average_from": lr_step(args.epochs), "epochs": args.epochs}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
         manifest, exclude, extra = inputs[option]
         last_stage = option_stage(f"{option}_stage", last_stage, option, manifest, exclude)
         records[f"{option}_stage"] = last_stage | {"scored": coupling["scored"]} | extra
+    swa = records["swa_stage"]
+    averaged = next(recipe for recipe in swa["aligned"] if averages_weights(recipe))
+    swa["before_averaging"] = score_before_averaging(
+        args.store, coupling_runs, {"aligned": coupling["scored"], "single": chains}, averaged, STAGE_SEEDS,
+        record.get("swa_stage", {}).get("before_averaging"))
     if args.noise_seeds:
         records["seed_noise"] = held_out_family_runs("seed_noise", last_stage["chosen_recipe"], args.noise_seeds,
                                                      coupling_exclude) | {"scored": coupling["scored"]}
@@ -1141,8 +1192,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "examples on an alignment train without the thermodynamic channel, then whether depth and homolog "
             "sampling take a quarter of the alignment examples each instead of half, then whether the runs train "
             f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, then "
-            f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, each by the same rule on the same "
-            "families, then "
+            f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, then whether the model is the mean of "
+            "the weights of the low-learning-rate epochs, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

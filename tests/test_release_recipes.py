@@ -571,7 +571,16 @@ def test_light_recipes_sample_fewer_examples():
      "Then the loss weighted to the long-range pairs", ["counting 3 times"], "heavy", {"fraction": 0.75},
      ["| `{variant}` **(chosen)** | 0.780 | 0.760 | 0.770 | 0.470 | 0.470 | 0.470 |",
       "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
-], ids=["light", "long", "heavy", "far"])
+    ("swa", {"average_from": 9, "epochs": 14, "before_averaging": {
+        "recipe": "cov+ss+plm/depth+search+swa", "aligned": {"seeds": {"0": 0.73, "1": 0.74}, "mean": 0.735},
+        "single": {"seeds": {"0": 0.47, "1": 0.49}, "mean": 0.48}}}, "recipe", ((0.75, 0.74, 0.745), (0.48, 0.48, 0.48)),
+     "Then weight averaging", ["each of its last 5 epochs (from epoch 10", "the last row: the same runs scored",
+                               "seeds' noise):"],
+     "far", {"long_weight": 3.0},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.750 | 0.740 | 0.745 | 0.480 | 0.480 | 0.480 |",
+      "| `{variant}`, the same runs' own last weights (not averaged) | 0.730 | 0.740 | 0.735 | 0.470 | 0.490 | 0.480 |"]),
+], ids=["light", "long", "heavy", "far", "swa"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -613,11 +622,70 @@ def test_far_recipes_weight_the_long_range_pairs_in_the_loss():
         "14 epochs (lr 0.01, ×0.1 from epoch 10), every epoch with depth sampling (0.5 of the alignment examples "
         f"cut to a random depth) and long-range pairs (|i − j| ≥ 24) weighted {weight:g} times in the loss")
     assert train_release.recipe_split(recipe) == "train,spot_tr,train_searched"
-    assert train_release.OPTION_STAGES[-1] == "far"
+    assert train_release.OPTION_STAGES.index("far") == train_release.OPTION_STAGES.index("heavy") + 1
     assert "whether long-range pairs weigh 3 times in the loss" in train_release.selection_text(54, 20, 14)
     record = {"far_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
+
+
+def test_swa_recipes_average_the_weights_from_the_learning_rate_step():
+    recipe = "cov+ss+plm/depth+search+swa"
+    assert train_release.recipe_options(recipe) == ("cov+ss+plm", ["--depth-sampling", 0.5], False)
+    assert train_release.schedule_options(recipe, 14) == ["--lr-milestones", 9, "--average-from", 9]
+    assert train_release.schedule_options(recipe + "+long", 14) == ["--lr-milestones", 14, "--average-from", 14]
+    assert train_release.schedule_options("cov+ss+plm/depth+search", 14) == ["--lr-milestones", 9]
+    assert train_release.recipe_text(recipe, 14).startswith(
+        "14 epochs (lr 0.01, ×0.1 from epoch 10), the model the mean of the weights after each epoch from epoch 10 "
+        "on (weight averaging over the low-learning-rate epochs; BatchNorm statistics recomputed for it), every "
+        "epoch with depth sampling")
+    with pytest.raises(SystemExit, match="'more' continues the feature set's own run, which 'swa' would not be"):
+        train_release.recipe_options("cov+ss/more+swa")
+    assert train_release.OPTION_STAGES[-1] == "swa"
+    assert "then whether the model is the mean of the weights of the low-learning-rate epochs, each by the same " \
+           "rule" in train_release.selection_text(54, 20, 14)
+    record = {"swa_stage": {"aligned": {recipe: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 1)}"}
+
+
+def test_the_swa_table_says_when_the_runs_before_averaging_reproduce_the_recipes_own():
+    import release_benchmarks
+    recipe = "cov+ss+plm/depth+search"
+    stage = stage_figures({recipe: ((0.75, 0.74, 0.745), (0.48, 0.46, 0.47)),
+                           recipe + "+swa": ((0.74, 0.74, 0.74), (0.47, 0.47, 0.47))}) | {
+        "chosen_recipe": recipe, "scored": ["RF1"], "average_from": 9, "epochs": 14}
+    before = {"recipe": recipe + "+swa", "aligned": stage["aligned"][recipe], "single": stage["single"][recipe]}
+    same = release_benchmarks.swa_table({"swa_stage": stage | {"before_averaging": before}})[0]
+    assert same.endswith("; it equals the recipe's own runs, trained the same way without averaging: the runs "
+                         "reproduce bit for bit):")
+    other = before | {"single": stage["single"][recipe + "+swa"]}
+    assert release_benchmarks.swa_table({"swa_stage": stage | {"before_averaging": other}})[0].endswith(
+        "without the seeds' noise):")
+    assert release_benchmarks.swa_table({"swa_stage": stage})[0].endswith("By the same rule, long top-L:")
+
+
+def test_before_averaging_scores_the_same_runs_as_if_they_never_averaged(tmp_path):
+    """The swa stage's last row: the averaging runs scored with their own last weights, which
+    are those of the same run trained without averaging; a recorded row stands for runs gone."""
+    from helpers import simulated_store
+    from tprna.store import open_store
+    from tprna.train import TrainConfig, train
+
+    store = simulated_store(tmp_path, n_families=6, seed=5, lengths=(44, 56), depths=(20, 40))
+    with open_store(store) as opened:
+        chains = {"aligned": opened.splits["test"], "single": opened.splits["test"][:1]}
+    recipe = "cov/depth+swa"
+    common = dict(store=str(store), split="train", model="mffnet30", epochs=2, workers=0, lr=0.005, seed=1)
+    averaged, plain = tmp_path / "averaged", tmp_path / "plain"
+    train(TrainConfig(out=str(averaged / train_release.slug(recipe, 0)), average_from=1, **common))
+    train(TrainConfig(out=str(plain / train_release.slug(recipe, 0)), **common))
+    before = train_release.score_before_averaging(store, averaged, chains, recipe, (0,))
+    assert before["recipe"] == recipe
+    for part, ids in chains.items():
+        assert before[part] == train_release.score_stage(store, plain, ids, {recipe: (0,)})[recipe]
+    assert 0 < before["aligned"]["mean"] != train_release.score_stage(store, averaged, chains["aligned"], {recipe: (0,)})[recipe]
+    assert train_release.score_before_averaging(store, tmp_path / "gone", chains, recipe, (0,), before) == before
 
 
 def test_seed_spread_by_hand():

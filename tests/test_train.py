@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tprna.data import LengthBatchSampler, StoreDataset, collate, length_batches
+from tprna.errors import TprnaError
 from tprna.evaluate import (baseline_maps, coevolution_map, load_evaluation_set, peer_maps,
                             predict_with_checkpoint, read_pair_scores, score_maps)
 from tprna.features import FeatureSpec
@@ -99,6 +100,39 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(sim_store, tmp_pa
     assert len(load_checkpoint(resumed)["history"]) == 3
 
 
+def test_weight_averaging_is_the_mean_of_the_epochs_weights(tiny_store, tmp_path):
+    """--average-from 1 over 3 epochs: the model is the mean of the weights a plain run has
+    after epochs 1 and 2 (saved one resume at a time), the live weights are that run's, a
+    run killed mid-average and resumed ends the same, and BatchNorm's statistics come from
+    one pass of the averaged weights over the last epoch's batches."""
+    plain = tmp_path / "plain"
+    snapshots = []
+    for epochs in (1, 2, 3):
+        train(tiny_config(tiny_store, plain, epochs=epochs, resume=epochs > 1))
+        snapshots.append(load_checkpoint(plain / "last.ckpt")["model"])
+    averaged = load_checkpoint(train(tiny_config(tiny_store, tmp_path / "avg", epochs=3, average_from=1)))
+    assert averaged["averaged_epochs"] == 2 and averaged["history"][-1]["averaged_epochs"] == 2
+    for name, live in snapshots[2].items():
+        assert torch.equal(averaged["live_model"][name], live), name
+        if name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue
+        assert torch.allclose(averaged["model"][name], (snapshots[1][name] + live) / 2, atol=1e-7), name
+    stem_mean = next(n for n in averaged["model"] if n.endswith("running_mean"))
+    counter = stem_mean.replace("running_mean", "num_batches_tracked")
+    batches = int(snapshots[2][counter] - snapshots[1][counter])  # the last epoch's batches
+    assert int(averaged["model"][counter]) == batches
+    assert not torch.allclose(averaged["model"][stem_mean], (snapshots[1][stem_mean] + snapshots[2][stem_mean]) / 2)
+
+    train(tiny_config(tiny_store, tmp_path / "killed", epochs=2, average_from=1))
+    resumed = load_checkpoint(train(tiny_config(tiny_store, tmp_path / "killed", epochs=3, average_from=1,
+                                                resume=True)))
+    for name in averaged["model"]:
+        assert torch.equal(resumed["model"][name], averaged["model"][name]), name
+    with pytest.raises(TprnaError, match="average_from 3 averages no epoch of a 3-epoch run"):
+        train(tiny_config(tiny_store, tmp_path / "none", epochs=3, average_from=3))
+    assert not (tmp_path / "none").exists()
+
+
 def test_checkpoint_carries_config_and_spec(sim_store, tmp_path):
     ckpt = load_checkpoint(train(TrainConfig(store=str(sim_store), out=str(tmp_path), model="resnet34",
                                              epochs=1, workers=0)))
@@ -121,7 +155,6 @@ def test_transfer_trunk_arrives_unchanged(tmp_path):
     assert len(trunk) > 50
     for key in trunk:
         assert torch.equal(src[key], dst[key]), key
-    from tprna.errors import TprnaError
     with pytest.raises(TprnaError, match="trunks differ"):
         initial_model("resnet34", FeatureSpec(), init_from=str(tmp_path / "protein.ckpt"))
 
@@ -361,6 +394,7 @@ def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tiny_store, ti
     ({"seed": 3, "crop": 20}, ["seed: 2 → 3", "crop: 160 → 20"]),
     ({"lr_milestones": (50,)}, ["lr_milestones: [100] → [50]"]),
     ({"long_weight": 3.0}, ["long_weight: 1.0 → 3.0"]),
+    ({"average_from": 0}, ["average_from: None → 0"]),
     ({"exclude": ["sim000"]}, ["exclude: [] → ['sim000']", "training entries: 4 → 3 (left out: sim000)"]),
 ])
 def test_resume_refuses_a_changed_configuration(tiny_store, tiny_run, tmp_path, changes, words):
@@ -489,6 +523,7 @@ def test_weights_that_do_not_fit_the_config_are_a_user_error(tiny_store, tiny_ru
     ("model", ["weights"], "'model'"),
     ("model", {"stem.conv.weight": 1.0}, "'model'"),
     ("history", "long", "history"),
+    ("live_model", {"stem.conv.weight": torch.zeros(1)}, "'live_model' must hold the same tensors as 'model'"),
 ])
 def test_a_malformed_init_from_is_a_user_error(tmp_path, field, value, words):
     from tprna.errors import TprnaError

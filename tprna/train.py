@@ -29,6 +29,17 @@ them; each epoch's record in the history says which it had).
 ``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
 another one is refused.
 
+**Weight averaging.**  With ``average_from=E`` the run's model is the mean of the weights
+after each epoch from E (0-based, like the milestones) to the last — stochastic weight
+averaging over the low-learning-rate epochs, which evens out where the last minibatches
+happened to leave the weights.  From epoch E on the checkpoint's ``model`` is that running
+mean (what export, evaluation and ``init_from`` read) and ``live_model`` the optimiser's
+own weights (what ``resume`` continues), with ``averaged_epochs`` the count.  BatchNorm's
+running statistics are averaged with the weights, then recomputed for the averaged weights
+after the last epoch by one pass over that epoch's batches without gradients (the mean
+of their masked batch statistics), since the mean of the epochs' statistics is not the
+statistics of the mean weights.
+
 **Leakage.**  Training refuses entries that are also in a test split of the store (a split
 named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
 
@@ -61,6 +72,7 @@ named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -125,6 +137,7 @@ class TrainConfig:
     homolog_sampling: float = 0.0  # fraction of alignment examples trained as a homolog alone each epoch
     homolog_exclude: str | None = None  # FASTA: homologs ≥ 70 % identical to one of these never train
     bpp_dropout: float = 0.0  # fraction of examples on ≥ 2 rows trained without the bpp channel each epoch
+    average_from: int | None = None  # the model is the mean of the weights after each epoch from this one
     seed: int = 0
     device: str = "auto"
     workers: int = 1
@@ -249,6 +262,11 @@ def _check_structure(ckpt: dict, path: str | Path) -> None:
     if not isinstance(weights, dict) or not weights \
             or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
         raise TprnaError("malformed checkpoint: 'model' must map parameter names to tensors", path)
+    live = ckpt.get("live_model")
+    if live is not None and (not isinstance(live, dict) or set(live) != set(weights)
+                             or not isinstance(ckpt.get("averaged_epochs"), int)):
+        raise TprnaError("malformed checkpoint: 'live_model' must hold the same tensors as 'model', "
+                         "with an integer 'averaged_epochs'", path)
     for key, kind in (("train_config", dict), ("history", list), ("epoch", int), ("train_ids", list),
                       ("optimizer", dict)):
         if key in ckpt and ckpt[key] is not None and not isinstance(ckpt[key], kind):
@@ -331,6 +349,9 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     loss_fn = build_loss(config.loss, **({"alpha": config.alpha} if config.loss != "ce" else {}),
                          **({"beta": config.beta} if config.loss == "tploss" else {}),
                          long_weight=config.long_weight)
+    if config.average_from is not None and not 0 <= config.average_from < config.epochs:
+        raise TprnaError(f"average_from {config.average_from} averages no epoch of a {config.epochs}-epoch run "
+                         f"(epochs count from 0 to {config.epochs - 1}, like the milestones)", out)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
@@ -353,12 +374,16 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     _refuse_test_entries(config.store, dataset.ids)
 
     start_epoch, history = 0, []
+    averaged, averaged_epochs = None, 0  # the running mean of the weights (average_from)
     if config.resume and previous:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["feature_spec"] != spec.to_dict():
             raise TprnaError("the checkpoint to resume was trained on another feature spec", ckpt_path)
         config = _resumable(config, ckpt, store_key, dataset.ids, ckpt_path)
-        model = model_from_checkpoint(ckpt, ckpt_path)
+        # an averaging run goes on from the optimiser's weights; its model is their mean so far
+        model = model_from_checkpoint({**ckpt, "model": ckpt.get("live_model", ckpt["model"])}, ckpt_path)
+        if "live_model" in ckpt:
+            averaged, averaged_epochs = ckpt["model"], ckpt["averaged_epochs"]
         start_epoch, history = ckpt["epoch"] + 1, ckpt["history"]
         before = ckpt.get("world_size", 1) * ckpt.get("train_config", {}).get("accumulate", 1)
         if progress and before != ranks.world * config.accumulate and start_epoch < config.epochs:
@@ -371,6 +396,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
                 (out / name).unlink(missing_ok=True)
         model = initial_model(config.model, spec, config.init_from)
     model.to(device)
+    if averaged is not None:
+        averaged = {name: tensor.to(device) for name, tensor in averaged.items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=_epoch_lr(config, start_epoch))
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -425,10 +452,18 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
                   "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling,
                   "bpp_dropout": config.bpp_dropout}
         history.append(record)
+        weights = {"model": model.state_dict()}
+        if config.average_from is not None and epoch >= config.average_from:
+            averaged = _add_to_mean(averaged, model.state_dict(), averaged_epochs)
+            averaged_epochs += 1
+            record["averaged_epochs"] = averaged_epochs
+            if epoch == config.epochs - 1:
+                averaged = _refreshed_batchnorm(model, averaged, loader, device, needs_aux)
+                record["seconds"] = round(time.perf_counter() - started, 3)  # the pass is the epoch's cost
+            weights = {"model": averaged, "live_model": model.state_dict(), "averaged_epochs": averaged_epochs}
         if ranks.main:
-            save_checkpoint(ckpt_path, {**meta, "model": model.state_dict(),
-                                        "optimizer": optimizer.state_dict(), "epoch": epoch,
-                                        "history": history})
+            save_checkpoint(ckpt_path, {**meta, **weights, "optimizer": optimizer.state_dict(),
+                                        "epoch": epoch, "history": history})
             _write_logs(out, history)  # from the checkpoint's history: a resume never duplicates
         if ranks.world > 1:
             # the checkpoint is complete before any rank goes on
@@ -439,6 +474,34 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     if not ckpt_path.exists():
         raise TprnaError(f"nothing to train: epochs={config.epochs}", out)
     return ckpt_path
+
+
+def _add_to_mean(mean: dict | None, weights: dict, count: int) -> dict:
+    """The mean of ``count`` epochs' weights with ``weights`` added; integer buffers
+    (BatchNorm's batch counters) are the latest epoch's."""
+    if mean is None:
+        return {name: tensor.detach().clone() for name, tensor in weights.items()}
+    return {name: (mean[name] + (tensor.detach() - mean[name]) / (count + 1)
+                   if tensor.is_floating_point() else tensor.detach().clone())
+            for name, tensor in weights.items()}
+
+
+def _refreshed_batchnorm(model: torch.nn.Module, mean: dict, loader: DataLoader, device: torch.device,
+                         needs_aux: bool) -> dict:
+    """``mean`` with every BatchNorm's running statistics recomputed for those weights: the
+    cumulative mean of their (masked) batch statistics over one pass of ``loader``,
+    without gradients, in a copy of ``model`` (left as it was)."""
+    averaged = copy.deepcopy(model)
+    averaged.load_state_dict(mean)
+    norms = [m for m in averaged.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative mean over the pass, not an exponential one
+    averaged.train()
+    with torch.no_grad():
+        for batch in loader:
+            averaged(batch["features"].to(device), batch["mask"].to(device), aux=needs_aux)
+    return averaged.state_dict()  # momentum is not part of it: the copy goes, the model keeps its own
 
 
 def ids_digest(ids: Sequence[str]) -> str:
