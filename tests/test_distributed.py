@@ -12,7 +12,8 @@ weights) only leave room for kernels that sum in another order on other machines
 are far below what a wrong weighting gives: averaging the ranks' per-batch mean losses
 (DDP's default) instead of weighting by valid pairs moves the epoch-1 loss by 2e-3 relative
 and weights by up to 3.5e-2 on this data.  BatchNorm running statistics (eval mode only)
-are rank 0's under DDP and are not compared.
+are rank 0's under DDP and are not compared (nor are those weight averaging recomputes:
+each rank passes over its own batches).
 """
 from __future__ import annotations
 
@@ -109,9 +110,10 @@ def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tiny_st
     ddp, ref = tmp_path / "ddp", tmp_path / "ref"
     assert len(StoreDataset(tiny_store, split="train")) == 6
 
-    first = _run(_train_args(tiny_store, ddp, "--epochs", "2"), nproc=2)  # "killed" after epoch 2
-    resumed = _run(_train_args(tiny_store, ddp, "--epochs", "3", "--resume"), nproc=2)
-    _run(_train_args(tiny_store, ref, "--epochs", "3", "--accumulate", "2"))
+    # with weight averaging from epoch 1, resumed in the middle of it
+    first = _run(_train_args(tiny_store, ddp, "--epochs", "2", "--average-from", "1"), nproc=2)  # "killed"
+    resumed = _run(_train_args(tiny_store, ddp, "--epochs", "3", "--average-from", "1", "--resume"), nproc=2)
+    _run(_train_args(tiny_store, ref, "--epochs", "3", "--accumulate", "2", "--average-from", "1"))
 
     # rank 0 alone reports and writes: one line per epoch, one checkpoint, no temp files
     assert [line.split()[1] for line in first.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
@@ -130,8 +132,10 @@ def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tiny_st
     assert len((ddp / "metrics.jsonl").read_text().splitlines()) == 3
 
     params = {name for name, _ in model_from_checkpoint(a).named_parameters()}
-    for key in params:
+    assert a["averaged_epochs"] == b["averaged_epochs"] == 2
+    for key in params:  # the averaged weights and the optimiser's own
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-5, msg=key)
+        torch.testing.assert_close(a["live_model"][key], b["live_model"][key], rtol=1e-5, atol=1e-5, msg=key)
     for i, state in a["optimizer"]["state"].items():
         for k, value in state.items():
             torch.testing.assert_close(value, b["optimizer"]["state"][i][k], rtol=1e-5, atol=1e-5)

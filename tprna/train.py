@@ -37,8 +37,8 @@ mean (what export, evaluation and ``init_from`` read) and ``live_model`` the opt
 own weights (what ``resume`` continues), with ``averaged_epochs`` the count.  BatchNorm's
 running statistics are averaged with the weights, then recomputed for the averaged weights
 after the last epoch by one pass over that epoch's batches without gradients (the mean
-of their masked batch statistics), since the mean of the epochs' statistics is not the
-statistics of the mean weights.
+of their masked batch statistics; under ``torchrun`` rank 0's batches), since the mean of
+the epochs' statistics is not the statistics of the mean weights.
 
 **Leakage.**  Training refuses entries that are also in a test split of the store (a split
 named ``test…`` or ``TS…``), naming them; leave them out with ``exclude``.
