@@ -342,7 +342,7 @@ def far_table(stage: dict) -> str:
 def swa_table(stage: dict) -> str:
     """The swa stage: the far stage's choice with its model the mean of the low-learning-rate
     epochs' weights."""
-    before = stage.get("before_averaging")
+    last_row, before = "", stage.get("before_averaging")
     if before:
         base = next(recipe for recipe in stage["aligned"] if recipe != before["recipe"])
         same = all(before[part] == stage[part][base] for part in ("aligned", "single"))
@@ -353,7 +353,7 @@ def swa_table(stage: dict) -> str:
             f"weights after each of its last {stage['epochs'] - stage['average_from']} epochs (from epoch "
             f"{stage['average_from'] + 1}, at the lower learning rate; BatchNorm statistics recomputed for the mean), "
             "so that where a seed's last steps happen to leave the weights matters less. By the same rule, long "
-            f"top-L{last_row if before else ''}:")
+            f"top-L{last_row}:")
 
 
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
@@ -376,9 +376,10 @@ def _aligned_single_rows(stage: dict) -> list[str]:
     lines = ["| recipe | " + " | ".join(f"aligned, seed {s}" for s in seeds) + " | aligned, mean | "
              + " | ".join(f"single, seed {s}" for s in seeds) + " | single, mean |",
              "|---|" + "---:|" * (2 * len(seeds) + 2)]
+
     def row(label: str, both: tuple[dict, dict]) -> str:
-        return f"| {label} | " + " | ".join(f"{v:.3f}" for row in both
-                                           for v in [*(row["seeds"][s] for s in seeds), row["mean"]]) + " |"
+        return f"| {label} | " + " | ".join(f"{v:.3f}" for figures in both
+                                           for v in [*(figures["seeds"][s] for s in seeds), figures["mean"]]) + " |"
 
     for recipe in aligned:
         mark = " **(chosen)**" if recipe == stage["chosen_recipe"] else ""

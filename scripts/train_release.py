@@ -50,9 +50,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    sampling on three quarters of them, and with the long-range pairs weighted ``FAR_WEIGHT``
    times in the loss.  The swa stage then does the same with the model the mean of the
    weights after each epoch from the learning-rate step on (the ``swa`` option: stochastic
-   weight averaging, which evens out where each seed's last steps leave the weights).  ``--noise-seeds`` trains the last stage's choice with more seeds, on the
-   same families, and records what they score (:func:`seed_spread`): how far a two-seed mean,
-   which every stage compares, moves with the seeds alone; it chooses nothing.  The chosen
+   weight averaging, which evens out where each seed's last steps leave the weights), and
+   also scores its runs with their own last weights (:func:`score_before_averaging`).
+   ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
+   and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
+   stage compares, moves with the seeds alone; it chooses nothing.  The chosen
    recipe's candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -430,7 +432,6 @@ LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a qu
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
 FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
-# the "swa" recipes: the model is the mean of the weights after each epoch from the learning-rate step on
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
 OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa")
