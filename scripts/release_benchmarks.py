@@ -203,10 +203,9 @@ def feature_set_table(choice: dict) -> list[str]:
 
 
 def stage_tables(choice: dict) -> list[str]:
-    """The stages after the feature set's, in the order they ran; a choice made before a stage
-    existed has no table for it."""
-    return [line for table in (coupling_table, search_table, spot_table, sim_table, bppdrop_table, light_table,
-                               long_table, heavy_table, far_table, swa_table) for line in table(choice)]
+    """The stages after the feature set's, in the order they ran (the coupling stage, then
+    ``OPTION_STAGES``); a choice made before a stage existed has no table for it."""
+    return [line for name in ("coupling",) + OPTION_STAGES for line in _STAGE_TABLES[f"{name}_stage"](choice)]
 
 
 def seed_noise_lines(choice: dict) -> list[str]:
@@ -230,15 +229,20 @@ def seed_noise_lines(choice: dict) -> list[str]:
             + (", ".join(inside) or "none") + "; outside it: " + (", ".join(outside) or "none") + ".", ""]
 
 
+_STAGE_TABLES: dict[str, Callable[[dict], list[str]]] = {}  # record key → its table, for stage_tables
+
+
 def _stage_table(key: str) -> Callable[[Callable[[dict], str]], Callable[[dict], list[str]]]:
     """Turns a function giving a stage's sentence (from its record ``choice[key]``) into one giving
     the stage's table from the whole choice: the sentence, then each recipe's rows with alignments
-    and on the single sequences; empty for a choice made before the stage existed."""
+    and on the single sequences; empty for a choice made before the stage existed.  The table is
+    registered under ``key`` for :func:`stage_tables`."""
     def table_of(sentence: Callable[[dict], str]) -> Callable[[dict], list[str]]:
         @functools.wraps(sentence)
         def table(choice: dict) -> list[str]:
             stage = choice.get(key)
             return [sentence(stage), ""] + _aligned_single_rows(stage) + [""] if stage else []
+        _STAGE_TABLES[key] = table
         return table
     return table_of
 
@@ -322,6 +326,14 @@ def light_table(stage: dict) -> str:
                               "(the sampling rate was chosen on single sequences)")
 
 
+@_stage_table("long_stage")
+def long_table(stage: dict) -> str:
+    """The long stage: the light stage's choice trained on a longer schedule."""
+    return (f"Then a longer schedule: the same recipe trained again, in the same way, for {stage['long_epochs']} "
+            f"epochs instead of {stage['epochs']} (the learning rate still stepping down after 70 % of them). By "
+            "the same rule, long top-L:")
+
+
 @_stage_table("heavy_stage")
 def heavy_table(stage: dict) -> str:
     """The heavy stage: the long stage's choice with depth and homolog sampling on more
@@ -360,14 +372,6 @@ def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
     return (f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "
             "same rule, long top-L:")
-
-
-@_stage_table("long_stage")
-def long_table(stage: dict) -> str:
-    """The long stage: the light stage's choice trained on a longer schedule."""
-    return (f"Then a longer schedule: the same recipe trained again, in the same way, for {stage['long_epochs']} "
-            f"epochs instead of {stage['epochs']} (the learning rate still stepping down after 70 % of them). By "
-            "the same rule, long top-L:")
 
 
 def _aligned_single_rows(stage: dict) -> list[str]:

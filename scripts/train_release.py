@@ -79,7 +79,7 @@ SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage'
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
-``--noise-seeds 2,3`` ~35 min more.
+the swa stage's ~40 min (and ~1 min scoring its runs before averaging); ``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
 
