@@ -321,8 +321,8 @@ def main() -> int:
         "(weight averaging). "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
-        "`cov` and `bpp`; `precision+ss`: the shrunk precision "
-        "matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
+        "`cov` and `bpp`; `+neff`: the alignment's depth, log10(1 + Neff), as one more channel; `precision+ss`: "
+        "the shrunk precision matrix instead of the covariance. Written by `scripts/alignment_report.py`; full tables in "
         "`results/ALIGNMENT.md`. Levers on the shipped recipe that need no new features (more networks, "
         "alignment filters, test-time depth views, windows, a blend with the raw couplings) are measured on "
         "validation families in `results/VALIDATION.md`; what the shipped model leaves of the evidence that "
@@ -330,7 +330,7 @@ def main() -> int:
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light, long, "
-            "heavy, far and swa stages, "
+            "heavy, far, swa and neff stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

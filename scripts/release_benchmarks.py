@@ -41,8 +41,8 @@ from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
-from train_release import (OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows, read_fasta_sequence,  # noqa: E402
-                           seed_spread, spot_rows, two_seed_means)  # (scripts/)
+from train_release import (OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows, is_stage_variant,  # noqa: E402
+                           read_fasta_sequence, seed_spread, spot_rows, two_seed_means)  # (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -220,7 +220,7 @@ def seed_noise_lines(choice: dict) -> list[str]:
     low, high = min(means), max(means)
     variants = {option: row["mean"] for option in OPTION_STAGES for recipe, row in
                 choice.get(f"{option}_stage", {}).get("aligned", {}).items()
-                if recipe.endswith(f"+{option}") and recipe != stage["chosen_recipe"]}
+                if is_stage_variant(recipe, option) and recipe != stage["chosen_recipe"]}
     inside = [f"{option} {mean:.3f}" for option, mean in variants.items() if low <= mean <= high]
     outside = [f"{option} {mean:.3f}" for option, mean in variants.items() if not low <= mean <= high]
     return [f"How far the seeds alone move the two-seed mean these stages compare: the chosen recipe trained {extra} "
@@ -366,6 +366,15 @@ def swa_table(stage: dict) -> str:
             f"{stage['average_from'] + 1}, at the lower learning rate; BatchNorm statistics recomputed for the mean), "
             "so that where a seed's last steps happen to leave the weights matters less. By the same rule, long "
             f"top-L{last_row}:")
+
+
+@_stage_table("neff_stage")
+def neff_table(stage: dict) -> str:
+    """The neff stage: the swa stage's choice with the alignment's depth as one more channel."""
+    return (f"Then the alignment's depth as an input: the same recipe trained again, in the same way, with one more "
+            f"channel, {stage['channel']} on every pair (the coupling maps are standardised to one scale at every "
+            "depth, so without it the network cannot tell a deep alignment's couplings from a few rows' noise). By "
+            "the same rule, long top-L:")
 
 
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:

@@ -51,7 +51,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    times in the loss.  The swa stage then does the same with the model the mean of the
    weights after each epoch from the learning-rate step on (the ``swa`` option: stochastic
    weight averaging, which evens out where each seed's last steps leave the weights), and
-   also scores its runs with their own last weights (:func:`score_before_averaging`).
+   also scores its runs with their own last weights (:func:`score_before_averaging`).  The neff
+   stage then does the same with the network also reading the alignment's depth, one channel of
+   log10(1 + Neff) (the ``neff`` feature set, :func:`stage_variant`): the coupling maps are
+   standardised to one scale at every depth, so without it the network cannot tell a deep
+   alignment's couplings from a few rows' noise.
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  The chosen
@@ -79,7 +83,8 @@ SPOT-RNA-2D chains' searches ~2 min, their features ~9 min once, the spot stage'
 the simulated families' features ~20 min once, their pretraining ~15 min, the sim stage's runs ~45 min;
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
-the swa stage's ~40 min (and ~1 min scoring its runs before averaging); ``--noise-seeds 2,3`` ~35 min more.
+the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
+``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
 
@@ -434,7 +439,7 @@ LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learnin
 FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -551,6 +556,26 @@ def with_option(recipe: str, option: str) -> str:
     """The recipe with one more option (``cov+ss/depth`` + ``search`` → ``cov+ss/depth+search``)."""
     features, _, options = recipe.partition("/")
     return f"{features}/{options}+{option}" if options else f"{features}/{option}"
+
+
+def stage_variant(base: str, stage: str) -> str:
+    """The recipe a stage trains against ``base``: ``base`` with the stage's option, or, for a
+    stage named after a derived channel (``neff``), with that channel added to its feature set
+    (``cov+ss/depth`` → ``cov+ss+neff/depth``: the same stored arrays, one more channel)."""
+    from tprna.features import DERIVED_COMPONENTS
+
+    if stage not in DERIVED_COMPONENTS:
+        return with_option(base, stage)
+    features, _, options = base.partition("/")
+    return f"{features}+{stage}/{options}" if options else f"{features}+{stage}"
+
+
+def is_stage_variant(recipe: str, stage: str) -> bool:
+    """Whether ``recipe`` has what ``stage`` adds (:func:`stage_variant`)."""
+    from tprna.features import DERIVED_COMPONENTS
+
+    features, _, options = recipe.partition("/")
+    return stage in (features if stage in DERIVED_COMPONENTS else options).split("+")
 
 
 def recipe_text(recipe: str, epochs: int) -> str:
@@ -1050,7 +1075,7 @@ def main() -> int:
         and screen; ``exclude`` lists what they leave out), against ``previous``'s runs of that recipe
         by the same rule: {"aligned" / "single": {recipe: figures}, "chosen_recipe": …}."""
         base = previous["chosen_recipe"]
-        variant = with_option(base, option)
+        variant = stage_variant(base, option)
         if manifest is not None:
             build((manifest,), recipe_options(variant)[0])
         scored = held_out_family_runs(key, variant, STAGE_SEEDS, exclude)
@@ -1088,6 +1113,8 @@ def main() -> int:
         "far": (None, coupling_exclude, {"long_weight": FAR_WEIGHT}),
         # the mean of the low-learning-rate epochs' weights: where the last steps leave them varies by seed
         "swa": (None, coupling_exclude, {"average_from": lr_step(args.epochs), "epochs": args.epochs}),
+        # the alignment's depth as a channel: the coupling maps alone do not say how deep it is
+        "neff": (None, coupling_exclude, {"channel": "log10(1 + Neff)"}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1194,7 +1221,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "sampling take a quarter of the alignment examples each instead of half, then whether the runs train "
             f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, then "
             f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, then whether the model is the mean of "
-            "the weights of the low-learning-rate epochs, each by the same rule on the same families, then "
+            "the weights of the low-learning-rate epochs, then whether the network also reads the alignment's depth "
+            "(a log10(1 + Neff) channel), each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

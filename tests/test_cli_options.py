@@ -84,10 +84,11 @@ def test_choices_complete_in_the_shell():
     assert any("--install-completion" in p.opts for p in root.params)
     assert complete("tprna train --features cov+ss+p") == ["cov+ss+profile", "cov+ss+profile+coupling",
                                                                  "cov+ss+profile+dca", "cov+ss+plm",
-                                                                 "cov+ss+profile+plm"]
+                                                                 "cov+ss+profile+plm", "cov+ss+profile+plm+neff"]
     assert complete("tprna train --features cov+ss+") == ["cov+ss+profile", "cov+ss+profile+coupling", "cov+ss+apc",
                                                           "cov+ss+dca", "cov+ss+alifold", "cov+ss+profile+dca",
-                                                          "cov+ss+plm", "cov+ss+profile+plm"]
+                                                          "cov+ss+plm", "cov+ss+profile+plm",
+                                                          "cov+ss+profile+plm+neff"]
     assert complete("tprna infer --device c") == ["cpu", "cuda"]
     assert complete("tprna train --loss t") == ["tploss"]
     assert complete("tprna store build s.zarr --molecule p") == ["protein"]

@@ -580,11 +580,17 @@ def test_light_recipes_sample_fewer_examples():
      ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
       "| `{variant}` | 0.750 | 0.740 | 0.745 | 0.480 | 0.480 | 0.480 |",
       "| `{variant}`, the same runs' own last weights (not averaged) | 0.730 | 0.740 | 0.735 | 0.470 | 0.490 | 0.480 |"]),
-], ids=["light", "long", "heavy", "far", "swa"])
+    ("neff", {"channel": "log10(1 + Neff)"}, "variant", ((0.77, 0.76, 0.765), (0.47, 0.48, 0.475)),
+     "Then the alignment's depth as an input", ["one more channel, log10(1 + Neff) on every pair"],
+     "swa", {"average_from": 9, "epochs": 14},
+     ["| `{variant}` **(chosen)** | 0.770 | 0.760 | 0.765 | 0.470 | 0.480 | 0.475 |",
+      "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
-    recipe, variant = "cov+ss+plm/depth+search", f"cov+ss+plm/depth+search+{option}"
+    recipe = "cov+ss+plm/depth+search"
+    variant = train_release.stage_variant(recipe, option)
     stage = stage_figures({recipe: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)), variant: variant_figures}) | {
         "chosen_recipe": {"recipe": recipe, "variant": variant}[chosen], "scored": ["RF1"]} | fields
     table, previous_table = (getattr(release_benchmarks, f"{name}_table") for name in (option, previous))
@@ -641,12 +647,33 @@ def test_swa_recipes_average_the_weights_from_the_learning_rate_step():
         "epoch with depth sampling")
     with pytest.raises(SystemExit, match="'more' continues the feature set's own run, which 'swa' would not be"):
         train_release.recipe_options("cov+ss/more+swa")
-    assert train_release.OPTION_STAGES[-1] == "swa"
-    assert "then whether the model is the mean of the weights of the low-learning-rate epochs, each by the same " \
-           "rule" in train_release.selection_text(54, 20, 14)
+    assert train_release.OPTION_STAGES.index("swa") == train_release.OPTION_STAGES.index("far") + 1
+    assert "then whether the model is the mean of the weights of the low-learning-rate epochs, then " \
+           in train_release.selection_text(54, 20, 14)
     record = {"swa_stage": {"aligned": {recipe: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 1)}"}
+
+
+def test_the_neff_stage_adds_the_depth_channel_to_the_feature_set():
+    recipe = "cov+ss+profile+plm/depth+homolog+search"
+    variant = train_release.stage_variant(recipe, "neff")
+    assert variant == "cov+ss+profile+plm+neff/depth+homolog+search"
+    assert train_release.stage_variant("cov+ss+profile+plm", "neff") == "cov+ss+profile+plm+neff"
+    assert train_release.stage_variant(recipe, "swa") == recipe + "+swa"
+    # the variant trains like its base, on the feature set with the channel
+    assert train_release.recipe_options(variant) == ("cov+ss+profile+plm+neff",) + train_release.recipe_options(
+        recipe)[1:]
+    assert train_release.recipe_split(variant) == train_release.recipe_split(recipe)
+    assert train_release.is_stage_variant(variant, "neff") and not train_release.is_stage_variant(recipe, "neff")
+    assert train_release.is_stage_variant(recipe + "+swa", "swa") and not train_release.is_stage_variant(variant, "swa")
+    assert train_release.slug(variant, 0) == "mffnet36_cov_ss_profile_plm_neff_depth_homolog_search_seed0"
+    assert train_release.OPTION_STAGES[-1] == "neff"
+    assert "then whether the network also reads the alignment's depth (a log10(1 + Neff) channel), each by the " \
+           "same rule" in train_release.selection_text(54, 20, 14)
+    record = {"neff_stage": {"aligned": {variant: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(variant, 1)}"}
 
 
 def test_the_swa_table_says_when_the_runs_before_averaging_reproduce_the_recipes_own():
@@ -705,12 +732,17 @@ def test_seed_spread_by_hand():
     far["aligned"][recipe + "+far"] = {"mean": 0.745}
     # the chosen recipe is the search stage's variant: it is not listed against its own seeds
     search = {"aligned": {"cov+ss+plm/depth": {"mean": 0.70}, recipe: {"mean": 0.75}}}
+    # a stage that changes the feature set, not the options: its variant is found all the same
+    neff = stage_figures({recipe: ((0.76, 0.74, 0.75), (0.48, 0.46, 0.47)),
+                          "cov+ss+plm+neff/depth+search": ((0.72, 0.72, 0.72), (0.47, 0.47, 0.47))}) | {
+        "chosen_recipe": recipe}
     lines = release_benchmarks.seed_noise_lines({"search_stage": search, "heavy_stage": heavy, "far_stage": far,
-                                                 "seed_noise": noise})
+                                                 "neff_stage": neff, "seed_noise": noise})
     assert lines[0].startswith("How far the seeds alone move the two-seed mean these stages compare: the chosen "
                                "recipe trained 2 more times")
     assert text in lines[0] and lines[1] == ""
-    assert lines[0].endswith("variants with alignments inside that range: far 0.745; outside it: heavy 0.705.")
+    assert lines[0].endswith("variants with alignments inside that range: far 0.745, neff 0.720; outside it: "
+                             "heavy 0.705.")
     assert release_benchmarks.seed_noise_lines({"far_stage": far}) == []
     record = {"seed_noise": noise}
     assert train_release.record_runs(record, Path("r")) == {

@@ -41,7 +41,7 @@ MODEL_NAMES = ("mffnet30", "mffnet36", "mffnet42", "resnet34", "resnet36", "resn
                "resnet42", "mobilenet33", "mobilenet33_96")
 FEATURE_SET_NAMES = ("cov", "cov+ss", "precision", "precision+ss", "cov+ss+profile",
                      "cov+ss+profile+coupling", "cov+ss+apc", "cov+ss+dca", "cov+ss+alifold",
-                     "cov+ss+profile+dca", "cov+ss+plm", "cov+ss+profile+plm")
+                     "cov+ss+profile+dca", "cov+ss+plm", "cov+ss+profile+plm", "cov+ss+profile+plm+neff")
 LOSS_NAMES = ("ce", "wce", "tploss")
 DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
 

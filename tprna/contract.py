@@ -24,7 +24,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tprna.errors import TprnaError
-from tprna.features import PAIR_COMPONENTS, PROFILE_COMPONENTS, FeatureDict, FeatureSpec
+from tprna.features import (DERIVED_COMPONENTS, PAIR_COMPONENTS, PROFILE_COMPONENTS, FeatureDict, FeatureSpec,
+                            depth_channel)
 
 __all__ = [
     "PAPER_PIXEL_BUDGET", "INPUT_FEATURES", "INPUT_MASK", "OUTPUT_CONTACTS", "DYNAMIC_AXES",
@@ -77,17 +78,22 @@ def rounded(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def rounded_features(features: FeatureDict, spec: FeatureSpec) -> dict[str, Any]:
-    """``features`` with each of ``spec``'s components :func:`rounded` to ``spec.dtype``."""
+    """``features`` with each of ``spec``'s stored components :func:`rounded` to ``spec.dtype``."""
     out = dict(features)
-    for name in spec.components:
+    for name in spec.stored_components:
         out[name] = rounded(name, features[name], spec.dtype)
     return out
 
 
 def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
-    """Stack an entry's components into the network's (C, L, L) float32 input."""
+    """Stack an entry's components into the network's (C, L, L) float32 input; a derived
+    component (``neff``) is computed here from the entry's Neff."""
     channels = []
+    length = len(features[spec.stored_components[0]])
     for name in spec.components:
+        if name in DERIVED_COMPONENTS:
+            channels.append(np.full((1, length, length), depth_channel(features["neff"]), np.float32))
+            continue
         arr = np.asarray(features[name], dtype=np.float32)
         if name in PAIR_COMPONENTS:  # (L, L, q, q) → q² channels, channel = a·q + b
             length = arr.shape[0]

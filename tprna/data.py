@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -42,8 +43,8 @@ from tprna.alphabet import get_alphabet
 from tprna.contract import (PAPER_PIXEL_BUDGET, length_batches, model_input, pad_batch, rounded,
                             rounded_features)
 from tprna.errors import TprnaError
-from tprna.features import (FeatureSpec, column_profile, coupling_map, covariance, make_features, neff,
-                            plm_map, precision, sequence_weights)
+from tprna.features import (FEATURE_SETS, FeatureSpec, column_profile, coupling_map, covariance, make_features,
+                            neff, plm_map, precision, sequence_weights)
 from tprna.msa import MSA
 from tprna.redundancy import close_to_any
 from tprna.store import open_store
@@ -53,8 +54,8 @@ __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET"
            "homolog_rows", "homolog_example"]
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
-# components recomputed from a row subset; "bpp" is the query's alone and stays as stored
-_RESAMPLED = {"cov", "precision", "profile", "apc", "dca", "plm"}
+# components recomputed from a row subset (neff: the subset's); "bpp" is the query's alone and stays as stored
+_RESAMPLED = {"cov", "precision", "profile", "apc", "dca", "plm", "neff"}
 # A homolog stands in for the query only when its labels carry over: it covers most query
 # columns (few deletions to misplace) and is not a near copy (which would add nothing).
 HOMOLOG_MIN_COVERAGE = 0.9
@@ -211,7 +212,7 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     if "profile" in parts:
         out["profile"] = column_profile(part, weights)[window if glob else slice(None)]
     for name in list(out):
-        if name in spec.components:
+        if name in spec.stored_components:
             out[name] = rounded(name, out[name], spec.dtype)
     if "bpp" in parts:
         out["bpp"] = np.asarray(stored["bpp"])[window, window]
@@ -284,6 +285,10 @@ def _resolve_spec(store, spec: FeatureSpec | str | None, path: str) -> FeatureSp
     key = store.resolve_spec(spec)
     if key not in store.specs:
         raise TprnaError(f"the store has no features for spec {key}", path)
+    if isinstance(spec, FeatureSpec):  # its own feature set: one with derived channels shares the key
+        return spec
+    if isinstance(spec, str) and spec in FEATURE_SETS:
+        return replace(store.specs[key], feature_set=spec)
     return store.specs[key]
 
 

@@ -21,7 +21,7 @@ import torch
 from tprna.contract import length_batches
 from tprna.data import StoreDataset, collate
 from tprna.errors import TprnaError
-from tprna.features import apc_frobenius, base_pair_probabilities, precision
+from tprna.features import FeatureSpec, apc_frobenius, base_pair_probabilities, precision
 from tprna.metrics import NEFF_SUBSETS, contact_precisions, summarize
 from tprna.models import ContactProbability
 from tprna.report import markdown_table, plot_contact_map, plot_precision_vs_neff, write_csv
@@ -127,11 +127,13 @@ def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, d
     when an entry was among its training entries, see the module doc)."""
     ckpt = load_checkpoint(checkpoint)
     check_training_overlap(ckpt, evaluation.labels, checkpoint, allow_train_overlap, warn, evaluation.store_path)
-    dataset = StoreDataset(evaluation.store_path, evaluation.spec_key, ids=list(evaluation.labels))
-    if ckpt["feature_spec"] != dataset.spec.to_dict():
-        raise TprnaError(f"model was trained on feature spec {ckpt['feature_spec'].get('feature_set')} "
-                         f"({ckpt['feature_spec']}) but the store entries have "
-                         f"{dataset.spec.to_dict()}; rebuild the store with the model's spec", checkpoint)
+    spec = FeatureSpec.from_dict(ckpt["feature_spec"])
+    if spec.key != evaluation.spec_key:  # the same stored arrays: a set with derived channels reads its stored set's
+        with open_store(evaluation.store_path) as store:
+            stored = store.specs[evaluation.spec_key].to_dict()
+        raise TprnaError(f"model was trained on feature spec {spec.feature_set} ({ckpt['feature_spec']}) but the "
+                         f"store entries have {stored}; rebuild the store with the model's spec", checkpoint)
+    dataset = StoreDataset(evaluation.store_path, spec, ids=list(evaluation.labels))
     dev = resolve_device(device)
     net = ContactProbability(model_from_checkpoint(ckpt, checkpoint)).to(dev).eval()
     out = {}

@@ -38,7 +38,8 @@ from tprna.metrics import apc
 from tprna.msa import MSA
 
 __all__ = [
-    "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "FeatureSpec", "FeatureDict",
+    "FEATURE_CODE_VERSION", "FEATURE_SETS", "PAIR_COMPONENTS", "PROFILE_COMPONENTS", "DERIVED_COMPONENTS",
+    "FeatureSpec", "FeatureDict", "stored_feature_set", "depth_channel",
     "sequence_weights", "neff", "single_frequencies", "covariance", "precision",
     "base_pair_probabilities", "consensus_base_pair_probabilities", "apc_frobenius",
     "coupling_map", "plm_map", "column_profile", "make_features", "default_feature_set",
@@ -70,7 +71,16 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     # pseudo-likelihood couplings (plmDCA, :mod:`tprna.plmdca`) in place of the mean-field ones
     "cov+ss+plm": ("cov", "bpp", "plm"),
     "cov+ss+profile+plm": ("cov", "bpp", "profile", "plm"),
+    # ... and the alignment's depth as a channel: the coupling maps are standardised to one
+    # scale at every depth, so without it the network cannot tell a deep alignment's
+    # couplings from a handful of rows' noise
+    "cov+ss+profile+plm+neff": ("cov", "bpp", "profile", "plm", "neff"),
 }
+
+# Components the network reads but the store does not hold: each is a function of what an
+# entry stores.  "neff" is log10(1 + Neff) on every pair of one channel (Neff per √L, as the
+# paper and the evaluation's depth subsets measure it: about 0.05 for a single sequence).
+DERIVED_COMPONENTS = ("neff",)
 
 PAIR_COMPONENTS = ("cov", "precision")  # (L, L, q, q) → q² channels, channel = a·q + b
 PROFILE_COMPONENTS = ("profile",)  # (L, q) → q² channels f_i(a)·f_j(b)
@@ -110,6 +120,10 @@ class FeatureSpec:
         return FEATURE_SETS[self.feature_set]
 
     @property
+    def stored_components(self) -> tuple[str, ...]:
+        return tuple(c for c in self.components if c not in DERIVED_COMPONENTS)
+
+    @property
     def q(self) -> int:
         return 5 if self.molecule == "rna" else 21
 
@@ -126,8 +140,26 @@ class FeatureSpec:
 
     @cached_property  # every store read names its spec: hash the fields once
     def key(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """The stored numbers' name: a feature set with derived components shares its key
+        with the set of its stored ones, whose arrays it reads."""
+        fields = {**self.to_dict(), "feature_set": stored_feature_set(self.feature_set)}
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def stored_feature_set(name: str) -> str:
+    """The feature set of the components ``name`` stores (``name`` itself without derived
+    components)."""
+    stored = tuple(c for c in FEATURE_SETS[name] if c not in DERIVED_COMPONENTS)
+    if stored == FEATURE_SETS[name]:
+        return name
+    return next(other for other, parts in FEATURE_SETS.items() if parts == stored)
+
+
+def depth_channel(neff_value: float) -> np.float32:
+    """The ``neff`` component's value: log10(1 + Neff), near 0 for a single sequence, 1 at
+    Neff 9 (the evaluation's deep subset starts at 10)."""
+    return np.float32(np.log10(1.0 + float(neff_value)))
 
 
 def default_feature_set(molecule: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from tprna.errors import TprnaError
-from tprna.features import FeatureSpec
+from tprna.features import FEATURE_SETS, FeatureSpec, stored_feature_set
 from tprna.store import index as entry_index
 from tprna.store.base import StoreReader
 from tprna.store.formats import open_reader, open_writer, store_lock
@@ -216,7 +216,8 @@ class FeatureStore:
             raise TprnaError("the store holds no features yet; run 'tprna store build'", self.path)
         if spec in specs:
             return spec
-        named = [k for k, s in specs.items() if s.feature_set == spec]
+        stored = stored_feature_set(spec) if spec in FEATURE_SETS else spec  # derived channels read the same arrays
+        named = [k for k, s in specs.items() if stored_feature_set(s.feature_set) == stored]
         if entry_id is not None and len(named) > 1:
             held = set(self.entry_specs(entry_id))
             named = [k for k in named if k in held] or named

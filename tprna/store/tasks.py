@@ -127,7 +127,7 @@ def _features_group(msa: MSA, spec: FeatureSpec, limits: FeatureLimits | None) -
         feats = make_features(msa, spec)
     arrays: dict[str, np.ndarray] = {"weights": np.asarray(feats["weights"], dtype=np.float32)}
     packing = {}
-    for name in spec.components:
+    for name in spec.stored_components:
         try:
             # the contract rounds (the model's input); packing only stores those values
             arrays[name] = pack_component(name, rounded(name, feats[name], spec.dtype), spec.dtype)
@@ -138,7 +138,7 @@ def _features_group(msa: MSA, spec: FeatureSpec, limits: FeatureLimits | None) -
                          else "upper triangle i<=j of (L, L) as (L(L+1)/2,)")
     neff = float(feats["neff"])
     attrs = finalize({"spec": spec.to_dict(), "spec_key": spec.key, "neff": neff,
-                      "components": list(spec.components), "dtype": spec.dtype,
+                      "components": list(spec.stored_components), "dtype": spec.dtype,
                       "packing": packing}, arrays)
     return GroupPayload(attrs, arrays), neff
 
