@@ -128,7 +128,7 @@ def predict_with_checkpoint(checkpoint: str | Path, evaluation: EvaluationSet, d
     ckpt = load_checkpoint(checkpoint)
     check_training_overlap(ckpt, evaluation.labels, checkpoint, allow_train_overlap, warn, evaluation.store_path)
     spec = FeatureSpec.from_dict(ckpt["feature_spec"])
-    if spec.key != evaluation.spec_key:  # the same stored arrays: a set with derived channels reads its stored set's
+    if spec.key != evaluation.spec_key:  # by key: a set with derived channels reads its stored set's arrays
         with open_store(evaluation.store_path) as store:
             stored = store.specs[evaluation.spec_key].to_dict()
         raise TprnaError(f"model was trained on feature spec {spec.feature_set} ({ckpt['feature_spec']}) but the "
