@@ -12,7 +12,8 @@ Prints, as ratios (machines here are noisy, so only ratios mean anything):
      times on this machine (16.4 s and 1.4 s) come from the issue: its source cannot be
      fetched here, so it cannot run beside us (target: under a tenth of its time);
   4. the cost of every channel beyond the covariance (bpp, profile, precision, apc, dca,
-     plm, RNAalifold) on three RNA families, as a multiple of weights + covariance.
+     plm, RNAalifold, and the neff channel built from the Neff the weights give) on three RNA
+     families, as a multiple of weights + covariance.
 Exits non-zero when a target is missed.
 
     python scripts/bench_features.py [--data ../shared/data] [--repeats 3]
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tprna.features import (base_pair_probabilities, column_profile, consensus_base_pair_probabilities,
-                            coupling_map, covariance, neff, plm_map, precision, sequence_weights)
+                            coupling_map, covariance, depth_channel, neff, plm_map, precision, sequence_weights)
 from tprna.msa import MSA, read_msa
 from tprna.testing import reference_covariance, reference_weights
 
@@ -126,7 +127,8 @@ def main() -> int:
                  "apc": lambda: coupling_map(cov),
                  "dca": lambda: coupling_map(precision(cov, 0.1)),
                  "plm": lambda: plm_map(msa, w),
-                 "alifold": lambda: consensus_base_pair_probabilities(msa)}
+                 "alifold": lambda: consensus_base_pair_probabilities(msa),
+                 "neff": lambda: np.full((msa.length, msa.length), depth_channel(neff(msa, w)), np.float32)}
         costs = "  ".join(f"{k} {best_time(f, args.repeats) / base:5.2f}x" for k, f in extra.items())
         print(f"   {name:18s} weights+cov {base * 1e3:7.1f} ms; each channel as a multiple of that: {costs}")
     print("\nall targets met" if ok else "\nSOME TARGETS MISSED")
