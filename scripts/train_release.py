@@ -574,8 +574,9 @@ def is_stage_variant(recipe: str, stage: str) -> bool:
     """Whether ``recipe`` has what ``stage`` adds (:func:`stage_variant`)."""
     from tprna.features import DERIVED_COMPONENTS
 
-    features, _, options = recipe.partition("/")
-    return stage in (features if stage in DERIVED_COMPONENTS else options).split("+")
+    if stage not in DERIVED_COMPONENTS:
+        return has_option(recipe, stage)
+    return stage in recipe.partition("/")[0].split("+")
 
 
 def recipe_text(recipe: str, epochs: int) -> str:

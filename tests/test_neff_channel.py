@@ -62,7 +62,8 @@ def test_the_channel_is_log10_of_one_plus_the_entrys_neff_on_every_pair(plm_stor
 def test_cut_and_homolog_examples_carry_their_own_depth(plm_store):
     dataset = StoreDataset(plm_store, WITH_NEFF)
     index = max(range(len(dataset)), key=lambda i: dataset.depths[i])
-    codes = open_store(plm_store).read_msa(dataset.ids[index])
+    with open_store(plm_store) as store:
+        codes = store.read_msa(dataset.ids[index])
     whole, cut, alone = (dataset[(index, 0, 20, depth, 3)]["features"][-1].numpy() for depth in (0, 8, 1))
     assert whole.shape == (20, 20) and np.ptp(whole) == np.ptp(cut) == np.ptp(alone) == 0
     # the query alone: one row of weight 1 over √L, whatever its letters

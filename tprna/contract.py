@@ -89,18 +89,17 @@ def model_input(features: FeatureDict, spec: FeatureSpec) -> np.ndarray:
     """Stack an entry's components into the network's (C, L, L) float32 input; a derived
     component (``neff``) is computed here from the entry's Neff."""
     channels = []
-    length = len(features[spec.stored_components[0]])
+    length = len(features[spec.stored_components[0]])  # every stored component starts with L
     for name in spec.components:
         if name in DERIVED_COMPONENTS:
             channels.append(np.full((1, length, length), depth_channel(features["neff"]), np.float32))
             continue
         arr = np.asarray(features[name], dtype=np.float32)
         if name in PAIR_COMPONENTS:  # (L, L, q, q) → q² channels, channel = a·q + b
-            length = arr.shape[0]
             channels.append(arr.reshape(length, length, -1).transpose(2, 0, 1))
         elif name in PROFILE_COMPONENTS:  # (L, q) → q² channels f_i(a)·f_j(b), same layout
             outer = arr.T[:, None, :, None] * arr.T[None, :, None, :]  # (q, q, L, L)
-            channels.append(outer.reshape(-1, arr.shape[0], arr.shape[0]))
+            channels.append(outer.reshape(-1, length, length))
         else:
             channels.append(arr[None])
     return np.ascontiguousarray(np.concatenate(channels, axis=0))
