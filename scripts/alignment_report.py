@@ -318,7 +318,9 @@ def main() -> int:
         "examples each instead of half, `/heavy` on three quarters; `/long`, 21 epochs instead of 14 (the "
         "learning rate stepping down after 14); `/far`, each long-range pair (|i − j| ≥ 24) weighted 3 times in "
         "the loss; `/swa`, the model the mean of the weights after each epoch from the learning-rate step on "
-        "(weight averaging). "
+        "(weight averaging); `/hquery`, half the examples still on an alignment trained each epoch with one of "
+        "the family's homologs standing in for the query (its own bpp beside the alignment's couplings on the "
+        "columns it covers). "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `+neff`: the alignment's depth, log10(1 + Neff), as one more channel; "
@@ -331,7 +333,7 @@ def main() -> int:
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light, long, "
-            "heavy, far, swa and neff stages, "
+            "heavy, far, swa, neff and hquery stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

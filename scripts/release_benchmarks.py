@@ -377,6 +377,16 @@ def neff_table(stage: dict) -> str:
             "the same rule, long top-L:")
 
 
+@_stage_table("hquery_stage")
+def hquery_table(stage: dict) -> str:
+    """The hquery stage: the neff stage's choice with homologs standing in for the query."""
+    return (f"Then homologs as queries: the same recipe trained again, in the same way, with {stage['fraction']:.0%} "
+            "of the examples still on an alignment trained each epoch with one of the family's homologs standing in "
+            "for the query (its own base-pair probabilities beside the alignment's couplings on the columns it "
+            "covers), so that a family's couplings train beside many foldings instead of the query's one. By the "
+            "same rule, long top-L:")
+
+
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
     return (f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "

@@ -55,7 +55,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    stage then does the same with the network also reading the alignment's depth, one channel of
    log10(1 + Neff) (the ``neff`` feature set, :func:`stage_variant`): the coupling maps are
    standardised to one scale at every depth, so without it the network cannot tell a deep
-   alignment's couplings from a few rows' noise.
+   alignment's couplings from a few rows' noise.  The hquery stage then does the same with half
+   the examples still on an alignment trained each epoch with one of the family's homologs
+   standing in for the query (the ``hquery`` option: its own base-pair probabilities beside the
+   alignment's couplings on the columns it covers), so that a family's couplings train beside
+   many foldings instead of the query's one.
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  The chosen
@@ -84,6 +88,7 @@ the simulated families' features ~20 min once, their pretraining ~15 min, the si
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
+the hquery stage's ~40 min;
 ``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
@@ -433,13 +438,14 @@ def stage_exclusions(sources: dict[str, list[str]], families: list[str], chains:
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
+HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
 FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -465,13 +471,15 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     instead), ``long`` (``LONG_EPOCHS`` times the epochs: :func:`recipe_epochs`), ``far``
     (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks),
     ``swa`` (the model is the mean of the weights after each low-learning-rate epoch: its flag
-    depends on the schedule, :func:`schedule_options`)."""
+    depends on the schedule, :func:`schedule_options`), ``hquery`` (``HOMOLOG_QUERY`` of the
+    examples on an alignment trained with a homolog as the query each epoch)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
     flags = {"depth": ["--depth-sampling", rates[0] if rates else DEPTH_SAMPLING],
              "homolog": ["--homolog-sampling", rates[0] if rates else HOMOLOG_SAMPLING],
              "bppdrop": ["--bpp-dropout", BPP_DROPOUT],
+             "hquery": ["--homolog-query", HOMOLOG_QUERY],
              "far": ["--long-weight", FAR_WEIGHT]}
     unknown = [t for t in tokens if t not in flags
                and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa")]
@@ -594,6 +602,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
                                    "homologs alone)",
              "--bpp-dropout": "thermodynamics dropout ({:g} of the examples still on an alignment trained without "
                               "their base-pair probabilities)",
+             "--homolog-query": "homolog queries ({:g} of the examples still on an alignment trained with one of "
+                                "the family's homologs as the query: its own base-pair probabilities beside the "
+                                "alignment's couplings)",
              "--long-weight": "long-range pairs (|i − j| ≥ 24) weighted {:g} times in the loss"}
     used = [words[flag].format(value) for flag, value in zip(options[::2], options[1::2])]
     if used:
@@ -944,7 +955,7 @@ def main() -> int:
 
     def train(out: Path, recipe: str, epochs: int, seed: int, extra: tuple = (), screen: Path = held_out) -> None:
         features, options, _ = recipe_options(recipe)
-        if "--homolog-sampling" in options:
+        if {"--homolog-sampling", "--homolog-query"} & set(options):
             options = options + ["--homolog-exclude", screen]
         init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
@@ -1116,6 +1127,8 @@ def main() -> int:
         "swa": (None, coupling_exclude, {"average_from": lr_step(args.epochs), "epochs": args.epochs}),
         # the alignment's depth as a channel: the coupling maps alone do not say how deep it is
         "neff": (None, coupling_exclude, {"channel": "log10(1 + Neff)"}),
+        # homologs as queries of the alignment: its couplings then come beside many foldings, not one
+        "hquery": (None, coupling_exclude, {"fraction": HOMOLOG_QUERY}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1223,7 +1236,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"{LONG_EPOCHS:g} times the epochs, then whether depth and homolog sampling take three quarters, then "
             f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, then whether the model is the mean of "
             "the weights of the low-learning-rate epochs, then whether the network also reads the alignment's depth "
-            "(a log10(1 + Neff) channel), each by the same rule on the same families, then "
+            "(a log10(1 + Neff) channel), then whether half the examples on an alignment train with a homolog as "
+            "the query, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -585,7 +585,12 @@ def test_light_recipes_sample_fewer_examples():
      "swa", {"average_from": 9, "epochs": 14},
      ["| `{variant}` **(chosen)** | 0.770 | 0.760 | 0.765 | 0.470 | 0.480 | 0.475 |",
       "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
-], ids=["light", "long", "heavy", "far", "swa", "neff"])
+    ("hquery", {"fraction": 0.5}, "recipe", ((0.74, 0.75, 0.745), (0.46, 0.47, 0.465)),
+     "Then homologs as queries", ["with 50% of the examples still on an alignment", "standing in for the query"],
+     "neff", {"channel": "log10(1 + Neff)"},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.740 | 0.750 | 0.745 | 0.460 | 0.470 | 0.465 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -668,12 +673,30 @@ def test_the_neff_stage_adds_the_depth_channel_to_the_feature_set():
     assert train_release.is_stage_variant(variant, "neff") and not train_release.is_stage_variant(recipe, "neff")
     assert train_release.is_stage_variant(recipe + "+swa", "swa") and not train_release.is_stage_variant(variant, "swa")
     assert train_release.slug(variant, 0) == "mffnet36_cov_ss_profile_plm_neff_depth_homolog_search_seed0"
-    assert train_release.OPTION_STAGES[-1] == "neff"
-    assert "then whether the network also reads the alignment's depth (a log10(1 + Neff) channel), each by the " \
-           "same rule" in train_release.selection_text(54, 20, 14)
+    assert train_release.OPTION_STAGES.index("neff") == train_release.OPTION_STAGES.index("swa") + 1
+    assert "then whether the network also reads the alignment's depth (a log10(1 + Neff) channel), then " \
+           in train_release.selection_text(54, 20, 14)
     record = {"neff_stage": {"aligned": {variant: {"seeds": {"1": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(variant, 1)}"}
+
+
+def test_hquery_recipes_train_homologs_as_queries_screened_like_homologs_alone():
+    recipe = "cov+ss+profile+plm/depth+homolog+search+hquery"
+    assert train_release.recipe_options(recipe) == ("cov+ss+profile+plm", [
+        "--depth-sampling", 0.5, "--homolog-sampling", 0.5, "--homolog-query", train_release.HOMOLOG_QUERY], False)
+    assert train_release.stage_variant("cov+ss+profile+plm/depth+homolog+search", "hquery") == recipe
+    assert train_release.recipe_text(recipe, 14).startswith(
+        "14 epochs (lr 0.01, ×0.1 from epoch 10), every epoch with depth sampling (0.5 of the alignment examples "
+        "cut to a random depth) and homolog sampling (0.5 of the alignment examples trained as one of their homologs "
+        "alone) and homolog queries (0.5 of the examples still on an alignment trained with one of the family's "
+        "homologs as the query")
+    assert train_release.OPTION_STAGES[-1] == "hquery"
+    assert "then whether half the examples on an alignment train with a homolog as the query, each by the same " \
+           "rule" in train_release.selection_text(54, 20, 14)
+    record = {"hquery_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
 
 
 def test_the_swa_table_says_when_the_runs_before_averaging_reproduce_the_recipes_own():

@@ -385,8 +385,9 @@ def train_cmd(
     depth_sampling: float = typer.Option(0.0, "--depth-sampling", help="Fraction of alignment examples trained each epoch on a random subset of their rows (the query alone a third of the time): teaches when to trust covariance."),
     homolog_sampling: float = typer.Option(0.0, "--homolog-sampling", help="Fraction of alignment examples trained each epoch as one of their homologs alone, with its own base-pair probabilities and the query's labels: more single-sequence examples per structure."),
     bpp_dropout: float = typer.Option(0.0, "--bpp-dropout", help="Fraction of the examples still on an alignment of ≥ 2 rows trained each epoch without the base-pair-probability channel: the network learns to read covariance on its own."),
+    homolog_query: float = typer.Option(0.0, "--homolog-query", help="Fraction of the examples still on an alignment of ≥ 2 rows trained each epoch with one of their homologs as the query: its own base-pair probabilities beside the alignment's couplings on the columns it covers."),
     average_from: Optional[int] = typer.Option(None, "--average-from", help="The model is the mean of the weights after each epoch from this one (0-based, like --lr-milestones) to the last: weight averaging over the low-learning-rate epochs."),
-    homolog_exclude: Optional[Path] = typer.Option(None, "--homolog-exclude", help="FASTA of the chains you validate or benchmark on: homologs ≥ 70 % identical to one of them are never trained alone."),
+    homolog_exclude: Optional[Path] = typer.Option(None, "--homolog-exclude", help="FASTA of the chains you validate or benchmark on: homologs ≥ 70 % identical to one of them are never trained (alone or as a query)."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
@@ -409,6 +410,7 @@ def train_cmd(
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=batch_pixels, max_length=max_length, crop=crop or None, seed=seed,
             depth_sampling=depth_sampling, homolog_sampling=homolog_sampling, bpp_dropout=bpp_dropout,
+            homolog_query=homolog_query,
             average_from=average_from, homolog_exclude=str(homolog_exclude) if homolog_exclude else None, device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))

@@ -26,6 +26,15 @@ rows too close to the chains a model is validated or benchmarked on.
 own: each epoch, that fraction of the examples still trained on an alignment of ≥ 2 rows
 (after depth and homolog sampling) has its base-pair-probability channel zeroed, so the
 contacts must come from covariance and couplings — the single-sequence examples keep it.
+
+**Homolog queries** (``homolog_query`` > 0) make the couplings, not the query's folding, what
+stays constant for a structure: each epoch, that fraction of the examples still on an
+alignment of ≥ 2 rows (after depth and homolog sampling; thermodynamics dropout then passes
+them over) is trained with one of the family's homologs standing in for the query — its
+own base-pair probabilities, the alignment's covariance, profile and couplings (whole or
+depth-cut) on the query columns it covers, the query's labels there.  A family's
+alignment then trains with many foldings of the same couplings, where before its
+covariance always came beside the one query's folding.
 """
 from __future__ import annotations
 
@@ -43,15 +52,15 @@ from tprna.alphabet import get_alphabet
 from tprna.contract import (PAPER_PIXEL_BUDGET, length_batches, model_input, pad_batch, rounded,
                             rounded_features)
 from tprna.errors import TprnaError
-from tprna.features import (FEATURE_SETS, FeatureSpec, column_profile, coupling_map, covariance, make_features,
-                            neff, plm_map, precision, sequence_weights)
+from tprna.features import (FEATURE_SETS, FeatureSpec, base_pair_probabilities, column_profile, coupling_map,
+                            covariance, make_features, neff, plm_map, precision, sequence_weights)
 from tprna.msa import MSA
 from tprna.redundancy import close_to_any
 from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
            "subsampled_features", "query_and_random_rows", "draw_depth", "DEPTH_SAMPLING_MAX",
-           "homolog_rows", "homolog_example"]
+           "homolog_rows", "homolog_example", "homolog_columns", "homolog_bpp", "HOMOLOG_ALONE", "HOMOLOG_QUERY"]
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
 # components recomputed from a row subset (neff: the subset's); "bpp" is the query's alone and stays as stored
@@ -60,6 +69,8 @@ _RESAMPLED = {"cov", "precision", "profile", "apc", "dca", "plm", "neff"}
 # columns (few deletions to misplace) and is not a near copy (which would add nothing).
 HOMOLOG_MIN_COVERAGE = 0.9
 HOMOLOG_MAX_IDENTITY = 0.9
+# the ``homolog`` field of a sampler key: a homolog trained alone, or as the query of its family's alignment
+HOMOLOG_ALONE, HOMOLOG_QUERY = 1, 2
 
 
 class StoreDataset(Dataset):
@@ -132,10 +143,12 @@ class StoreDataset(Dataset):
     def __getitem__(self, key: int | tuple) -> dict:
         """``key`` is an index, or (index, start, size[, depth, row_seed[, homolog[, no_bpp]]])
         for the window ``[start, start + size)`` of the RNA (a training crop, drawn by the
-        sampler), on ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows), or,
-        when ``homolog`` is set, as a homolog alone drawn with ``row_seed``
-        (:func:`homolog_example`; the query's own example when it has none); ``no_bpp`` zeroes
-        the base-pair-probability channel (thermodynamics dropout)."""
+        sampler), on ``depth`` rows of its alignment drawn with ``row_seed`` (0: all rows);
+        ``homolog`` is :data:`HOMOLOG_ALONE` for a homolog alone drawn with ``row_seed``
+        (:func:`homolog_example`) or :data:`HOMOLOG_QUERY` for a homolog as the query of the
+        alignment (:func:`homolog_columns`, :func:`homolog_bpp`), either the query's own
+        example when no homolog qualifies; ``no_bpp`` zeroes the base-pair-probability channel
+        (thermodynamics dropout)."""
         index, start, size, depth, row_seed, homolog, no_bpp = (tuple(key) + (0,) * 4)[:7] \
             if isinstance(key, tuple) else (key, 0, self.lengths[key], 0, 0, 0, 0)
         if self._store is None:
@@ -146,22 +159,32 @@ class StoreDataset(Dataset):
         contacts, observed = labels if labels is not None else (
             np.zeros((length, length), np.uint8), np.zeros((length, length), bool))
         window = slice(start, start + size)
-        example = homolog_example(self._store.read_msa(entry_id), self.spec, row_seed, window,
-                                  self.homologs.get(entry_id)) if homolog else None
+        codes = self._store.read_msa(entry_id) if depth or homolog else None
+        example = homolog_example(codes, self.spec, row_seed, window, self.homologs.get(entry_id)) \
+            if homolog == HOMOLOG_ALONE else None
         if example is not None:  # the homolog's own features: the stored ones are not read
             x, columns, entry_neff = example
             cut = np.ix_(columns + start, columns + start)  # window-relative → the entry's own
         else:
             features = self._store.read_features(entry_id, self.spec.key)
+            # a stream of its own: a depth cut drawn with the same row_seed stays independent of it
+            stand_in = homolog_columns(codes, self.spec, np.random.default_rng([row_seed, HOMOLOG_QUERY]), window,
+                                       self.homologs.get(entry_id)) if homolog == HOMOLOG_QUERY else None
+            if stand_in is not None:
+                row, present, _ = stand_in
+                features = {**features, "bpp": homolog_bpp(codes, row, present, self.spec)}
             if no_bpp and "bpp" in features:
                 features = {**features, "bpp": np.zeros_like(features["bpp"])}
             if depth:
-                features = subsampled_features(self._store.read_msa(entry_id), features, self.spec, depth,
-                                               row_seed, window)
+                features = subsampled_features(codes, features, self.spec, depth, row_seed, window)
                 x = model_input(features, self.spec)
             else:
                 x = model_input(features, self.spec)[:, window, window]
             cut, entry_neff = (window, window), float(features["neff"])
+            if stand_in is not None:
+                columns = stand_in[2]
+                x = np.ascontiguousarray(x[:, columns][:, :, columns])
+                cut = np.ix_(columns + start, columns + start)
         return {"id": entry_id, "features": torch.from_numpy(np.ascontiguousarray(x)),
                 "contacts": torch.from_numpy(np.asarray(contacts[cut], dtype=np.float32)),
                 "observed": torch.from_numpy(np.asarray(observed[cut], dtype=bool)),
@@ -232,26 +255,49 @@ def homolog_rows(codes: np.ndarray, gap: int) -> np.ndarray:
     return np.flatnonzero(eligible)
 
 
-def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int, window: slice,
-                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """One homolog of an alignment, drawn with ``row_seed`` among ``rows`` (default: all
-    :func:`homolog_rows`), as a single-sequence example: (its model input on the ``window``
-    columns it covers, those columns as indices into the window, its Neff); ``None`` when no
-    row qualifies.  Its features are computed on its whole gap-free sequence (as a user's
-    single sequence would be) and rounded as stored ones are."""
-    alphabet = get_alphabet(spec.molecule)
-    rows = homolog_rows(codes, alphabet.gap) if rows is None else rows
+def homolog_columns(codes: np.ndarray, spec: FeatureSpec, rng: np.random.Generator, window: slice,
+                    rows: np.ndarray | None = None) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """One homolog of an alignment, drawn with ``rng`` among ``rows`` (default: all
+    :func:`homolog_rows`), and where its labels carry over: (its row, the query columns it
+    covers, those of them inside ``window`` as indices into the window); ``None`` when no row
+    qualifies or it covers nothing of the window."""
+    gap = get_alphabet(spec.molecule).gap
+    rows = homolog_rows(codes, gap) if rows is None else rows
     if not len(rows):
         return None
-    row = int(rows[np.random.default_rng(row_seed).integers(len(rows))])
-    present = np.flatnonzero((codes[row] != alphabet.gap) & (codes[0] != alphabet.gap))
-    inside = np.flatnonzero((present >= window.start) & (present < window.stop))
-    if not len(inside):
+    row = int(rows[rng.integers(len(rows))])
+    present = np.flatnonzero((codes[row] != gap) & (codes[0] != gap))
+    inside = present[(present >= window.start) & (present < window.stop)] - window.start
+    return (row, present, inside) if len(inside) else None
+
+
+def homolog_bpp(codes: np.ndarray, row: int, present: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """The base-pair probabilities of homolog ``row`` folded on its letters in the query
+    columns ``present``, placed on those columns of an (L, L) map (zero elsewhere) and rounded
+    as the stored channel is: the ``bpp`` channel of the homolog standing in for the query."""
+    alphabet = get_alphabet(spec.molecule)
+    out = np.zeros((codes.shape[1],) * 2, np.float32)
+    out[np.ix_(present, present)] = base_pair_probabilities(alphabet.decode(codes[row, present]))
+    return rounded("bpp", out, spec.dtype)
+
+
+def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int, window: slice,
+                    rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """One homolog of an alignment, drawn with ``row_seed`` (:func:`homolog_columns`), as a
+    single-sequence example: (its model input on the ``window`` columns it covers, those
+    columns as indices into the window, its Neff); ``None`` when no row qualifies.  Its
+    features are computed on its whole gap-free sequence (as a user's single sequence would
+    be) and rounded as stored ones are."""
+    drawn = homolog_columns(codes, spec, np.random.default_rng(row_seed), window, rows)
+    if drawn is None:
         return None
-    alone = MSA(ids=("homolog",), codes=np.ascontiguousarray(codes[row, present][None]), alphabet=alphabet)
+    row, present, columns = drawn
+    alone = MSA(ids=("homolog",), codes=np.ascontiguousarray(codes[row, present][None]),
+                alphabet=get_alphabet(spec.molecule))
     features = rounded_features(make_features(alone, spec), spec)
+    inside = np.searchsorted(present, columns + window.start)  # the covered window columns, in its own positions
     x = model_input(features, spec)[:, inside][:, :, inside]
-    return np.ascontiguousarray(x), present[inside] - window.start, float(features["neff"])
+    return np.ascontiguousarray(x), columns, float(features["neff"])
 
 
 def draw_depth(rng: random.Random, depth: int, fraction: float) -> int:
@@ -333,7 +379,7 @@ class LengthBatchSampler(Sampler[list]):
                  shuffle: bool = True, seed: int = 0, pool: int = 64,
                  num_replicas: int = 1, rank: int = 0, crop: int | None = None,
                  accumulate: int = 1, depths: Sequence[int] | None = None, depth_sampling: float = 0.0,
-                 homolog_sampling: float = 0.0, bpp_dropout: float = 0.0):
+                 homolog_sampling: float = 0.0, bpp_dropout: float = 0.0, homolog_query: float = 0.0):
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise TprnaError(f"rank {rank} of {num_replicas} replicas is not a valid shard")
         if accumulate < 1:
@@ -345,13 +391,13 @@ class LengthBatchSampler(Sampler[list]):
         self.shuffle, self.seed, self.pool = shuffle, seed, pool
         self.num_replicas, self.rank, self.accumulate = num_replicas, rank, accumulate
         for name, fraction in (("depth sampling", depth_sampling), ("homolog sampling", homolog_sampling),
-                               ("bpp dropout", bpp_dropout)):
+                               ("bpp dropout", bpp_dropout), ("homolog query", homolog_query)):
             if fraction and (depths is None or len(depths) != len(self.full_lengths)):
                 raise TprnaError(f"{name} needs every entry's alignment depth")
             if not 0 <= fraction <= 1:
                 raise TprnaError(f"{name} is a fraction in [0, 1], got {fraction}")
         self.depths, self.depth_sampling, self.homolog_sampling = depths, depth_sampling, homolog_sampling
-        self.bpp_dropout = bpp_dropout
+        self.bpp_dropout, self.homolog_query = bpp_dropout, homolog_query
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -379,7 +425,7 @@ class LengthBatchSampler(Sampler[list]):
         total = self._padded_count(len(batches))  # equal, whole steps on every rank
         batches = [batches[k % len(batches)] for k in range(total)]
         mine = batches[self.rank::self.num_replicas]
-        if not (self.crop or self.depth_sampling or self.homolog_sampling or self.bpp_dropout):
+        if not (self.crop or self.depth_sampling or self.homolog_sampling or self.bpp_dropout or self.homolog_query):
             return iter(mine)
         starts = [0] * len(self.full_lengths)
         if self.crop:
@@ -394,7 +440,16 @@ class LengthBatchSampler(Sampler[list]):
             for i, n in enumerate(self.depths):
                 chosen, row_seed = rng.random() < self.homolog_sampling, rng.randrange(2 ** 32)
                 if n > 1 and chosen:
-                    draws[i] = (0, row_seed, 1)
+                    draws[i] = (0, row_seed, HOMOLOG_ALONE)
+        if self.homolog_query:  # a depth cut keeps its row_seed (the homolog's is derived from it)
+            # a named stream: the numeric seeds above all reduce to the epoch at seed 0, where a stream
+            # drawing as the homolog one does would pick exactly its entries, and only those
+            rng = random.Random(f"homolog query {self.seed} {self.epoch}")
+            for i, n in enumerate(self.depths):
+                chosen, row_seed = rng.random() < self.homolog_query, rng.randrange(2 ** 32)
+                depth, drawn_seed, homolog = (tuple(draws[i]) + (0, 0, 0))[:3]
+                if chosen and n > 1 and depth != 1 and not homolog:
+                    draws[i] = (depth, drawn_seed if depth else row_seed, HOMOLOG_QUERY)
         if self.bpp_dropout:  # its own stream too; only examples still on ≥ 2 rows lose the channel
             rng = random.Random(self.seed * 150_001 + self.epoch)
             for i, n in enumerate(self.depths):

@@ -23,9 +23,9 @@ themselves, the feature spec), printing each difference as ``field: old → new`
 may change on resume (:data:`RESUME_MAY_CHANGE`): ``epochs`` (to extend a run),
 ``workers``, ``device``, ``accumulate`` (with a note that the run then no longer
 reproduces an uninterrupted one), ``out`` (a moved folder) and ``features`` (the name of
-the spec; the spec itself must match), ``depth_sampling``, ``bpp_dropout`` and
-``homolog_sampling`` with its ``homolog_exclude`` (a curriculum: a run extended with any of
-them; each epoch's record in the history says which it had).
+the spec; the spec itself must match), ``depth_sampling``, ``bpp_dropout``,
+``homolog_query`` and ``homolog_sampling`` with its ``homolog_exclude`` (a curriculum: a
+run extended with any of them; each epoch's record in the history says which it had).
 ``init_from`` only seeds a fresh model: on resume it is inherited from the checkpoint, and
 another one is refused.
 
@@ -112,7 +112,7 @@ CHECKPOINT_NAME = "last.ckpt"
 # match the checkpoint's.  resume/overwrite say what to do with the folder, not how to train.
 RESUME_MAY_CHANGE = frozenset({"epochs", "workers", "device", "accumulate", "out", "features",
                                "resume", "overwrite", "init_from", "depth_sampling",
-                               "homolog_sampling", "homolog_exclude", "bpp_dropout"})
+                               "homolog_sampling", "homolog_exclude", "bpp_dropout", "homolog_query"})
 
 
 @dataclass
@@ -137,6 +137,7 @@ class TrainConfig:
     homolog_sampling: float = 0.0  # fraction of alignment examples trained as a homolog alone each epoch
     homolog_exclude: str | None = None  # FASTA: homologs ≥ 70 % identical to one of these never train
     bpp_dropout: float = 0.0  # fraction of examples on ≥ 2 rows trained without the bpp channel each epoch
+    homolog_query: float = 0.0  # fraction of examples on ≥ 2 rows trained with a homolog as the query each epoch
     average_from: int | None = None  # the model is the mean of the weights after each epoch from this one
     seed: int = 0
     device: str = "auto"
@@ -366,9 +367,9 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     spec: FeatureSpec = dataset.spec
     if config.depth_sampling:
         dataset.check_depth_sampling()
-    if config.homolog_sampling:
+    if config.homolog_sampling or config.homolog_query:
         _screen_homologs(dataset, config, progress)
-    if (config.depth_sampling or config.homolog_sampling) and config.workers == 0:
+    if (config.depth_sampling or config.homolog_sampling or config.homolog_query) and config.workers == 0:
         keep_torch_threads_past_numba()  # features are recomputed in this process
     store_key = store_key_of(config.store)
     _refuse_test_entries(config.store, dataset.ids)
@@ -407,7 +408,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     sampler = LengthBatchSampler(dataset.lengths, config.pixel_budget, seed=config.seed, crop=config.crop,
                                  num_replicas=ranks.world, rank=ranks.rank, accumulate=config.accumulate,
                                  depths=dataset.depths, depth_sampling=config.depth_sampling,
-                                 homolog_sampling=config.homolog_sampling, bpp_dropout=config.bpp_dropout)
+                                 homolog_sampling=config.homolog_sampling, bpp_dropout=config.bpp_dropout,
+                                 homolog_query=config.homolog_query)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                         num_workers=config.workers, persistent_workers=config.workers > 0)
     meta = {"model_config": model_config(model).to_dict(), "feature_spec": spec.to_dict(),
@@ -450,7 +452,7 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         record = {"epoch": epoch, "lr": lr, "loss": total / max(count, 1),
                   "seconds": round(time.perf_counter() - started, 3), "examples": int(count),
                   "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling,
-                  "bpp_dropout": config.bpp_dropout}
+                  "bpp_dropout": config.bpp_dropout, "homolog_query": config.homolog_query}
         history.append(record)
         weights = {"model": model.state_dict()}
         if config.average_from is not None and epoch >= config.average_from:
@@ -588,7 +590,7 @@ def _all_sum(values: list[float], device: torch.device, ranks: _Ranks) -> list[f
 
 
 def _screen_homologs(dataset: StoreDataset, config: TrainConfig, progress: Callable[[str], None] | None) -> None:
-    """Homologs trained alone are training RNAs: leave out those too close to the chains in
+    """Homologs trained alone or as a query are training RNAs: leave out those too close to the chains in
     ``homolog_exclude`` (the validation and benchmark chains), and say what was done."""
     say = progress or (lambda line: None)
     if not config.homolog_exclude:
