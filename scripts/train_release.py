@@ -508,6 +508,12 @@ def has_option(recipe: str, option: str) -> bool:
     return option in recipe.partition("/")[2].split("+")
 
 
+def screens_homologs(options: list) -> bool:
+    """Whether training options train homologs (alone or as queries): homologs are then
+    training RNAs, and the run screens them against the held-out chains (``--homolog-exclude``)."""
+    return bool({"--homolog-sampling", "--homolog-query"} & set(options))
+
+
 def trains_searched(recipe: str) -> bool:
     """The recipe's training families train twice: with their Rfam alignment and with their
     query's alignment searched by :mod:`tprna.search` (split ``SEARCHED_SPLIT``), the input a
@@ -955,7 +961,7 @@ def main() -> int:
 
     def train(out: Path, recipe: str, epochs: int, seed: int, extra: tuple = (), screen: Path = held_out) -> None:
         features, options, _ = recipe_options(recipe)
-        if {"--homolog-sampling", "--homolog-query"} & set(options):
+        if screens_homologs(options):
             options = options + ["--homolog-exclude", screen]
         init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),

@@ -694,6 +694,10 @@ def test_hquery_recipes_train_homologs_as_queries_screened_like_homologs_alone()
     assert train_release.OPTION_STAGES[-1] == "hquery"
     assert "then whether half the examples on an alignment train with a homolog as the query, each by the same " \
            "rule" in train_release.selection_text(54, 20, 14)
+    # its homologs train, so its runs screen them like a homolog recipe's
+    assert train_release.screens_homologs(train_release.recipe_options("cov+ss/depth+hquery")[1])
+    assert train_release.screens_homologs(train_release.recipe_options("cov+ss/homolog")[1])
+    assert not train_release.screens_homologs(train_release.recipe_options("cov+ss/depth+bppdrop")[1])
     record = {"hquery_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}

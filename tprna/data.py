@@ -171,7 +171,7 @@ class StoreDataset(Dataset):
             stand_in = homolog_columns(codes, self.spec, np.random.default_rng([row_seed, HOMOLOG_QUERY]), window,
                                        self.homologs.get(entry_id)) if homolog == HOMOLOG_QUERY else None
             if stand_in is not None:
-                row, present, _ = stand_in
+                row, present, columns = stand_in
                 features = {**features, "bpp": homolog_bpp(codes, row, present, self.spec)}
             if no_bpp and "bpp" in features:
                 features = {**features, "bpp": np.zeros_like(features["bpp"])}
@@ -182,8 +182,7 @@ class StoreDataset(Dataset):
                 x = model_input(features, self.spec)[:, window, window]
             cut, entry_neff = (window, window), float(features["neff"])
             if stand_in is not None:
-                columns = stand_in[2]
-                x = np.ascontiguousarray(x[:, columns][:, :, columns])
+                x = x[:, columns][:, :, columns]
                 cut = np.ix_(columns + start, columns + start)
         return {"id": entry_id, "features": torch.from_numpy(np.ascontiguousarray(x)),
                 "contacts": torch.from_numpy(np.asarray(contacts[cut], dtype=np.float32)),
