@@ -387,6 +387,14 @@ def hquery_table(stage: dict) -> str:
             "same rule, long top-L:")
 
 
+@_stage_table("deep_stage")
+def deep_table(stage: dict) -> str:
+    """The deep stage: the hquery stage's choice on a deeper network."""
+    return (f"Then a larger network: the same recipe trained again, in the same way, on {stage['model']} (14 MFF "
+            f"blocks, a wider receptive field) instead of {stage['base_model']} (12), pretrained on the protein chains "
+            "likewise: every lever before trained the same network. By the same rule, long top-L:")
+
+
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:
     return (f"Then {kind} sampling: the same recipe trained again, in the same way, with depth and homolog "
             f"sampling on {stage['fraction']:.0%} of the alignment examples each instead of half, {why}. By the "

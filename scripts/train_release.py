@@ -59,7 +59,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    the examples still on an alignment trained each epoch with one of the family's homologs
    standing in for the query (the ``hquery`` option: its own base-pair probabilities beside the
    alignment's couplings on the columns it covers), so that a family's couplings train beside
-   many foldings instead of the query's one.
+   many foldings instead of the query's one.  The deep stage then does the same with a larger
+   network, ``DEEP_MODEL`` (MFFnet42: 14 MFF blocks instead of 12, a wider receptive field),
+   pretrained on the protein chains like the release's MFFnet36 (the ``deep`` option,
+   :func:`recipe_model`).
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  The chosen
@@ -88,7 +91,7 @@ the simulated families' features ~20 min once, their pretraining ~15 min, the si
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
-the hquery stage's ~40 min;
+the hquery stage's ~40 min; the deep stage's ~45 min (and ~1 min pretraining MFFnet42 on the proteins);
 ``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
@@ -438,6 +441,8 @@ def stage_exclusions(sources: dict[str, list[str]], families: list[str], chains:
 DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to a random depth per epoch
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
+MODEL = "mffnet36"  # the release's network
+DEEP_MODEL = "mffnet42"  # the "deep" recipes: two more MFF blocks (14), the same width
 HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
@@ -445,7 +450,8 @@ LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learnin
 FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) counts this many times in the loss
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
-OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery")
+OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery",
+                 "deep")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -454,7 +460,17 @@ SIMULATED_EPOCHS = 6  # on the dataset's train split (3/4 of the families)
 
 
 def slug(recipe: str, seed: int) -> str:
-    return f"mffnet36_{recipe.replace('+', '_').replace('/', '_')}_seed{seed}"
+    return f"{recipe_model(recipe)}_{recipe.replace('+', '_').replace('/', '_')}_seed{seed}"
+
+
+def recipe_model(recipe: str) -> str:
+    """The network a recipe trains: ``DEEP_MODEL`` for a ``deep`` recipe, else ``MODEL``."""
+    return DEEP_MODEL if has_option(recipe, "deep") else MODEL
+
+
+def pretraining_run(runs: Path, model: str) -> Path:
+    """Where ``model``'s protein pretraining trains (``protein`` for the release's ``MODEL``)."""
+    return runs / ("protein" if model == MODEL else f"protein_{model}")
 
 
 def recipe_options(recipe: str) -> tuple[str, list, bool]:
@@ -472,7 +488,8 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks),
     ``swa`` (the model is the mean of the weights after each low-learning-rate epoch: its flag
     depends on the schedule, :func:`schedule_options`), ``hquery`` (``HOMOLOG_QUERY`` of the
-    examples on an alignment trained with a homolog as the query each epoch)."""
+    examples on an alignment trained with a homolog as the query each epoch), ``deep`` (the network
+    is ``DEEP_MODEL``: :func:`recipe_model`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
@@ -482,19 +499,22 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "hquery": ["--homolog-query", HOMOLOG_QUERY],
              "far": ["--long-weight", FAR_WEIGHT]}
     unknown = [t for t in tokens if t not in flags
-               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa")]
+               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", "deep")]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, heavy, long, swa, {', '.join(flags)}, joined by '+')")
+                         f"light, heavy, long, swa, deep, {', '.join(flags)}, joined by '+')")
     if len(rates) > 1:
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
     if rates and not {"depth", "homolog"} & set(tokens):
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the depth and homolog sampling rate, "
                          "and it has neither")
-    for other in ("long", "swa"):
+    for other in ("long", "swa", "deep"):
         if {other, "more"} <= set(tokens):
             raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which '{other}' "
                              "would not be")
+    if {"deep", "sim"} <= set(tokens):
+        raise SystemExit(f"recipe {recipe!r}: 'sim' starts from a pretraining of {MODEL}, and 'deep' trains "
+                         f"{DEEP_MODEL}")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
@@ -621,6 +641,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     if trains_spot_searched(recipe):
         text += (", the SPOT-RNA-2D training chains with a hit in that search also trained with their searched "
                  "alignment")
+    if recipe_model(recipe) != MODEL:
+        text += (f"; the network {recipe_model(recipe)} (a deeper MFFnet: 14 MFF blocks instead of {MODEL}'s 12), "
+                 "pretrained on the protein chains likewise")
     if pretrains_simulated(recipe):
         text += (f"; started from {SIMULATED_EPOCHS} epochs on the train split of {SIMULATED['n_families']} "
                  "simulated families with "
@@ -702,7 +725,7 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
             rows.setdefault(name, {})
             rows[name][split] = long_range(score_maps(predicted, labels)["summary"])
     for name, row in rows.items():  # an average's members: that feature set's seeds
-        if name.startswith("mffnet36_"):
+        if " average of seeds " not in name:
             row["members"] = [name]
         else:
             recipe = name.split(" average")[0]
@@ -782,6 +805,7 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     if not record:
         return set()
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
+    models = set()
     stages = [("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules"))] + [
         (f"{name}_stage", "held_out_families", ("aligned",)) for name in ("coupling",) + OPTION_STAGES] + [
         ("seed_noise", "held_out_families", ("aligned",))]
@@ -789,6 +813,9 @@ def record_runs(record: dict, runs: Path) -> set[str]:
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
+                models.add(recipe_model(recipe))
+    # a larger network's runs start from its own protein pretraining, counted with them
+    names |= {pretraining_run(Path(), model).name for model in models - {MODEL}}
     # runs it counted that it no longer names (a superseded stage's): without this, counted again
     names |= set(record.get("counted_runs", []))
     return {str(runs / name) for name in names}
@@ -934,9 +961,16 @@ def main() -> int:
                  "--molecule", "protein", "--jobs", args.jobs, "-q"], logfile)
 
     common = ["--crop", args.crop, "--workers", 0, "--resume"]
-    pre = args.runs / "protein"
-    run(TPRNA + ["train", protein, "--out", pre, "--model", "mffnet36", "--epochs", args.pretrain_epochs,
-                 "--lr-milestones", lr_step(args.pretrain_epochs)] + common, logfile)
+
+    def protein_pretraining(model: str) -> Path:
+        """``model`` pretrained on the protein chains (once; a no-op when finished); its run."""
+        out = pretraining_run(args.runs, model)
+        if not finished(out, args.pretrain_epochs):
+            run(TPRNA + ["train", protein, "--out", out, "--model", model, "--epochs", args.pretrain_epochs,
+                         "--lr-milestones", lr_step(args.pretrain_epochs)] + common, logfile)
+        return out
+
+    pre = protein_pretraining(MODEL)
 
     # candidates, trained side by side on one thread each (2 cores: no oversubscription)
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // args.parallel))}
@@ -954,7 +988,7 @@ def main() -> int:
             run(TPRNA + ["store", "build", store, "--manifest", manifest, "--features", features,
                          "--jobs", args.jobs, "-q"], logfile)
             run(TPRNA + ["train", store, "--out", out, "--split", "train", "--features", features,
-                         "--model", "mffnet36", "--loss", "tploss", "--epochs", SIMULATED_EPOCHS,
+                         "--model", MODEL, "--loss", "tploss", "--epochs", SIMULATED_EPOCHS,
                          "--lr-milestones", lr_step(SIMULATED_EPOCHS), "--init-from", pre / "last.ckpt",
                          "--depth-sampling", DEPTH_SAMPLING] + common, logfile)
         return out / "last.ckpt"
@@ -963,9 +997,11 @@ def main() -> int:
         features, options, _ = recipe_options(recipe)
         if screens_homologs(options):
             options = options + ["--homolog-exclude", screen]
-        init = simulated_pretraining(features) if pretrains_simulated(recipe) else pre / "last.ckpt"
+        model = recipe_model(recipe)
+        init = (simulated_pretraining(features) if pretrains_simulated(recipe)
+                else protein_pretraining(model) / "last.ckpt")
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
-                       "--features", features, "--model", "mffnet36", "--loss", "tploss", "--epochs", epochs,
+                       "--features", features, "--model", model, "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, *schedule_options(recipe, args.epochs),
                        "--init-from", init] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
@@ -1135,6 +1171,8 @@ def main() -> int:
         "neff": (None, coupling_exclude, {"channel": "log10(1 + Neff)"}),
         # homologs as queries of the alignment: its couplings then come beside many foldings, not one
         "hquery": (None, coupling_exclude, {"fraction": HOMOLOG_QUERY}),
+        # a larger network: every lever so far trained the same MFFnet36
+        "deep": (None, coupling_exclude, {"model": DEEP_MODEL, "base_model": MODEL}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1162,8 +1200,8 @@ def main() -> int:
         else:
             log(f"{last_stage['chosen_recipe']} has no candidates yet: run again without --stages-only to train "
                 "them and ship the winner")
-        summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*"))
-                  + sorted(coupling_runs.glob("mffnet36_*")))
+        summed = (sorted(args.runs.glob("protein*")) + sorted(args.runs.glob("simulated_*"))
+                  + sorted(coupling_runs.glob("mffnet*_*")))
         kept["hours"] = round(kept.get("hours", 0.0) + training_hours(summed, counted=counted), 2)
         kept["counted_runs"] = counted_runs(counted, summed, args.runs)
         (args.work / "choice.json").write_text(json.dumps(kept, indent=1) + "\n")
@@ -1189,9 +1227,9 @@ def main() -> int:
         name: name.split(" average")[0] for name in rows if " average" in name}
     winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
-    summed = ([args.runs / "protein"] + sorted(args.runs.glob("simulated_*"))
+    summed = (sorted(args.runs.glob("protein*")) + sorted(args.runs.glob("simulated_*"))
               + [args.runs / slug(r, s) for r, s in jobs]
-              + sorted(stage_runs.glob("mffnet36_*")) + sorted(coupling_runs.glob("mffnet36_*")))
+              + sorted(stage_runs.glob("mffnet*_*")) + sorted(coupling_runs.glob("mffnet*_*")))
     counted = record_runs(record, args.runs)
     choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),
               "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen", "schedules",
@@ -1243,7 +1281,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, then whether the model is the mean of "
             "the weights of the low-learning-rate epochs, then whether the network also reads the alignment's depth "
             "(a log10(1 + Neff) channel), then whether half the examples on an alignment train with a homolog as "
-            "the query, each by the same rule on the same families, then "
+            f"the query, then whether the network is the deeper {DEEP_MODEL}, each by the same rule on the same "
+            "families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

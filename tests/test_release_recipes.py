@@ -24,7 +24,7 @@ def test_recipe_options_by_hand():
     assert train_release.recipe_options("cov+ss/more") == ("cov+ss", [], True)
     assert train_release.recipe_options("cov+ss/more+homolog") == ("cov+ss", homolog, True)
     assert train_release.recipe_options("cov+ss/homolog+depth") == ("cov+ss", homolog + depth, False)
-    for bad in ("cov+ss/deep", "cov+ss/more+more", "cov+ss/more+"):
+    for bad in ("cov+ss/wide", "cov+ss/more+more", "cov+ss/more+"):
         with pytest.raises(SystemExit, match="unknown recipe option"):
             train_release.recipe_options(bad)
     text = train_release.recipe_text("cov+ss/more+homolog", 14)
@@ -590,7 +590,11 @@ def test_light_recipes_sample_fewer_examples():
      "neff", {"channel": "log10(1 + Neff)"},
      ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
       "| `{variant}` | 0.740 | 0.750 | 0.745 | 0.460 | 0.470 | 0.465 |"]),
-], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery"])
+    ("deep", {"model": "mffnet42", "base_model": "mffnet36"}, "recipe", ((0.75, 0.74, 0.745), (0.47, 0.47, 0.47)),
+     "Then a larger network", ["on mffnet42 (14 MFF blocks", "instead of mffnet36 (12)"], "hquery", {"fraction": 0.5},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.750 | 0.740 | 0.745 | 0.470 | 0.470 | 0.470 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -691,9 +695,9 @@ def test_hquery_recipes_train_homologs_as_queries_screened_like_homologs_alone()
         "cut to a random depth) and homolog sampling (0.5 of the alignment examples trained as one of their homologs "
         "alone) and homolog queries (0.5 of the examples still on an alignment trained with one of the family's "
         "homologs as the query")
-    assert train_release.OPTION_STAGES[-1] == "hquery"
-    assert "then whether half the examples on an alignment train with a homolog as the query, each by the same " \
-           "rule" in train_release.selection_text(54, 20, 14)
+    assert train_release.OPTION_STAGES.index("hquery") == train_release.OPTION_STAGES.index("neff") + 1
+    assert "then whether half the examples on an alignment train with a homolog as the query, then " \
+           in train_release.selection_text(54, 20, 14)
     # its homologs train, so its runs screen them like a homolog recipe's
     assert train_release.screens_homologs(train_release.recipe_options("cov+ss/depth+hquery")[1])
     assert train_release.screens_homologs(train_release.recipe_options("cov+ss/homolog")[1])
@@ -701,6 +705,43 @@ def test_hquery_recipes_train_homologs_as_queries_screened_like_homologs_alone()
     record = {"hquery_stage": {"aligned": {recipe: {"seeds": {"0": 0.7}, "mean": 0.7}}}}
     assert train_release.record_runs(record, Path("r")) == {
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
+
+
+def test_deep_recipes_train_the_deeper_network_from_its_own_protein_pretraining():
+    from tprna.models import build_model
+    from tprna.models.blocks import MFFBlock
+
+    base = "cov+ss+profile+plm/depth+homolog+search"
+    recipe = base + "+deep"
+    assert train_release.stage_variant(base, "deep") == recipe
+    # it trains as its base does; only the network differs, and so the run's name
+    assert train_release.recipe_options(recipe) == train_release.recipe_options(base)
+    assert train_release.recipe_split(recipe) == train_release.recipe_split(base)
+    assert (train_release.recipe_model(recipe), train_release.recipe_model(base)) == ("mffnet42", "mffnet36")
+    assert train_release.slug(recipe, 0) == "mffnet42_cov_ss_profile_plm_depth_homolog_search_deep_seed0"
+    assert train_release.slug(base, 0) == "mffnet36_cov_ss_profile_plm_depth_homolog_search_seed0"
+    assert train_release.pretraining_run(Path("r"), "mffnet42") == Path("r/protein_mffnet42")
+    assert train_release.pretraining_run(Path("r"), "mffnet36") == Path("r/protein")
+    assert train_release.recipe_text(recipe, 14).endswith(
+        "; the network mffnet42 (a deeper MFFnet: 14 MFF blocks instead of mffnet36's 12), pretrained on the protein "
+        "chains likewise")
+    # what the card says of the two networks
+    blocks = {name: sum(isinstance(m, MFFBlock) for m in build_model(name, in_channels=4).modules())
+              for name in ("mffnet36", "mffnet42")}
+    assert blocks == {"mffnet36": 12, "mffnet42": 14}
+    with pytest.raises(SystemExit, match="'more' continues the feature set's own run, which 'deep' would not be"):
+        train_release.recipe_options("cov+ss/more+deep")
+    with pytest.raises(SystemExit, match="'sim' starts from a pretraining of mffnet36, and 'deep' trains mffnet42"):
+        train_release.recipe_options("cov+ss/sim+deep")
+    assert train_release.OPTION_STAGES[-1] == "deep"
+    assert "then whether the network is the deeper mffnet42, each by the same rule" \
+           in train_release.selection_text(54, 20, 14)
+    # the record counts its runs and the deeper network's own pretraining
+    record = {"deep_stage": {"aligned": {base: {"seeds": {"0": 0.7}, "mean": 0.7},
+                                         recipe: {"seeds": {"0": 0.7, "1": 0.7}, "mean": 0.7}}}}
+    assert train_release.record_runs(record, Path("r")) == {
+        "r/protein", "r/protein_mffnet42", f"r/held_out_families/{train_release.slug(base, 0)}",
+        *(f"r/held_out_families/{train_release.slug(recipe, s)}" for s in (0, 1))}
 
 
 def test_the_swa_table_says_when_the_runs_before_averaging_reproduce_the_recipes_own():
