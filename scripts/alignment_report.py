@@ -298,8 +298,8 @@ def main() -> int:
               "puzzles": long_l(puzzles["Thermodynamics (bpp)"])}
     section = [
         "## What the alignment adds", "",
-        "Long-range top-L precision of each training recipe (MFFnet36 unless `/deep`, tpLoss, protein transfer, "
-        "14 epochs unless `/long`, "
+        "Long-range top-L precision of each training recipe (MFFnet36 unless `/deep` or `/shallow`, tpLoss, "
+        "protein transfer, 14 epochs unless `/long`, "
         "`scripts/train_release.py`; seed mean ± half the range), given the family's alignment and the query "
         "alone, on the 14 coconet "
         f"test families (by Neff subset: 5 / 5 / 4 families) and the clean RNA-Puzzles targets "
@@ -320,8 +320,8 @@ def main() -> int:
         "the loss; `/swa`, the model the mean of the weights after each epoch from the learning-rate step on "
         "(weight averaging); `/hquery`, half the examples still on an alignment trained each epoch with one of "
         "the family's homologs standing in for the query (its own bpp beside the alignment's couplings on the "
-        "columns it covers); `/deep`, MFFnet42 (14 MFF blocks instead of 12) instead of MFFnet36, pretrained on the "
-        "protein chains likewise. "
+        "columns it covers); `/deep`, MFFnet42 (14 MFF blocks instead of 12) instead of MFFnet36, `/shallow` "
+        "MFFnet30 (10 blocks), each pretrained on the protein chains likewise. "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `+neff`: the alignment's depth, log10(1 + Neff), as one more channel; "
@@ -334,7 +334,7 @@ def main() -> int:
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light, long, "
-            "heavy, far, swa, neff, hquery and deep stages, "
+            "heavy, far, swa, neff, hquery, deep and shallow stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

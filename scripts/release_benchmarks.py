@@ -41,8 +41,8 @@ from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
-from train_release import (OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows, is_stage_variant,  # noqa: E402
-                           read_fasta_sequence, seed_spread, spot_rows, two_seed_means)  # (scripts/)
+from train_release import (MFF_BLOCKS, OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows,  # noqa: E402
+                           is_stage_variant, read_fasta_sequence, seed_spread, spot_rows, two_seed_means)  # (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -390,9 +390,22 @@ def hquery_table(stage: dict) -> str:
 @_stage_table("deep_stage")
 def deep_table(stage: dict) -> str:
     """The deep stage: the hquery stage's choice on a deeper network."""
-    return (f"Then a larger network: the same recipe trained again, in the same way, on {stage['model']} (14 MFF "
-            f"blocks, a wider receptive field) instead of {stage['base_model']} (12), pretrained on the protein chains "
-            "likewise: every lever before trained the same network. By the same rule, long top-L:")
+    return _network_sentence(stage, "a larger network", "a wider receptive field",
+                             "every lever before trained the same network")
+
+
+@_stage_table("shallow_stage")
+def shallow_table(stage: dict) -> str:
+    """The shallow stage: the deep stage's choice on a shallower network."""
+    return _network_sentence(stage, "a smaller network", "a narrower receptive field",
+                             "the larger one lost, and the training alignments may not fill even the release's")
+
+
+def _network_sentence(stage: dict, kind: str, field: str, why: str) -> str:
+    model, base = stage["model"], stage["base_model"]
+    return (f"Then {kind}: the same recipe trained again, in the same way, on {model} ({MFF_BLOCKS[model]} MFF "
+            f"blocks, {field}) instead of {base} ({MFF_BLOCKS[base]}), pretrained on the protein chains likewise: "
+            f"{why}. By the same rule, long top-L:")
 
 
 def _sampling_sentence(stage: dict, kind: str, why: str) -> str:

@@ -60,9 +60,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    standing in for the query (the ``hquery`` option: its own base-pair probabilities beside the
    alignment's couplings on the columns it covers), so that a family's couplings train beside
    many foldings instead of the query's one.  The deep stage then does the same with a larger
-   network, ``DEEP_MODEL`` (MFFnet42: 14 MFF blocks instead of 12, a wider receptive field),
-   pretrained on the protein chains like the release's MFFnet36 (the ``deep`` option,
-   :func:`recipe_model`).
+   network (MFFnet42: 14 MFF blocks instead of 12, a wider receptive field), pretrained on the
+   protein chains like the release's MFFnet36 (the ``deep`` option, :func:`recipe_model`), and
+   the shallow stage with a smaller one (MFFnet30: 10 blocks; the ``shallow`` option).
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  The chosen
@@ -91,7 +91,8 @@ the simulated families' features ~20 min once, their pretraining ~15 min, the si
 the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing the cores); the long
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
-the hquery stage's ~40 min; the deep stage's ~45 min (and ~1 min pretraining MFFnet42 on the proteins);
+the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
+minute pretraining each network on the proteins);
 ``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
@@ -442,7 +443,9 @@ DEPTH_SAMPLING = 0.5  # the "depth" recipes: half the alignment examples cut to 
 HOMOLOG_SAMPLING = 0.5  # the "homolog" recipes: half the alignment examples trained as a homolog alone
 BPP_DROPOUT = 0.5  # the "bppdrop" recipes: half the examples still on an alignment trained without bpp
 MODEL = "mffnet36"  # the release's network
-DEEP_MODEL = "mffnet42"  # the "deep" recipes: two more MFF blocks (14), the same width
+# recipe options that train another network of the same width: "deep" two MFF blocks more, "shallow" two fewer
+MODEL_OPTIONS = {"deep": "mffnet42", "shallow": "mffnet30"}
+MFF_BLOCKS = {"mffnet30": 10, "mffnet36": 12, "mffnet42": 14}  # what the model card says of each
 HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
@@ -451,7 +454,7 @@ FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) coun
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
 OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery",
-                 "deep")
+                 "deep", "shallow")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -464,8 +467,8 @@ def slug(recipe: str, seed: int) -> str:
 
 
 def recipe_model(recipe: str) -> str:
-    """The network a recipe trains: ``DEEP_MODEL`` for a ``deep`` recipe, else ``MODEL``."""
-    return DEEP_MODEL if has_option(recipe, "deep") else MODEL
+    """The network a recipe trains: its option's in ``MODEL_OPTIONS`` (``deep``, ``shallow``), else ``MODEL``."""
+    return next((model for option, model in MODEL_OPTIONS.items() if has_option(recipe, option)), MODEL)
 
 
 def pretraining_run(runs: Path, model: str) -> Path:
@@ -488,8 +491,8 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     (long-range pairs weighted ``FAR_WEIGHT`` in the loss, the range the headline metric ranks),
     ``swa`` (the model is the mean of the weights after each low-learning-rate epoch: its flag
     depends on the schedule, :func:`schedule_options`), ``hquery`` (``HOMOLOG_QUERY`` of the
-    examples on an alignment trained with a homolog as the query each epoch), ``deep`` (the network
-    is ``DEEP_MODEL``: :func:`recipe_model`)."""
+    examples on an alignment trained with a homolog as the query each epoch), ``deep`` / ``shallow``
+    (another network, ``MODEL_OPTIONS``: :func:`recipe_model`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
@@ -499,22 +502,25 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "hquery": ["--homolog-query", HOMOLOG_QUERY],
              "far": ["--long-weight", FAR_WEIGHT]}
     unknown = [t for t in tokens if t not in flags
-               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", "deep")]
+               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", *MODEL_OPTIONS)]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, heavy, long, swa, deep, {', '.join(flags)}, joined by '+')")
+                         f"light, heavy, long, swa, {', '.join(MODEL_OPTIONS)}, {', '.join(flags)}, joined by '+')")
     if len(rates) > 1:
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
     if rates and not {"depth", "homolog"} & set(tokens):
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the depth and homolog sampling rate, "
                          "and it has neither")
-    for other in ("long", "swa", "deep"):
+    for other in ("long", "swa", *MODEL_OPTIONS):
         if {other, "more"} <= set(tokens):
             raise SystemExit(f"recipe {recipe!r}: 'more' continues the feature set's own run, which '{other}' "
                              "would not be")
-    if {"deep", "sim"} <= set(tokens):
-        raise SystemExit(f"recipe {recipe!r}: 'sim' starts from a pretraining of {MODEL}, and 'deep' trains "
-                         f"{DEEP_MODEL}")
+    networks = [t for t in tokens if t in MODEL_OPTIONS]
+    if len(networks) > 1:
+        raise SystemExit(f"recipe {recipe!r}: {' and '.join(networks)} each choose the network")
+    if networks and "sim" in tokens:
+        raise SystemExit(f"recipe {recipe!r}: 'sim' starts from a pretraining of {MODEL}, and '{networks[0]}' "
+                         f"trains {MODEL_OPTIONS[networks[0]]}")
     return features, [arg for t in tokens if t in flags for arg in flags[t]], "more" in tokens
 
 
@@ -641,9 +647,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
     if trains_spot_searched(recipe):
         text += (", the SPOT-RNA-2D training chains with a hit in that search also trained with their searched "
                  "alignment")
-    if recipe_model(recipe) != MODEL:
-        text += (f"; the network {recipe_model(recipe)} (a deeper MFFnet: 14 MFF blocks instead of {MODEL}'s 12), "
-                 "pretrained on the protein chains likewise")
+    if (model := recipe_model(recipe)) != MODEL:
+        text += (f"; the network {model} ({MFF_BLOCKS[model]} MFF blocks instead of {MODEL}'s {MFF_BLOCKS[MODEL]}, "
+                 "the same width), pretrained on the protein chains likewise")
     if pretrains_simulated(recipe):
         text += (f"; started from {SIMULATED_EPOCHS} epochs on the train split of {SIMULATED['n_families']} "
                  "simulated families with "
@@ -1172,7 +1178,9 @@ def main() -> int:
         # homologs as queries of the alignment: its couplings then come beside many foldings, not one
         "hquery": (None, coupling_exclude, {"fraction": HOMOLOG_QUERY}),
         # a larger network: every lever so far trained the same MFFnet36
-        "deep": (None, coupling_exclude, {"model": DEEP_MODEL, "base_model": MODEL}),
+        "deep": (None, coupling_exclude, {"model": MODEL_OPTIONS["deep"], "base_model": MODEL}),
+        # a smaller network: the deeper one lost, and ~230 alignments may not fill even MFFnet36
+        "shallow": (None, coupling_exclude, {"model": MODEL_OPTIONS["shallow"], "base_model": MODEL}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1281,8 +1289,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"whether long-range pairs weigh {FAR_WEIGHT:g} times in the loss, then whether the model is the mean of "
             "the weights of the low-learning-rate epochs, then whether the network also reads the alignment's depth "
             "(a log10(1 + Neff) channel), then whether half the examples on an alignment train with a homolog as "
-            f"the query, then whether the network is the deeper {DEEP_MODEL}, each by the same rule on the same "
-            "families, then "
+            f"the query, then whether the network is the deeper {MODEL_OPTIONS['deep']}, then the shallower "
+            f"{MODEL_OPTIONS['shallow']}, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -594,7 +594,12 @@ def test_light_recipes_sample_fewer_examples():
      "Then a larger network", ["on mffnet42 (14 MFF blocks", "instead of mffnet36 (12)"], "hquery", {"fraction": 0.5},
      ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
       "| `{variant}` | 0.750 | 0.740 | 0.745 | 0.470 | 0.470 | 0.470 |"]),
-], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep"])
+    ("shallow", {"model": "mffnet30", "base_model": "mffnet36"}, "variant", ((0.77, 0.76, 0.765), (0.48, 0.48, 0.48)),
+     "Then a smaller network", ["on mffnet30 (10 MFF blocks", "instead of mffnet36 (12)"], "deep",
+     {"model": "mffnet42", "base_model": "mffnet36"},
+     ["| `{variant}` **(chosen)** | 0.770 | 0.760 | 0.765 | 0.480 | 0.480 | 0.480 |",
+      "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep", "shallow"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -707,7 +712,7 @@ def test_hquery_recipes_train_homologs_as_queries_screened_like_homologs_alone()
         "r/protein", f"r/held_out_families/{train_release.slug(recipe, 0)}"}
 
 
-def test_deep_recipes_train_the_deeper_network_from_its_own_protein_pretraining():
+def test_deep_and_shallow_recipes_train_another_network_from_its_own_protein_pretraining():
     from tprna.models import build_model
     from tprna.models.blocks import MFFBlock
 
@@ -723,18 +728,24 @@ def test_deep_recipes_train_the_deeper_network_from_its_own_protein_pretraining(
     assert train_release.pretraining_run(Path("r"), "mffnet42") == Path("r/protein_mffnet42")
     assert train_release.pretraining_run(Path("r"), "mffnet36") == Path("r/protein")
     assert train_release.recipe_text(recipe, 14).endswith(
-        "; the network mffnet42 (a deeper MFFnet: 14 MFF blocks instead of mffnet36's 12), pretrained on the protein "
+        "; the network mffnet42 (14 MFF blocks instead of mffnet36's 12, the same width), pretrained on the protein "
         "chains likewise")
-    # what the card says of the two networks
+    shallow = base + "+shallow"
+    assert train_release.recipe_options(shallow) == train_release.recipe_options(base)
+    assert train_release.slug(shallow, 1) == "mffnet30_cov_ss_profile_plm_depth_homolog_search_shallow_seed1"
+    assert "; the network mffnet30 (10 MFF blocks instead of mffnet36's 12" in train_release.recipe_text(shallow, 14)
+    # what the card says of each network
     blocks = {name: sum(isinstance(m, MFFBlock) for m in build_model(name, in_channels=4).modules())
-              for name in ("mffnet36", "mffnet42")}
-    assert blocks == {"mffnet36": 12, "mffnet42": 14}
+              for name in train_release.MFF_BLOCKS}
+    assert blocks == train_release.MFF_BLOCKS == {"mffnet30": 10, "mffnet36": 12, "mffnet42": 14}
     with pytest.raises(SystemExit, match="'more' continues the feature set's own run, which 'deep' would not be"):
         train_release.recipe_options("cov+ss/more+deep")
-    with pytest.raises(SystemExit, match="'sim' starts from a pretraining of mffnet36, and 'deep' trains mffnet42"):
-        train_release.recipe_options("cov+ss/sim+deep")
-    assert train_release.OPTION_STAGES[-1] == "deep"
-    assert "then whether the network is the deeper mffnet42, each by the same rule" \
+    with pytest.raises(SystemExit, match="'sim' starts from a pretraining of mffnet36, and 'shallow' trains mffnet30"):
+        train_release.recipe_options("cov+ss/sim+shallow")
+    with pytest.raises(SystemExit, match="deep and shallow each choose the network"):
+        train_release.recipe_options("cov+ss/deep+shallow")
+    assert train_release.OPTION_STAGES[-2:] == ("deep", "shallow")
+    assert "then whether the network is the deeper mffnet42, then the shallower mffnet30, each by the same rule" \
            in train_release.selection_text(54, 20, 14)
     # the record counts its runs and the deeper network's own pretraining
     record = {"deep_stage": {"aligned": {base: {"seeds": {"0": 0.7}, "mean": 0.7},
