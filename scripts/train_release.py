@@ -820,7 +820,7 @@ def record_runs(record: dict, runs: Path) -> set[str]:
             for recipe, row in record.get(key, {}).get(part, {}).items():
                 names |= {f"{folder}/{slug(recipe, int(seed))}" for seed in row["seeds"]}
                 models.add(recipe_model(recipe))
-    # a larger network's runs start from its own protein pretraining, counted with them
+    # another network's runs (deep, shallow) start from its own protein pretraining, counted with them
     names |= {pretraining_run(Path(), model).name for model in models - {MODEL}}
     # runs it counted that it no longer names (a superseded stage's): without this, counted again
     names |= set(record.get("counted_runs", []))
