@@ -401,6 +401,15 @@ def shallow_table(stage: dict) -> str:
                              "the larger one lost, and the training alignments may not fill even the release's")
 
 
+@_stage_table("repeat_stage")
+def repeat_table(stage: dict) -> str:
+    """The repeat stage: the shallow stage's choice with its alignment examples repeated."""
+    return (f"Then more of each epoch on the alignments: the same recipe trained again, in the same way, with each "
+            f"example on an alignment trained {stage['repeats']} times an epoch (each copy its own crop and depth / "
+            "homolog draws) and each single sequence once: the single sequences outnumber the alignments, and only "
+            "an alignment's couplings can teach the network to read them. By the same rule, long top-L:")
+
+
 def _network_sentence(stage: dict, kind: str, field: str, why: str) -> str:
     model, base = stage["model"], stage["base_model"]
     return (f"Then {kind}: the same recipe trained again, in the same way, on {model} ({MFF_BLOCKS[model]} MFF "

@@ -62,7 +62,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    many foldings instead of the query's one.  The deep stage then does the same with a larger
    network (MFFnet42: 14 MFF blocks instead of 12, a wider receptive field), pretrained on the
    protein chains like the release's MFFnet36 (the ``deep`` option, :func:`recipe_model`), and
-   the shallow stage with a smaller one (MFFnet30: 10 blocks; the ``shallow`` option).
+   the shallow stage with a smaller one (MFFnet30: 10 blocks; the ``shallow`` option).  The repeat stage
+   then does the same with each example on an alignment trained ``ALIGNMENT_REPEATS`` times an epoch
+   (the ``repeat`` option: each copy its own crop and depth / homolog draws), the single sequences
+   once, so that more of each epoch is spent where couplings can teach anything.
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  The chosen
@@ -92,7 +95,7 @@ the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
-minute pretraining each network on the proteins);
+minute pretraining each network on the proteins); the repeat stage's ~50 min;
 ``--noise-seeds 2,3`` ~35 min more.
 """
 from __future__ import annotations
@@ -447,6 +450,7 @@ MODEL = "mffnet36"  # the release's network
 MODEL_OPTIONS = {"deep": "mffnet42", "shallow": "mffnet30"}
 MFF_BLOCKS = {"mffnet30": 10, "mffnet36": 12, "mffnet42": 14}  # what the model card says of each
 HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
+ALIGNMENT_REPEATS = 2  # the "repeat" recipes: each example on an alignment twice an epoch, each single sequence once
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
@@ -454,7 +458,7 @@ FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) coun
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
 OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery",
-                 "deep", "shallow")
+                 "deep", "shallow", "repeat")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -492,7 +496,8 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     ``swa`` (the model is the mean of the weights after each low-learning-rate epoch: its flag
     depends on the schedule, :func:`schedule_options`), ``hquery`` (``HOMOLOG_QUERY`` of the
     examples on an alignment trained with a homolog as the query each epoch), ``deep`` / ``shallow``
-    (another network, ``MODEL_OPTIONS``: :func:`recipe_model`)."""
+    (another network, ``MODEL_OPTIONS``: :func:`recipe_model`), ``repeat`` (each example on an
+    alignment ``ALIGNMENT_REPEATS`` times an epoch, each with its own draws)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
@@ -500,7 +505,8 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "homolog": ["--homolog-sampling", rates[0] if rates else HOMOLOG_SAMPLING],
              "bppdrop": ["--bpp-dropout", BPP_DROPOUT],
              "hquery": ["--homolog-query", HOMOLOG_QUERY],
-             "far": ["--long-weight", FAR_WEIGHT]}
+             "far": ["--long-weight", FAR_WEIGHT],
+             "repeat": ["--alignment-repeats", ALIGNMENT_REPEATS]}
     unknown = [t for t in tokens if t not in flags
                and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", *MODEL_OPTIONS)]
     if unknown or len(set(tokens)) != len(tokens):
@@ -637,7 +643,9 @@ def recipe_text(recipe: str, epochs: int) -> str:
              "--homolog-query": "homolog queries ({:g} of the examples still on an alignment trained with one of "
                                 "the family's homologs as the query: its own base-pair probabilities beside the "
                                 "alignment's couplings)",
-             "--long-weight": "long-range pairs (|i − j| ≥ 24) weighted {:g} times in the loss"}
+             "--long-weight": "long-range pairs (|i − j| ≥ 24) weighted {:g} times in the loss",
+             "--alignment-repeats": "each example on an alignment {:g} times an epoch (each copy its own crop and "
+                                    "draws), the single sequences once"}
     used = [words[flag].format(value) for flag, value in zip(options[::2], options[1::2])]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
@@ -1181,6 +1189,8 @@ def main() -> int:
         "deep": (None, coupling_exclude, {"model": MODEL_OPTIONS["deep"], "base_model": MODEL}),
         # a smaller network: the deeper one lost, and ~230 alignments may not fill even MFFnet36
         "shallow": (None, coupling_exclude, {"model": MODEL_OPTIONS["shallow"], "base_model": MODEL}),
+        # more of each epoch on the alignments: they are the only examples whose couplings say anything
+        "repeat": (None, coupling_exclude, {"repeats": ALIGNMENT_REPEATS}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1290,7 +1300,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "the weights of the low-learning-rate epochs, then whether the network also reads the alignment's depth "
             "(a log10(1 + Neff) channel), then whether half the examples on an alignment train with a homolog as "
             f"the query, then whether the network is the deeper {MODEL_OPTIONS['deep']}, then the shallower "
-            f"{MODEL_OPTIONS['shallow']}, each by the same rule on the same families, then "
+            f"{MODEL_OPTIONS['shallow']}, then whether each example on an alignment trains {ALIGNMENT_REPEATS} times "
+            "an epoch, each by the same rule on the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

@@ -599,7 +599,12 @@ def test_light_recipes_sample_fewer_examples():
      {"model": "mffnet42", "base_model": "mffnet36"},
      ["| `{variant}` **(chosen)** | 0.770 | 0.760 | 0.765 | 0.480 | 0.480 | 0.480 |",
       "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
-], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep", "shallow"])
+    ("repeat", {"repeats": 2}, "recipe", ((0.76, 0.75, 0.755), (0.45, 0.46, 0.455)),
+     "Then more of each epoch on the alignments", ["trained 2 times an epoch", "each single sequence once"],
+     "shallow", {"model": "mffnet30", "base_model": "mffnet36"},
+     ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
+      "| `{variant}` | 0.760 | 0.750 | 0.755 | 0.450 | 0.460 | 0.455 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep", "shallow", "repeat"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -744,8 +749,8 @@ def test_deep_and_shallow_recipes_train_another_network_from_its_own_protein_pre
         train_release.recipe_options("cov+ss/sim+shallow")
     with pytest.raises(SystemExit, match="deep and shallow each choose the network"):
         train_release.recipe_options("cov+ss/deep+shallow")
-    assert train_release.OPTION_STAGES[-2:] == ("deep", "shallow")
-    assert "then whether the network is the deeper mffnet42, then the shallower mffnet30, each by the same rule" \
+    assert train_release.OPTION_STAGES[-3:-1] == ("deep", "shallow")
+    assert "then whether the network is the deeper mffnet42, then the shallower mffnet30, then whether" \
            in train_release.selection_text(54, 20, 14)
     # the record counts its runs and the deeper network's own pretraining
     record = {"deep_stage": {"aligned": {base: {"seeds": {"0": 0.7}, "mean": 0.7},
@@ -842,3 +847,18 @@ def test_stage_agreement_ranks_validation_against_test_by_hand():
     assert "`c` (0.750), is number 2 of 3 on the test (0.710)" in text
     del summary["stage: c"]
     assert alignment_report.stage_agreement(summary, choice) == ""  # two recipes: nothing to say
+
+
+def test_repeat_recipes_train_each_alignment_example_more_often():
+    base = "cov+ss+profile+plm/depth+homolog+search"
+    recipe = train_release.stage_variant(base, "repeat")
+    repeats = train_release.ALIGNMENT_REPEATS
+    assert recipe == base + "+repeat" and train_release.is_stage_variant(recipe, "repeat")
+    assert train_release.recipe_options(recipe) == ("cov+ss+profile+plm", [
+        "--depth-sampling", 0.5, "--homolog-sampling", 0.5, "--alignment-repeats", repeats], False)
+    assert train_release.recipe_model(recipe) == "mffnet36" and train_release.recipe_split(recipe) == \
+        train_release.recipe_split(base)
+    assert f"each example on an alignment {repeats} times an epoch" in train_release.recipe_text(recipe, 14)
+    assert train_release.OPTION_STAGES[-1] == "repeat"
+    assert f"then whether each example on an alignment trains {repeats} times an epoch, each by the same rule" \
+           in train_release.selection_text(54, 20, 14)

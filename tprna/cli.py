@@ -386,6 +386,7 @@ def train_cmd(
     homolog_sampling: float = typer.Option(0.0, "--homolog-sampling", help="Fraction of alignment examples trained each epoch as one of their homologs alone, with its own base-pair probabilities and the query's labels: more single-sequence examples per structure."),
     bpp_dropout: float = typer.Option(0.0, "--bpp-dropout", help="Fraction of the examples still on an alignment of ≥ 2 rows trained each epoch without the base-pair-probability channel: the network learns to read covariance on its own."),
     homolog_query: float = typer.Option(0.0, "--homolog-query", help="Fraction of the examples still on an alignment of ≥ 2 rows trained each epoch with one of their homologs as the query: its own base-pair probabilities beside the alignment's couplings on the columns it covers."),
+    alignment_repeats: int = typer.Option(1, "--alignment-repeats", min=1, help="Each example on an alignment of ≥ 2 rows this many times an epoch (each copy its own crop and sampling draws), the single sequences once: more of the epoch on couplings."),
     average_from: Optional[int] = typer.Option(None, "--average-from", help="The model is the mean of the weights after each epoch from this one (0-based, like --lr-milestones) to the last: weight averaging over the low-learning-rate epochs."),
     homolog_exclude: Optional[Path] = typer.Option(None, "--homolog-exclude", help="FASTA of the chains you validate or benchmark on: homologs ≥ 70 % identical to one of them are never trained (alone or as a query)."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="File of entry ids to leave out."),
@@ -410,7 +411,7 @@ def train_cmd(
             lr_milestones=tuple(int(m) for m in lr_milestones.split(",") if m.strip()),
             lr_gamma=lr_gamma, pixel_budget=batch_pixels, max_length=max_length, crop=crop or None, seed=seed,
             depth_sampling=depth_sampling, homolog_sampling=homolog_sampling, bpp_dropout=bpp_dropout,
-            homolog_query=homolog_query,
+            homolog_query=homolog_query, alignment_repeats=alignment_repeats,
             average_from=average_from, homolog_exclude=str(homolog_exclude) if homolog_exclude else None, device=device, workers=workers, init_from=str(init_from) if init_from else None,
             resume=resume, exclude=excluded, accumulate=accumulate, overwrite=overwrite)
         path = train(config, progress=lambda line: console.print(line, highlight=False))

@@ -299,6 +299,14 @@ def homolog_example(codes: np.ndarray, spec: FeatureSpec, row_seed: int, window:
     return np.ascontiguousarray(x), columns, float(features["neff"])
 
 
+def repeated_alignments(depths: Sequence[int], repeats: int) -> list[int]:
+    """Entry indices with each entry on an alignment of ≥ 2 rows ``repeats`` times in a row and
+    each single sequence once: an epoch's weight moves toward the examples whose couplings say
+    something.  Each copy is its own sampler item (its own place in the shuffle, crop window and
+    depth / homolog draws), so with sampling on the copies are different views of the family."""
+    return [i for i, depth in enumerate(depths) for _ in range(repeats if depth > 1 else 1)]
+
+
 def draw_depth(rng: random.Random, depth: int, fraction: float) -> int:
     """0 (all rows) or the depth of one subsample: with probability ``fraction`` an alignment
     of ``depth`` > 1 rows is cut, to the query alone a third of the time, otherwise to a

@@ -93,7 +93,7 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from tprna.data import PAPER_PIXEL_BUDGET, LengthBatchSampler, StoreDataset, collate
+from tprna.data import PAPER_PIXEL_BUDGET, LengthBatchSampler, StoreDataset, collate, repeated_alignments
 from tprna.errors import TprnaError
 from tprna.features import FeatureSpec
 from tprna.losses import build_loss, pair_mask, pair_weights
@@ -138,6 +138,7 @@ class TrainConfig:
     homolog_exclude: str | None = None  # FASTA: homologs ≥ 70 % identical to one of these never train
     bpp_dropout: float = 0.0  # fraction of examples on ≥ 2 rows trained without the bpp channel each epoch
     homolog_query: float = 0.0  # fraction of examples on ≥ 2 rows trained with a homolog as the query each epoch
+    alignment_repeats: int = 1  # each entry on ≥ 2 rows this many times an epoch (data.repeated_alignments)
     average_from: int | None = None  # the model is the mean of the weights after each epoch from this one
     seed: int = 0
     device: str = "auto"
@@ -353,6 +354,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
     if config.average_from is not None and not 0 <= config.average_from < config.epochs:
         raise TprnaError(f"average_from {config.average_from} averages no epoch of a {config.epochs}-epoch run "
                          f"(epochs count from 0 to {config.epochs - 1}, like the milestones)", out)
+    if config.alignment_repeats < 1:
+        raise TprnaError(f"alignment_repeats is a count >= 1, got {config.alignment_repeats}", out)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
 
@@ -369,6 +372,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         dataset.check_depth_sampling()
     if config.homolog_sampling or config.homolog_query:
         _screen_homologs(dataset, config, progress)
+    if config.alignment_repeats != 1:  # after screening: the copies share their entry's screened homologs
+        dataset.keep(repeated_alignments(dataset.depths, config.alignment_repeats))
     if (config.depth_sampling or config.homolog_sampling or config.homolog_query) and config.workers == 0:
         keep_torch_threads_past_numba()  # features are recomputed in this process
     store_key = store_key_of(config.store)
@@ -452,7 +457,8 @@ def _train(config: TrainConfig, progress: Callable[[str], None] | None, ranks: _
         record = {"epoch": epoch, "lr": lr, "loss": total / max(count, 1),
                   "seconds": round(time.perf_counter() - started, 3), "examples": int(count),
                   "depth_sampling": config.depth_sampling, "homolog_sampling": config.homolog_sampling,
-                  "bpp_dropout": config.bpp_dropout, "homolog_query": config.homolog_query}
+                  "bpp_dropout": config.bpp_dropout, "homolog_query": config.homolog_query,
+                  "alignment_repeats": config.alignment_repeats}
         history.append(record)
         weights = {"model": model.state_dict()}
         if config.average_from is not None and epoch >= config.average_from:
