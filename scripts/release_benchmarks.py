@@ -204,8 +204,44 @@ def feature_set_table(choice: dict) -> list[str]:
 
 def stage_tables(choice: dict) -> list[str]:
     """The stages after the feature set's, in the order they ran (the coupling stage, then
-    ``OPTION_STAGES``); a choice made before a stage existed has no table for it."""
-    return [line for name in ("coupling",) + OPTION_STAGES for line in _STAGE_TABLES[f"{name}_stage"](choice)]
+    ``OPTION_STAGES``), each followed by its seed check when measured; a choice made before a
+    stage existed has no table for it."""
+    return [line for name in ("coupling",) + OPTION_STAGES
+            for line in _STAGE_TABLES[f"{name}_stage"](choice) + seed_check_lines(choice, name)]
+
+
+def seed_check_lines(choice: dict, option: str) -> list[str]:
+    """An option stage's variant with more seeds (``train_release.py --check-seeds``), and over
+    all its seeds against the stage's base recipe over the same seeds when ``--noise-seeds``
+    trained those for it; empty when not measured."""
+    check = choice.get(f"{option}_seed_check")
+    if not check:
+        return []
+    variant = next(iter(check["aligned"]))
+    stage = choice[f"{option}_stage"]
+    base = next(recipe for recipe in stage["aligned"] if recipe != variant)
+    extra = list(check["aligned"][variant]["seeds"])
+
+    def seeds(part: str, recipe: str, more: dict) -> dict[str, float]:
+        return stage[part][recipe]["seeds"] | more[part][recipe]["seeds"]
+
+    def mean(values: dict[str, float]) -> float:
+        return sum(values.values()) / len(values)
+
+    figures = {part: ", ".join(f"{v:.3f} (seed {k})" for k, v in check[part][variant]["seeds"].items())
+               for part in ("aligned", "single")}
+    text = (f"More seeds of `{variant}` (`--check-seeds {option}:{','.join(extra)}`, trained and scored like the "
+            f"stage's runs; a check, it chooses nothing): with alignments {figures['aligned']}; on the single "
+            f"sequences {figures['single']}.")
+    noise = choice.get("seed_noise", {})
+    if set(noise.get("aligned", {}).get(base, {}).get("seeds", {})) == set(extra):
+        both = {recipe: {part: mean(seeds(part, recipe, check if recipe == variant else noise))
+                         for part in ("aligned", "single")} for recipe in (variant, base)}
+        text += (f" Over seeds {', '.join(sorted(stage['aligned'][variant]['seeds']) + extra)}: "
+                 f"{both[variant]['aligned']:.3f} with alignments and {both[variant]['single']:.3f} single, against "
+                 f"`{base}`'s {both[base]['aligned']:.3f} and {both[base]['single']:.3f} over the same seeds (its "
+                 f"seeds {', '.join(extra)} from `--noise-seeds`).")
+    return [text, ""]
 
 
 def seed_noise_lines(choice: dict) -> list[str]:

@@ -68,7 +68,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    once, so that more of each epoch is spent where couplings can teach anything.
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
-   stage compares, moves with the seeds alone; it chooses nothing.  The chosen
+   stage compares, moves with the seeds alone; it chooses nothing.  ``--check-seeds shallow:2,3``
+   does the same for an option stage's variant (``<option>_seed_check`` in the record), so that a
+   stage's two-seed loss or win is checked over four seeds.  The chosen
    recipe's candidates (its seeds and their average) then compete on VL;
    the recipe gets its two seeds' runs when it has none.
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
@@ -76,7 +78,7 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
 
     python scripts/train_release.py [--epochs 14] [--candidates 'cov+ss:0,1 cov+ss/depth:0']
-        [--from-record] [--stages-only] [--noise-seeds 2,3]
+        [--from-record] [--stages-only] [--noise-seeds 2,3] [--check-seeds shallow:2,3]
 
 Runs are not kept in git; ``--from-record`` keeps the figures ``choice.json`` records for the
 runs no longer on disk instead of training them again, so a fresh clone trains only what the
@@ -96,7 +98,7 @@ stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the 
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
 minute pretraining each network on the proteins); the repeat stage's ~50 min;
-``--noise-seeds 2,3`` ~35 min more.
+``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs.
 """
 from __future__ import annotations
 
@@ -689,6 +691,22 @@ def parse_candidates(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def parse_seed_checks(text: str) -> dict[str, tuple[int, ...]]:
+    """``"shallow:2,3 deep:2"`` → {"shallow": (2, 3), "deep": (2,)}: more seeds of those option
+    stages' variants (``--check-seeds``)."""
+    checks = {}
+    for token in text.split():
+        option, _, seeds = token.partition(":")
+        numbers = tuple(int(s) for s in seeds.split(",") if s.strip().isdigit())
+        if option not in OPTION_STAGES or not numbers or len(numbers) != len(seeds.split(",")):
+            raise argparse.ArgumentTypeError(f"{token!r}: give STAGE:SEEDS (e.g. shallow:2,3), STAGE one of "
+                                             f"{', '.join(OPTION_STAGES)}")
+        if set(numbers) & set(STAGE_SEEDS):
+            raise argparse.ArgumentTypeError(f"{token!r}: seeds {', '.join(map(str, STAGE_SEEDS))} are the stage's own")
+        checks[option] = numbers
+    return checks
+
+
 def long_range(summary: dict) -> dict[str, float]:
     prec = summary["all"]["precision"]
     return {f"long|{k}": round(float(prec[("long", k)]), 4) for k in ("L", "L/2", "L/5", "L/10")}
@@ -822,7 +840,8 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     models = set()
     stages = [("feature_set_stage", "held_out_clusters", ("feature_sets", "schedules"))] + [
         (f"{name}_stage", "held_out_families", ("aligned",)) for name in ("coupling",) + OPTION_STAGES] + [
-        ("seed_noise", "held_out_families", ("aligned",))]
+        ("seed_noise", "held_out_families", ("aligned",))] + [
+        (f"{name}_seed_check", "held_out_families", ("aligned",)) for name in OPTION_STAGES]
     for key, folder, parts in stages:
         for part in parts:
             for recipe, row in record.get(key, {}).get(part, {}).items():
@@ -933,6 +952,10 @@ def main() -> int:
                         default=(), help="More seeds (e.g. 2,3) of the last stage's choice, trained and scored "
                                          "like its runs: how far a two-seed mean moves with the seeds (chooses "
                                          "nothing)")
+    parser.add_argument("--check-seeds", type=parse_seed_checks, default={},
+                        help="More seeds of option stages' variants, e.g. 'shallow:2,3': trained and scored like "
+                             "the stage's runs and recorded beside it (chooses nothing; --noise-seeds gives the "
+                             "chosen recipe's own)")
     args = parser.parse_args()
     if not (args.data / "coconet/manifest.csv").is_file():
         print(f"no coconet data under {args.data}; pass --data DIR", file=sys.stderr)
@@ -1208,6 +1231,16 @@ def main() -> int:
         log(f"seed noise: {seed_spread(last_stage, records['seed_noise'])}")
     elif set(record.get("seed_noise", {}).get("aligned", {})) == {last_stage["chosen_recipe"]}:
         records["seed_noise"] = record["seed_noise"]  # measured before, on this recipe: kept until measured again
+    for option in OPTION_STAGES:  # more seeds of a stage's variant: a check on its two-seed figure
+        key, stage_of = f"{option}_seed_check", records[f"{option}_stage"]
+        variant = next(recipe for recipe in stage_of["aligned"] if is_stage_variant(recipe, option))
+        if option in args.check_seeds:
+            records[key] = held_out_family_runs(key, variant, args.check_seeds[option], inputs[option][1]) | {
+                "scored": coupling["scored"]}
+            log(f"{key.replace('_', ' ')}: {variant} long top-L {records[key]['aligned'][variant]['mean']:.3f} "
+                f"with alignments, {records[key]['single'][variant]['mean']:.3f} single (chooses nothing)")
+        elif set(record.get(key, {}).get("aligned", {})) == {variant}:
+            records[key] = record[key]  # measured before, on this variant: kept until measured again
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)

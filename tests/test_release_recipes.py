@@ -2,6 +2,7 @@
 homologs against."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import shutil
@@ -862,3 +863,36 @@ def test_repeat_recipes_train_each_alignment_example_more_often():
     assert train_release.OPTION_STAGES[-1] == "repeat"
     assert f"then whether each example on an alignment trains {repeats} times an epoch, each by the same rule" \
            in train_release.selection_text(54, 20, 14)
+
+
+def test_seed_checks_parse_record_and_print_over_every_seed():
+    import release_benchmarks
+    assert train_release.parse_seed_checks("shallow:2,3 deep:4") == {"shallow": (2, 3), "deep": (4,)}
+    for bad in ("wide:2,3", "shallow", "shallow:2,x", "shallow:1,2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="shallow:2,3|the stage's own"):
+            train_release.parse_seed_checks(bad)
+    base = "cov+ss+plm/depth+search"
+    variant = train_release.stage_variant(base, "shallow")
+    stage = stage_figures({base: ((0.75, 0.75, 0.75), (0.47, 0.48, 0.475)),
+                           variant: ((0.77, 0.71, 0.74), (0.48, 0.48, 0.48))}) | {"chosen_recipe": base}
+    check = {"aligned": {variant: {"seeds": {"2": 0.70, "3": 0.74}, "mean": 0.72}},
+             "single": {variant: {"seeds": {"2": 0.46, "3": 0.50}, "mean": 0.48}}}
+    noise = {"aligned": {base: {"seeds": {"2": 0.73, "3": 0.73}, "mean": 0.73}},
+             "single": {base: {"seeds": {"2": 0.45, "3": 0.48}, "mean": 0.465}}}
+    lines = release_benchmarks.seed_check_lines({"shallow_stage": stage, "shallow_seed_check": check}, "shallow")
+    assert lines[0].startswith(f"More seeds of `{variant}` (`--check-seeds shallow:2,3`")
+    assert "with alignments 0.700 (seed 2), 0.740 (seed 3); on the single sequences 0.460 (seed 2), 0.500 (seed 3)." \
+        in lines[0] and "Over seeds" not in lines[0] and lines[1] == ""
+    both = release_benchmarks.seed_check_lines(
+        {"shallow_stage": stage, "shallow_seed_check": check, "seed_noise": noise}, "shallow")[0]
+    # (0.77 + 0.71 + 0.70 + 0.74) / 4, (0.48 + 0.48 + 0.46 + 0.50) / 4; the base's (0.75 + 0.75 + 0.73 + 0.73) / 4
+    # and (0.47 + 0.48 + 0.45 + 0.48) / 4
+    assert (f"Over seeds 0, 1, 2, 3: 0.730 with alignments and 0.480 single, against `{base}`'s 0.740 and 0.470 over "
+            "the same seeds (its seeds 2, 3 from `--noise-seeds`).") in both
+    assert release_benchmarks.seed_check_lines({"shallow_stage": stage}, "shallow") == []
+    tables = release_benchmarks.stage_tables({"shallow_stage": stage | {"model": "mffnet30", "base_model": "mffnet36"},
+                                              "shallow_seed_check": check})
+    assert tables[-2:] == lines
+    assert train_release.record_runs({"shallow_seed_check": check}, Path("r")) == {
+        "r/protein", "r/protein_mffnet30", f"r/held_out_families/{train_release.slug(variant, 2)}",
+        f"r/held_out_families/{train_release.slug(variant, 3)}"}
