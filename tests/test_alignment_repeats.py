@@ -10,6 +10,7 @@ from helpers import train_one_epoch
 
 from tprna.data import LengthBatchSampler, repeated_alignments
 from tprna.errors import TprnaError
+from tprna.train import TrainConfig, train
 
 
 def test_repeated_alignments_by_hand():
@@ -40,6 +41,10 @@ def test_training_with_alignment_repeats(sampling_store, tmp_path):
     # every stored family is an alignment: each trains twice an epoch, recorded with its multiplicity
     assert Counter(ckpt["train_ids"]) == {entry: 2 for entry in plain["train_ids"]}
     assert record["examples"] == 2 * plain_record["examples"]
+    # the count shapes the run: a resume with another is refused, naming it
+    resumed = TrainConfig(**{**ckpt["train_config"], "epochs": 2, "resume": True, "alignment_repeats": 1})
+    with pytest.raises(TprnaError, match="cannot resume.*alignment_repeats: 2 → 1"):
+        train(resumed)
     with pytest.raises(TprnaError, match="alignment_repeats is a count >= 1, got 0"):
         train_one_epoch(sampling_store, tmp_path / "none", alignment_repeats=0)
     assert not (tmp_path / "none").exists()  # refused before the run's folder is made
