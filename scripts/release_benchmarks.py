@@ -25,6 +25,7 @@ import functools
 import gzip
 import json
 import shutil
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,8 @@ from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
 from tprna.structure import read_label_matrix  # noqa: E402
 from train_release import (MFF_BLOCKS, OPTION_STAGES, SINGLE_SEQUENCE_TOLERANCE, coconet_rows,  # noqa: E402
-                           is_stage_variant, read_fasta_sequence, seed_spread, spot_rows, two_seed_means)  # (scripts/)
+                           every_seed, is_stage_variant, read_fasta_sequence, seed_spread, spot_rows,
+                           two_seed_means)  # (scripts/)
 
 PACKAGE_MODEL = REPO / "tprna" / "serve" / "model"
 MODEL_FILE = "tprna-rna.onnx"
@@ -221,13 +223,6 @@ def seed_check_lines(choice: dict, option: str) -> list[str]:
     stage = choice[f"{option}_stage"]
     base = next(recipe for recipe in stage["aligned"] if recipe != variant)
     extra = list(check["aligned"][variant]["seeds"])
-
-    def seeds(part: str, recipe: str, more: dict) -> dict[str, float]:
-        return stage[part][recipe]["seeds"] | more[part][recipe]["seeds"]
-
-    def mean(values: dict[str, float]) -> float:
-        return sum(values.values()) / len(values)
-
     figures = {part: ", ".join(f"{v:.3f} (seed {k})" for k, v in check[part][variant]["seeds"].items())
                for part in ("aligned", "single")}
     text = (f"More seeds of `{variant}` (`--check-seeds {option}:{','.join(extra)}`, trained and scored like the "
@@ -235,8 +230,8 @@ def seed_check_lines(choice: dict, option: str) -> list[str]:
             f"sequences {figures['single']}.")
     noise = choice.get("seed_noise", {})
     if set(noise.get("aligned", {}).get(base, {}).get("seeds", {})) == set(extra):
-        both = {recipe: {part: mean(seeds(part, recipe, check if recipe == variant else noise))
-                         for part in ("aligned", "single")} for recipe in (variant, base)}
+        both = {recipe: {part: statistics.fmean(every_seed(stage, more, recipe, part).values())
+                         for part in ("aligned", "single")} for recipe, more in ((variant, check), (base, noise))}
         text += (f" Over seeds {', '.join(sorted(stage['aligned'][variant]['seeds']) + extra)}: "
                  f"{both[variant]['aligned']:.3f} with alignments and {both[variant]['single']:.3f} single, against "
                  f"`{base}`'s {both[base]['aligned']:.3f} and {both[base]['single']:.3f} over the same seeds (its "

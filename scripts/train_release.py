@@ -862,12 +862,18 @@ def counted_runs(counted: set[str], summed: list[Path], runs: Path) -> list[str]
                   | {os.path.relpath(p, runs) for p in summed if (p / "metrics.jsonl").is_file()})
 
 
+def every_seed(stage: dict, more: dict, recipe: str, part: str = "aligned") -> dict[str, float]:
+    """``recipe``'s figures ({seed: figure}; ``part``: with the held-out families' alignments, or on
+    the single sequences) over the stage's seeds and those of a record of more seeds of it
+    (``--noise-seeds``, ``--check-seeds``)."""
+    return stage[part][recipe]["seeds"] | more[part][recipe]["seeds"]
+
+
 def two_seed_means(stage: dict, noise: dict, part: str = "aligned") -> tuple[dict[str, float], list[float]]:
-    """The chosen recipe's figures (``part``: with the held-out families' alignments, or on the
-    single sequences) over the stage's seeds and the noise seeds ({seed: figure}), and the mean
-    of every two of them: the figure every stage compares, as the seeds alone move it."""
-    recipe = stage["chosen_recipe"]
-    seeds = stage[part][recipe]["seeds"] | noise[part][recipe]["seeds"]
+    """The chosen recipe's figures over the stage's seeds and the noise seeds
+    (:func:`every_seed`), and the mean of every two of them: the figure every stage compares, as
+    the seeds alone move it."""
+    seeds = every_seed(stage, noise, stage["chosen_recipe"], part)
     return seeds, [(seeds[a] + seeds[b]) / 2 for a, b in itertools.combinations(sorted(seeds, key=int), 2)]
 
 
