@@ -322,7 +322,8 @@ def main() -> int:
         "the family's homologs standing in for the query (its own bpp beside the alignment's couplings on the "
         "columns it covers); `/deep`, MFFnet42 (14 MFF blocks instead of 12) instead of MFFnet36, `/shallow` "
         "MFFnet30 (10 blocks), each pretrained on the protein chains likewise; `/repeat`, each example on an "
-        "alignment trained twice an epoch (each copy its own crop and draws), the single sequences once. "
+        "alignment trained twice an epoch (each copy its own crop and draws), the single sequences once; "
+        "`/window`, training windows of 256 residues instead of 128. "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `+neff`: the alignment's depth, log10(1 + Neff), as one more channel; "
@@ -335,7 +336,7 @@ def main() -> int:
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (
             " Rows named `stage: …` are runs of the release's coupling, search, spot, sim, bppdrop, light, long, "
-            "heavy, far, swa, neff, hquery, deep, shallow and repeat stages, "
+            "heavy, far, swa, neff, hquery, deep, shallow, repeat and window stages, "
             f"trained without {HELD_OUT_FAMILIES} coconet train families (fewer training RNAs than the other rows; "
             "`results/release/choice.json`), so they compare with each other." if any(r.startswith("stage: ") for r in summary) else ""), "",
         *summary_table(summary), "",

@@ -441,6 +441,15 @@ def repeat_table(stage: dict) -> str:
             "an alignment's couplings can teach the network to read them. By the same rule, long top-L:")
 
 
+@_stage_table("window_stage")
+def window_table(stage: dict) -> str:
+    """The window stage: the repeat stage's choice trained on longer windows."""
+    return (f"Then longer training windows: the same recipe trained again, in the same way, on windows of "
+            f"{stage['crop']} residues instead of {stage['base_crop']} (an RNA longer than the window trains on a "
+            "random one each epoch): no pair farther apart than the window ever trains, and the long families' "
+            "tertiary contacts are among the farthest. By the same rule, long top-L:")
+
+
 def _network_sentence(stage: dict, kind: str, field: str, why: str) -> str:
     model, base = stage["model"], stage["base_model"]
     return (f"Then {kind}: the same recipe trained again, in the same way, on {model} ({MFF_BLOCKS[model]} MFF "

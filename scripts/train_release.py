@@ -65,7 +65,10 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    the shallow stage with a smaller one (MFFnet30: 10 blocks; the ``shallow`` option).  The repeat stage
    then does the same with each example on an alignment trained ``ALIGNMENT_REPEATS`` times an epoch
    (the ``repeat`` option: each copy its own crop and depth / homolog draws), the single sequences
-   once, so that more of each epoch is spent where couplings can teach anything.
+   once, so that more of each epoch is spent where couplings can teach anything.  The window stage
+   then does the same on training windows of ``WINDOW_CROP`` residues instead of ``--crop``'s (the
+   ``window`` option, :func:`recipe_crop`): with 128-residue windows no pair farther apart than 127
+   ever trains, and the long families' tertiary contacts are among the farthest.
    ``--noise-seeds`` trains the last stage's choice with more seeds, on the same families,
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  ``--check-seeds shallow:2,3``
@@ -97,7 +100,7 @@ the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
-minute pretraining each network on the proteins); the repeat stage's ~50 min;
+minute pretraining each network on the proteins); the repeat stage's ~50 min; the window stage's ~60 min;
 ``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs.
 """
 from __future__ import annotations
@@ -453,6 +456,7 @@ MODEL_OPTIONS = {"deep": "mffnet42", "shallow": "mffnet30"}
 MFF_BLOCKS = {"mffnet30": 10, "mffnet36": 12, "mffnet42": 14}  # what the model card says of each
 HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
 ALIGNMENT_REPEATS = 2  # the "repeat" recipes: each example on an alignment twice an epoch, each single sequence once
+WINDOW_CROP = 256  # the "window" recipes: training windows this long (all but ~3 % of the training RNAs whole)
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
 LONG_EPOCHS = 1.5  # the "long" recipes: this many times the epochs, the learning-rate step still at 70 % of them
@@ -460,7 +464,7 @@ FAR_WEIGHT = 3.0  # the "far" recipes: a long-range pair (|i − j| ≥ 24) coun
 # the stages after the coupling stage, in order: each trains the previous one's choice again with
 # its option (record key "<option>_stage"), on the coupling stage's held-out families
 OPTION_STAGES = ("search", "spot", "sim", "bppdrop", "light", "long", "heavy", "far", "swa", "neff", "hquery",
-                 "deep", "shallow", "repeat")
+                 "deep", "shallow", "repeat", "window")
 EXTRA_EPOCHS = 3  # the "more" recipes: the base run continued at its final learning rate
 # the "sim" recipes start from a network pretrained (after the protein chains) on these simulated
 # families (tprna.simulate.write_example_dataset), every one with 1–3 planted long-range helices
@@ -499,7 +503,8 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
     depends on the schedule, :func:`schedule_options`), ``hquery`` (``HOMOLOG_QUERY`` of the
     examples on an alignment trained with a homolog as the query each epoch), ``deep`` / ``shallow``
     (another network, ``MODEL_OPTIONS``: :func:`recipe_model`), ``repeat`` (each example on an
-    alignment ``ALIGNMENT_REPEATS`` times an epoch, each with its own draws)."""
+    alignment ``ALIGNMENT_REPEATS`` times an epoch, each with its own draws), ``window`` (training
+    windows of ``WINDOW_CROP`` residues: :func:`recipe_crop`)."""
     features, _, option = recipe.partition("/")
     tokens = option.split("+") if option else []
     rates = [rate for name, rate in (("light", LIGHT_SAMPLING), ("heavy", HEAVY_SAMPLING)) if name in tokens]
@@ -510,10 +515,12 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "far": ["--long-weight", FAR_WEIGHT],
              "repeat": ["--alignment-repeats", ALIGNMENT_REPEATS]}
     unknown = [t for t in tokens if t not in flags
-               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", *MODEL_OPTIONS)]
+               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", "window",
+                             *MODEL_OPTIONS)]
     if unknown or len(set(tokens)) != len(tokens):
         raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, heavy, long, swa, {', '.join(MODEL_OPTIONS)}, {', '.join(flags)}, joined by '+')")
+                         f"light, heavy, long, swa, window, {', '.join(MODEL_OPTIONS)}, {', '.join(flags)}, "
+                         "joined by '+')")
     if len(rates) > 1:
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
     if rates and not {"depth", "homolog"} & set(tokens):
@@ -576,6 +583,12 @@ def recipe_epochs(recipe: str, epochs: int) -> int:
     """The epochs of the recipe's own schedule (``epochs``, or ``LONG_EPOCHS`` times it for a
     ``long`` recipe); its learning rate steps down after 70 % of them."""
     return round(epochs * LONG_EPOCHS) if has_option(recipe, "long") else epochs
+
+
+def recipe_crop(recipe: str, crop: int) -> int:
+    """The length of the recipe's training windows: ``WINDOW_CROP`` for a ``window`` recipe, else
+    ``crop`` (an RNA longer than that trains on a random window of it each epoch)."""
+    return WINDOW_CROP if has_option(recipe, "window") else crop
 
 
 def lr_step(epochs: int) -> int:
@@ -651,6 +664,8 @@ def recipe_text(recipe: str, epochs: int) -> str:
     used = [words[flag].format(value) for flag, value in zip(options[::2], options[1::2])]
     if used:
         text += (f", the last {EXTRA_EPOCHS}" if continues else ", every epoch") + " with " + " and ".join(used)
+    if has_option(recipe, "window"):
+        text += f", on training windows of {WINDOW_CROP} residues"
     if trains_searched(recipe):
         text += (", every coconet training family seen twice an epoch: with its Rfam alignment and with its "
                  "query's alignment searched by nhmmer (tprna.search's defaults) in the training families' sequences")
@@ -1003,14 +1018,14 @@ def main() -> int:
     run(TPRNA + ["store", "build", protein, "--manifest", args.data / "protein/manifest.csv",
                  "--molecule", "protein", "--jobs", args.jobs, "-q"], logfile)
 
-    common = ["--crop", args.crop, "--workers", 0, "--resume"]
+    common = ["--workers", 0, "--resume"]
 
     def protein_pretraining(model: str) -> Path:
         """``model`` pretrained on the protein chains (once; a no-op when finished); its run."""
         out = pretraining_run(args.runs, model)
         if not finished(out, args.pretrain_epochs):
             run(TPRNA + ["train", protein, "--out", out, "--model", model, "--epochs", args.pretrain_epochs,
-                         "--lr-milestones", lr_step(args.pretrain_epochs)] + common, logfile)
+                         "--lr-milestones", lr_step(args.pretrain_epochs), "--crop", args.crop] + common, logfile)
         return out
 
     pre = protein_pretraining(MODEL)
@@ -1033,7 +1048,7 @@ def main() -> int:
             run(TPRNA + ["train", store, "--out", out, "--split", "train", "--features", features,
                          "--model", MODEL, "--loss", "tploss", "--epochs", SIMULATED_EPOCHS,
                          "--lr-milestones", lr_step(SIMULATED_EPOCHS), "--init-from", pre / "last.ckpt",
-                         "--depth-sampling", DEPTH_SAMPLING] + common, logfile)
+                         "--depth-sampling", DEPTH_SAMPLING, "--crop", args.crop] + common, logfile)
         return out / "last.ckpt"
 
     def train(out: Path, recipe: str, epochs: int, seed: int, extra: tuple = (), screen: Path = held_out) -> None:
@@ -1046,7 +1061,7 @@ def main() -> int:
         cmd = TPRNA + ["train", args.store, "--out", out, "--split", recipe_split(recipe),
                        "--features", features, "--model", model, "--loss", "tploss", "--epochs", epochs,
                        "--seed", seed, *schedule_options(recipe, args.epochs),
-                       "--init-from", init] + options + list(extra) + common
+                       "--init-from", init, "--crop", recipe_crop(recipe, args.crop)] + options + list(extra) + common
         logfile = args.work / f"{str(out.relative_to(args.runs)).replace('/', '_')}.log"
         running.append((start(cmd, logfile, env), out, logfile))
         while len([p for p, _, _ in running if p.poll() is None]) >= args.parallel:
@@ -1220,6 +1235,9 @@ def main() -> int:
         "shallow": (None, coupling_exclude, {"model": MODEL_OPTIONS["shallow"], "base_model": MODEL}),
         # more of each epoch on the alignments: they are the only examples whose couplings say anything
         "repeat": (None, coupling_exclude, {"repeats": ALIGNMENT_REPEATS}),
+        # longer training windows: pairs farther apart than the window never train, and the
+        # tertiary contacts of the long families are among the farthest
+        "window": (None, coupling_exclude, {"crop": WINDOW_CROP, "base_crop": args.crop}),
     }
     records, last_stage = {"coupling_stage": coupling_record}, coupling
     for option in OPTION_STAGES:
@@ -1295,7 +1313,8 @@ def main() -> int:
                  "file": stage_exclude.name},
               **records,
               "candidates": rows, "winner": winner, "members": rows[winner]["members"],
-              "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "crop": args.crop,
+              "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+              "crop": recipe_crop(recipe_of[winner], args.crop),
               "schedule": recipe_text(recipe_of[winner], args.epochs),
               # the chains its homologs were screened against, when it trained homologs alone
               "homolog_screen": held_out.name if "--homolog-sampling" in recipe_options(recipe_of[winner])[1]
@@ -1340,7 +1359,8 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             "(a log10(1 + Neff) channel), then whether half the examples on an alignment train with a homolog as "
             f"the query, then whether the network is the deeper {MODEL_OPTIONS['deep']}, then the shallower "
             f"{MODEL_OPTIONS['shallow']}, then whether each example on an alignment trains {ALIGNMENT_REPEATS} times "
-            "an epoch, each by the same rule on the same families, then "
+            f"an epoch, then whether the runs train on windows of {WINDOW_CROP} residues, each by the same rule on "
+            "the same families, then "
             f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
 
 

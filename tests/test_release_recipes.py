@@ -605,7 +605,11 @@ def test_light_recipes_sample_fewer_examples():
      "shallow", {"model": "mffnet30", "base_model": "mffnet36"},
      ["| `{recipe}` **(chosen)** | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |",
       "| `{variant}` | 0.760 | 0.750 | 0.755 | 0.450 | 0.460 | 0.455 |"]),
-], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep", "shallow", "repeat"])
+    ("window", {"crop": 256, "base_crop": 128}, "variant", ((0.77, 0.75, 0.76), (0.47, 0.48, 0.475)),
+     "Then longer training windows", ["on windows of 256 residues instead of 128"], "repeat", {"repeats": 2},
+     ["| `{variant}` **(chosen)** | 0.770 | 0.750 | 0.760 | 0.470 | 0.480 | 0.475 |",
+      "| `{recipe}` | 0.750 | 0.750 | 0.750 | 0.470 | 0.480 | 0.475 |"]),
+], ids=["light", "long", "heavy", "far", "swa", "neff", "hquery", "deep", "shallow", "repeat", "window"])
 def test_release_report_prints_each_option_stage_after_the_one_before(option, fields, chosen, variant_figures, starts,
                                                                        words, previous, previous_fields, rows):
     import release_benchmarks
@@ -750,7 +754,8 @@ def test_deep_and_shallow_recipes_train_another_network_from_its_own_protein_pre
         train_release.recipe_options("cov+ss/sim+shallow")
     with pytest.raises(SystemExit, match="deep and shallow each choose the network"):
         train_release.recipe_options("cov+ss/deep+shallow")
-    assert train_release.OPTION_STAGES[-3:-1] == ("deep", "shallow")
+    stages = train_release.OPTION_STAGES
+    assert stages[stages.index("deep") + 1] == "shallow"
     assert "then whether the network is the deeper mffnet42, then the shallower mffnet30, then whether" \
            in train_release.selection_text(54, 20, 14)
     # the record counts its runs and the deeper network's own pretraining
@@ -860,8 +865,24 @@ def test_repeat_recipes_train_each_alignment_example_more_often():
     assert train_release.recipe_model(recipe) == "mffnet36" and train_release.recipe_split(recipe) == \
         train_release.recipe_split(base)
     assert f"each example on an alignment {repeats} times an epoch" in train_release.recipe_text(recipe, 14)
-    assert train_release.OPTION_STAGES[-1] == "repeat"
-    assert f"then whether each example on an alignment trains {repeats} times an epoch, each by the same rule" \
+    assert f"then whether each example on an alignment trains {repeats} times an epoch, then" \
+           in train_release.selection_text(54, 20, 14)
+
+
+def test_window_recipes_train_on_longer_windows_and_say_so():
+    base = "cov+ss+profile+plm/depth+homolog+search"
+    recipe = train_release.stage_variant(base, "window")
+    assert recipe == base + "+window" and train_release.is_stage_variant(recipe, "window")
+    # the window is the training crop, not a flag of the recipe's sampling: the same options as base
+    assert train_release.recipe_options(recipe) == train_release.recipe_options(base)
+    assert train_release.recipe_crop(recipe, 128) == train_release.WINDOW_CROP == 256
+    assert train_release.recipe_crop(base, 128) == 128 and train_release.recipe_crop(base, 96) == 96
+    assert train_release.recipe_model(recipe) == "mffnet36" and train_release.slug(recipe, 0).endswith("_window_seed0")
+    assert ", on training windows of 256 residues" in train_release.recipe_text(recipe, 14)
+    assert "windows" not in train_release.recipe_text(base, 14)
+    stages = train_release.OPTION_STAGES
+    assert stages[stages.index("repeat") + 1] == "window"
+    assert "then whether the runs train on windows of 256 residues, each by the same rule" \
            in train_release.selection_text(54, 20, 14)
 
 
