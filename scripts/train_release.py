@@ -116,6 +116,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the package is imported where it is used, so that --help needs none of it
+    from tprna.search import HomologSearch, SearchResult
 
 REPO = Path(__file__).resolve().parents[1]
 TPRNA = [sys.executable, "-m", "tprna"]
@@ -372,7 +376,7 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict, dict[str,
         search = HomologSearch(database, cpus=0)
     except TprnaError as e:  # pyhmmer missing: one line, before any training starts
         raise SystemExit(f"the release's search stage: {e}") from None
-    found = search.search_many({r["id"]: query_letters(r["msa"]) for r in rows})
+    found = kept_searches(search, {r["id"]: query_letters(r["msa"]) for r in rows}, folder / "searches.json")
     manifest = work / "searched_manifest.csv"
     with open(manifest, "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -388,6 +392,29 @@ def searched_manifest(work: Path, families: Path) -> tuple[Path, dict, dict[str,
         f"hits per query: median {hits[len(hits) // 2]}, {sum(h == 0 for h in hits)} with none")
     return manifest, {"families": len(rows), "sequences": n, "search": search.describe(),
                       "median_hits": hits[len(hits) // 2], "without_hits": sum(h == 0 for h in hits)}, sources
+
+
+def kept_searches(search: HomologSearch, queries: dict[str, str], kept: Path) -> dict[str, SearchResult]:
+    """``search.search_many(queries)``, kept in ``kept`` under a key of everything its results
+    depend on (the database's bytes, the search's settings, pyhmmer's version, the queries): an
+    invocation that changes none of them reads them back instead of searching for minutes again
+    (the searches are deterministic); any change searches again and replaces the record."""
+    from tprna.msa import parse_msa
+    from tprna.search import SearchResult, _pyhmmer
+    from tprna.store.schema import file_sha256
+
+    key = hashlib.sha256(json.dumps([[file_sha256(p) for p in search.paths], search.describe(),
+                                     _pyhmmer().__version__, queries]).encode()).hexdigest()
+    record = json.loads(kept.read_text()) if kept.is_file() else {}
+    if record.get("key") == key and set(record["found"]) == set(queries):
+        log(f"{len(queries)} searches read back from {kept.name} (nothing they depend on changed)")
+        return {i: SearchResult(parse_msa(text, "fasta", "rna", source=f"{i} (searched in {search.name})"),
+                                text, hits) for i, (text, hits) in record["found"].items()}
+    found = search.search_many(queries)
+    partial = kept.with_name(kept.name + ".partial")  # written whole, then renamed: never half a record
+    partial.write_text(json.dumps({"key": key, "found": {i: [r.text, r.hits] for i, r in found.items()}}))
+    partial.replace(kept)
+    return found
 
 
 def query_letters(path: Path) -> str:
@@ -418,7 +445,8 @@ def spot_searched_manifest(work: Path, spot: Path, database: Path) -> tuple[Path
     rows = [r for r in csv.DictReader(open(spot)) if r["split"] == "spot_tr"]
     folder = work / "searched_spot"
     folder.mkdir(parents=True, exist_ok=True)
-    found = HomologSearch(database, cpus=0).search_many({r["id"]: query_letters(r["msa"]) for r in rows})
+    found = kept_searches(HomologSearch(database, cpus=0), {r["id"]: query_letters(r["msa"]) for r in rows},
+                          folder / "searches.json")
     manifest = work / "spot_searched_manifest.csv"
     sources = {}
     with open(manifest, "w", newline="") as fh:

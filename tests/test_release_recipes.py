@@ -917,3 +917,37 @@ def test_seed_checks_parse_record_and_print_over_every_seed():
     assert train_release.record_runs({"shallow_seed_check": check}, Path("r")) == {
         "r/protein", "r/protein_mffnet30", f"r/held_out_families/{train_release.slug(variant, 2)}",
         f"r/held_out_families/{train_release.slug(variant, 3)}"}
+
+
+def test_kept_searches_read_back_until_what_they_depend_on_changes(tmp_path, monkeypatch):
+    pytest.importorskip("pyhmmer")
+    import numpy as np
+
+    from tprna.search import HomologSearch
+    from tprna.simulate import simulate_family
+
+    family = simulate_family(60, 12, 3, pair_mutation=0.1, unpaired_mutation=0.15)
+    database = tmp_path / "db.fa"
+    database.write_text("".join(f">fam{n}\n{family.sequences[n].replace('-', '')}\n" for n in range(1, 12)))
+    queries = {"q1": family.query, "q2": "ACGUACGUACGUACGU"}
+    kept = tmp_path / "searches.json"
+    calls = []
+
+    def counted(search):
+        real = search.search_many
+        monkeypatch.setattr(search, "search_many", lambda q: calls.append(sorted(q)) or real(q))
+        return search
+
+    first = train_release.kept_searches(counted(HomologSearch(database)), queries, kept)
+    assert calls == [["q1", "q2"]] and first["q1"].hits == 11 and first["q2"].hits == 0
+    again = train_release.kept_searches(counted(HomologSearch(database)), queries, kept)
+    assert calls == [["q1", "q2"]]  # read back: no search
+    for i in queries:
+        assert (again[i].text, again[i].hits, again[i].msa.ids) == (first[i].text, first[i].hits, first[i].msa.ids)
+        assert np.array_equal(again[i].msa.codes, first[i].msa.codes)
+    # each of what the results depend on, changed, searches again
+    train_release.kept_searches(counted(HomologSearch(database)), {"q1": queries["q1"]}, kept)
+    train_release.kept_searches(counted(HomologSearch(database, e_value=1e-5)), {"q1": queries["q1"]}, kept)
+    database.write_text(database.read_text() + ">decoy\nGGGGAAAACCCCUUUU\n")
+    train_release.kept_searches(counted(HomologSearch(database, e_value=1e-5)), {"q1": queries["q1"]}, kept)
+    assert len(calls) == 4 and not kept.with_name(kept.name + ".partial").exists()
