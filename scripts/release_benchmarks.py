@@ -252,12 +252,13 @@ def seed_noise_lines(choice: dict) -> list[str]:
     variants = {option: row["mean"] for option in OPTION_STAGES for recipe, row in
                 choice.get(f"{option}_stage", {}).get("aligned", {}).items()
                 if is_stage_variant(recipe, option) and recipe != stage["chosen_recipe"]}
-    inside = [f"{option} {mean:.3f}" for option, mean in variants.items() if low <= mean <= high]
-    outside = [f"{option} {mean:.3f}" for option, mean in variants.items() if not low <= mean <= high]
+    where = {side: ", ".join(f"{option} {mean:.3f}" for option, mean in variants.items() if test(mean)) or "none"
+             for side, test in (("inside", lambda m: low <= m <= high), ("below", lambda m: m < low),
+                                ("above", lambda m: m > high))}
     return [f"How far the seeds alone move the two-seed mean these stages compare: the chosen recipe trained {extra} "
             "more times, in the same way (`--noise-seeds`; this chooses nothing). " + seed_spread(stage, noise) + ". "
             + seed_spread(stage, noise, "single") + ". The stages' variants with alignments inside that range: "
-            + (", ".join(inside) or "none") + "; outside it: " + (", ".join(outside) or "none") + ".", ""]
+            f"{where['inside']}; below it: {where['below']}; above it: {where['above']}.", ""]
 
 
 _STAGE_TABLES: dict[str, Callable[[dict], list[str]]] = {}  # record key → its table, for stage_tables

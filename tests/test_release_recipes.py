@@ -817,8 +817,10 @@ def test_seed_spread_by_hand():
                     "0.700 (seed 2), 0.720 (seed 3); mean 0.730; the 6 two-seed means range 0.710–0.750")
     assert train_release.seed_spread(far, noise, "single").endswith("mean 0.470; the 6 two-seed means range "
                                                                     "0.465–0.475")
-    # the stages' variants against the two-seed range 0.710–0.750: heavy 0.705 outside, far 0.745 inside
+    # the stages' variants against the two-seed range 0.710–0.750: heavy 0.705 below, far 0.745 inside,
+    # light 0.755 above
     heavy = {"aligned": {recipe: {"mean": 0.75}, recipe + "+heavy": {"mean": 0.705}}}
+    light = {"aligned": {recipe: {"mean": 0.75}, recipe + "+light": {"mean": 0.755}}}
     far["aligned"][recipe + "+far"] = {"mean": 0.745}
     # the chosen recipe is the search stage's variant: it is not listed against its own seeds
     search = {"aligned": {"cov+ss+plm/depth": {"mean": 0.70}, recipe: {"mean": 0.75}}}
@@ -826,13 +828,13 @@ def test_seed_spread_by_hand():
     neff = stage_figures({recipe: ((0.76, 0.74, 0.75), (0.48, 0.46, 0.47)),
                           "cov+ss+plm+neff/depth+search": ((0.72, 0.72, 0.72), (0.47, 0.47, 0.47))}) | {
         "chosen_recipe": recipe}
-    lines = release_benchmarks.seed_noise_lines({"search_stage": search, "heavy_stage": heavy, "far_stage": far,
-                                                 "neff_stage": neff, "seed_noise": noise})
+    lines = release_benchmarks.seed_noise_lines({"search_stage": search, "light_stage": light, "heavy_stage": heavy,
+                                                 "far_stage": far, "neff_stage": neff, "seed_noise": noise})
     assert lines[0].startswith("How far the seeds alone move the two-seed mean these stages compare: the chosen "
                                "recipe trained 2 more times")
     assert text in lines[0] and lines[1] == ""
-    assert lines[0].endswith("variants with alignments inside that range: far 0.745, neff 0.720; outside it: "
-                             "heavy 0.705.")
+    assert lines[0].endswith("variants with alignments inside that range: far 0.745, neff 0.720; below it: "
+                             "heavy 0.705; above it: light 0.755.")
     assert release_benchmarks.seed_noise_lines({"far_stage": far}) == []
     record = {"seed_noise": noise}
     assert train_release.record_runs(record, Path("r")) == {
