@@ -46,7 +46,7 @@ from tprna.msa import MSA, read_msa  # noqa: E402
 from tprna.report import markdown_table  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.store.schema import file_sha256  # noqa: E402
-from train_release import HELD_OUT_FAMILIES  # noqa: E402
+from train_release import CROP, HELD_OUT_FAMILIES, WINDOW_CROP  # noqa: E402
 
 SUBSETS = ("all", "neff<1", "1<=neff<10", "neff>=10")
 DEPTHS = (1, 4, 16, 64, 256)  # rows kept (the query included); the full alignment is the last point
@@ -323,7 +323,7 @@ def main() -> int:
         "columns it covers); `/deep`, MFFnet42 (14 MFF blocks instead of 12) instead of MFFnet36, `/shallow` "
         "MFFnet30 (10 blocks), each pretrained on the protein chains likewise; `/repeat`, each example on an "
         "alignment trained twice an epoch (each copy its own crop and draws), the single sequences once; "
-        "`/window`, training windows of 256 residues instead of 128. "
+        f"`/window`, training windows of {WINDOW_CROP} residues instead of {CROP}. "
         "Feature sets `cov+ss+apc`, "
         "`+dca`, `+plm` (pseudo-likelihood couplings, `tprna.plmdca`), `+alifold`: one coupling map beside "
         "`cov` and `bpp`; `+neff`: the alignment's depth, log10(1 + Neff), as one more channel; "

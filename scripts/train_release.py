@@ -484,6 +484,7 @@ MODEL_OPTIONS = {"deep": "mffnet42", "shallow": "mffnet30"}
 MFF_BLOCKS = {"mffnet30": 10, "mffnet36": 12, "mffnet42": 14}  # what the model card says of each
 HOMOLOG_QUERY = 0.5  # the "hquery" recipes: half the examples still on an alignment trained with a homolog as query
 ALIGNMENT_REPEATS = 2  # the "repeat" recipes: each example on an alignment twice an epoch, each single sequence once
+CROP = 128  # the release's training windows (--crop's default): an RNA longer trains on a random one each epoch
 WINDOW_CROP = 256  # the "window" recipes: training windows this long (2 of the 229 training RNAs longer; at 128, 22)
 LIGHT_SAMPLING = 0.25  # the "light" recipes: depth and homolog sampling on a quarter of the examples each
 HEAVY_SAMPLING = 0.75  # the "heavy" recipes: on three quarters of them each
@@ -984,7 +985,7 @@ def main() -> int:
                         help="Feature sets and their seeds, e.g. 'cov+ss:0,1 cov+ss+profile:0'")
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--pretrain-epochs", type=int, default=6)
-    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--crop", type=int, default=CROP)
     parser.add_argument("--parallel", type=int, default=2, help="Candidates trained side by side")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--drop-families", action="store_true",
