@@ -405,7 +405,10 @@ def kept_searches(search: HomologSearch, queries: dict[str, str], kept: Path) ->
 
     key = hashlib.sha256(json.dumps([[file_sha256(p) for p in search.paths], search.describe(),
                                      _pyhmmer().__version__, queries]).encode()).hexdigest()
-    record = json.loads(kept.read_text()) if kept.is_file() else {}
+    try:
+        record = json.loads(kept.read_text()) if kept.is_file() else {}
+    except ValueError:  # not a record this function wrote (it writes whole ones): search again
+        record = {}
     if record.get("key") == key and set(record["found"]) == set(queries):
         log(f"{len(queries)} searches read back from {kept.name} (nothing they depend on changed)")
         return {i: SearchResult(parse_msa(text, "fasta", "rna", source=f"{i} (searched in {search.name})"),

@@ -953,3 +953,7 @@ def test_kept_searches_read_back_until_what_they_depend_on_changes(tmp_path, mon
     database.write_text(database.read_text() + ">decoy\nGGGGAAAACCCCUUUU\n")
     train_release.kept_searches(counted(HomologSearch(database, e_value=1e-5)), {"q1": queries["q1"]}, kept)
     assert len(calls) == 4 and not kept.with_name(kept.name + ".partial").exists()
+    kept.write_text(kept.read_text()[:100])  # not a whole record: searched again, and replaced
+    assert train_release.kept_searches(counted(HomologSearch(database, e_value=1e-5)), {"q1": queries["q1"]},
+                                       kept)["q1"].hits == 11
+    assert len(calls) == 5 and json.loads(kept.read_text())["found"]["q1"][1] == 11
