@@ -100,7 +100,7 @@ the bppdrop stage's runs ~45 min; the light stage's runs ~1 h (four runs sharing
 stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the far stage's ~35 min;
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
-minute pretraining each network on the proteins); the repeat stage's ~50 min; the window stage's ~60 min;
+minute pretraining each network on the proteins); the repeat stage's ~50 min; the window stage's ~40 min;
 ``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs.
 """
 from __future__ import annotations
