@@ -546,13 +546,13 @@ def recipe_options(recipe: str) -> tuple[str, list, bool]:
              "hquery": ["--homolog-query", HOMOLOG_QUERY],
              "far": ["--long-weight", FAR_WEIGHT],
              "repeat": ["--alignment-repeats", ALIGNMENT_REPEATS]}
-    unknown = [t for t in tokens if t not in flags
-               and t not in ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", "window",
-                             *MODEL_OPTIONS)]
+    # options without a flag of their own: the run continued, the split, the pretraining, the sampling
+    # rates, the schedule, the window, the network
+    unflagged = ("more", "search", "spot", "sim", "light", "heavy", "long", "swa", "window", *MODEL_OPTIONS)
+    unknown = [t for t in tokens if t not in flags and t not in unflagged]
     if unknown or len(set(tokens)) != len(tokens):
-        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: more, search, spot, sim, "
-                         f"light, heavy, long, swa, window, {', '.join(MODEL_OPTIONS)}, {', '.join(flags)}, "
-                         "joined by '+')")
+        raise SystemExit(f"unknown recipe option {option!r} in {recipe!r} (known: {', '.join(unflagged)}, "
+                         f"{', '.join(flags)}, joined by '+')")
     if len(rates) > 1:
         raise SystemExit(f"recipe {recipe!r}: 'light' and 'heavy' set the same sampling rate")
     if rates and not {"depth", "homolog"} & set(tokens):
