@@ -199,9 +199,13 @@ def feature_set_table(choice: dict) -> list[str]:
     lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
               f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
     lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
-    return lines + [""] + stage_tables(choice) + seed_noise_lines(choice) + [
-        "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), VL "
-        "chooses. Every candidate:", ""]
+    ensemble = choice.get("ensemble_stage", {}).get("chosen_seeds", [])
+    last = ("Then the chosen recipe trained on every training RNA with those seeds: their average ships, and VL "
+            "reports it (choosing one run by its VL figure would choose the seeds' noise)." if len(ensemble) > 1 else
+            "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), "
+            "VL chooses.")
+    return lines + [""] + stage_tables(choice) + seed_noise_lines(choice) + ensemble_lines(choice) + [
+        f"{last} Every candidate:", ""]
 
 
 def stage_tables(choice: dict) -> list[str]:
@@ -259,6 +263,32 @@ def seed_noise_lines(choice: dict) -> list[str]:
             "more times, in the same way (`--noise-seeds`; this chooses nothing). " + seed_spread(stage, noise) + ". "
             + seed_spread(stage, noise, "single") + ". The stages' variants with alignments inside that range: "
             f"{where['inside']}; below it: {where['below']}; above it: {where['above']}.", ""]
+
+
+def ensemble_lines(choice: dict) -> list[str]:
+    """The ensemble stage: for each recipe with runs of every seed it asks for, long top-L of two
+    networks averaged (the mean over the pairs, and their range) against all of them averaged,
+    with alignments and single; empty for a choice made before the stage existed."""
+    stage = choice.get("ensemble_stage")
+    if not stage:
+        return []
+    n, chosen = len(stage["seeds"]), len(stage["chosen_seeds"])
+    seeds = ",".join(map(str, stage["seeds"]))
+    lines = [f"Then how many networks the shipped model averages: the stage recipes trained with seeds {seeds} "
+             "(a stage's own two and its seed check's two), each scored with its runs' maps averaged two at a time "
+             f"(the two-network ensemble every earlier release shipped; the mean over the pairs) and all {n} at "
+             f"once, on the same families and single sequences. {n} win when, over the recipes, they beat two with "
+             f"alignments and cost the single sequences at most {SINGLE_SEQUENCE_TOLERANCE}; long top-L:", "",
+             f"| recipe | aligned, 2 networks (pairs' mean; range) | aligned, {n} networks | single, 2 networks "
+             f"(pairs' mean; range) | single, {n} networks |", "|---|---:|---:|---:|---:|"]
+    for recipe, aligned in stage["aligned"].items():
+        cells = [f"{row['pair_mean']:.3f} ({min(row['pairs'].values()):.3f}–{max(row['pairs'].values()):.3f}) | "
+                 f"{row['all']:.3f}" for row in (aligned, stage["single"][recipe])]
+        lines.append(f"| `{recipe}` | " + " | ".join(cells) + " |")
+    if not stage["aligned"]:
+        lines.append(f"| (no recipe with runs of seeds {seeds}) | | | | |")
+    return lines + ["", f"Chosen: the chosen recipe's candidates train {chosen} seeds"
+                    + (f", and the average of their {chosen} networks ships." if chosen > 1 else "."), ""]
 
 
 _STAGE_TABLES: dict[str, Callable[[dict], list[str]]] = {}  # record key → its table, for stage_tables

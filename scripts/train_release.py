@@ -73,9 +73,11 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
    and records what they score (:func:`seed_spread`): how far a two-seed mean, which every
    stage compares, moves with the seeds alone; it chooses nothing.  ``--check-seeds shallow:2,3``
    does the same for an option stage's variant (``<option>_seed_check`` in the record), so that a
-   stage's two-seed loss or win is checked over four seeds.  The chosen
-   recipe's candidates (its seeds and their average) then compete on VL;
-   the recipe gets its two seeds' runs when it has none.
+   stage's two-seed loss or win is checked over four seeds.  The ensemble stage then asks, of the
+   recipes with runs of all ``ENSEMBLE_SEEDS`` (a stage's and its seed check's), whether the
+   average of the four networks beats that of two (:func:`choose_ensemble`, the same rule, on the
+   same families; it needs no training): its choice is how many seeds the chosen recipe's
+   candidates train, and their average ships (VL reports it).
 4. **Ship.**  The winner is exported to ONNX (float32, parity-checked), copied into
    ``tprna/serve/model/`` with its sha256 and the validation figures, and
    ``scripts/release_benchmarks.py`` writes the model card and ``results/RELEASE.md``.
@@ -101,7 +103,8 @@ stage's runs ~50 min (21 epochs, two runs); the heavy stage's runs ~35 min; the 
 the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff stage's ~40 min;
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
 minute pretraining each network on the proteins); the repeat stage's ~50 min; the window stage's ~40 min;
-``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs.
+``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs; the ensemble
+stage ~5 min scoring; the chosen recipe's four candidates ~1.7 h (two at a time).
 """
 from __future__ import annotations
 
@@ -819,6 +822,9 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
 # single-sequence examples of the families (tRNAs among them), could not show what it does.
 STAGE_FEATURE_SETS = ("cov+ss", "cov+ss+profile")
 STAGE_SEEDS = (0, 1)
+# the ensemble stage: whether the shipped model averages this many seeds' networks instead of
+# STAGE_SEEDS' (two); its evidence is every stage recipe with runs of all these seeds
+ENSEMBLE_SEEDS = (0, 1, 2, 3)
 STAGE_SCHEDULES = ("depth", "depth+homolog")  # recipe options tried on the chosen feature set
 STAGE_SCHEDULE_SEEDS = (0, 1)
 
@@ -844,6 +850,59 @@ def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, t
             figures[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
         rows[recipe] = {"seeds": figures, "mean": round(float(np.mean(list(figures.values()))), 4)}
     return rows
+
+
+def ensemble_figures(maps: dict[int, dict], labels: dict) -> dict:
+    """Long top-L of the average of each pair of the runs' maps ({seed: {id: map}}), their mean
+    (a two-network ensemble, as every earlier release shipped), and of the average of them all."""
+    import numpy as np
+
+    from tprna.evaluate import score_maps
+
+    def score(seeds: tuple[int, ...]) -> float:
+        averaged = {i: np.mean([maps[s][i] for s in seeds], axis=0) for i in labels}
+        return long_range(score_maps(averaged, labels)["summary"])[SELECTION_KEY]
+
+    pairs = {f"{a},{b}": score((a, b)) for a, b in itertools.combinations(sorted(maps), 2)}
+    return {"pairs": pairs, "pair_mean": round(float(np.mean(list(pairs.values()))), 4),
+            "all": score(tuple(sorted(maps)))}
+
+
+def ensemble_stage(store: Path, runs: Path, chains: dict[str, list[str]], recipes: list[str],
+                   recorded: dict | None = None) -> dict:
+    """:func:`ensemble_figures` of every recipe of ``recipes`` with runs of all ``ENSEMBLE_SEEDS``
+    under ``runs``, on each part of ``chains`` ({"aligned": the held-out families, "single": the
+    single sequences}); a recipe whose runs are gone keeps its row in ``recorded``."""
+    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint
+
+    rows: dict[str, dict] = {part: {} for part in chains}
+    for recipe in recipes:
+        paths = [runs / slug(recipe, seed) / "last.ckpt" for seed in ENSEMBLE_SEEDS]
+        if not all(path.is_file() for path in paths):
+            if all(recipe in (recorded or {}).get(part, {}) for part in chains):
+                for part in chains:
+                    rows[part][recipe] = recorded[part][recipe]
+            continue
+        for part, ids in chains.items():
+            evaluation = load_evaluation_set(str(store), None, recipe_options(recipe)[0], ids=ids)
+            rows[part][recipe] = ensemble_figures(
+                {seed: predict_with_checkpoint(path, evaluation, device="cpu")
+                 for seed, path in zip(ENSEMBLE_SEEDS, paths)}, evaluation.labels)
+    return rows
+
+
+def choose_ensemble(stage: dict) -> tuple[int, ...]:
+    """``ENSEMBLE_SEEDS`` when, over the stage's recipes, averaging all their networks beats the
+    mean of the two-network averages with alignments and costs the single sequences at most
+    ``SINGLE_SEQUENCE_TOLERANCE`` (the stages' rule); else ``STAGE_SEEDS``, and with no evidence."""
+    aligned, single = stage.get("aligned", {}), stage.get("single", {})
+    if not aligned:
+        return STAGE_SEEDS
+
+    def gain(rows: dict) -> float:
+        return sum(row["all"] - row["pair_mean"] for row in rows.values()) / len(rows)
+
+    return ENSEMBLE_SEEDS if gain(aligned) > 0 and gain(single) >= -SINGLE_SEQUENCE_TOLERANCE else STAGE_SEEDS
 
 
 def score_before_averaging(store: Path, runs: Path, chains: dict[str, list[str]], recipe: str,
@@ -969,12 +1028,19 @@ def choose_variant(stage: dict, recipe: str, variants: list[str]) -> str:
     return max(passing, key=lambda v: (aligned[v]["mean"], -variants.index(v))) if passing else recipe
 
 
-def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], recipe: str) -> str:
-    """The candidate with the best VL figure among ``recipe``'s (its seeds and their average);
-    ties go to fewer networks."""
+def choose_winner(rows: dict[str, dict], recipe_of: dict[str, str], recipe: str,
+                  seeds: tuple[int, ...] = ()) -> str:
+    """The average of ``recipe``'s runs of ``seeds`` (the ensemble stage's choice) when there are
+    several and a candidate averages exactly those: VL then only reports it, since picking one
+    run by 28 short chains' figure would pick the seeds' noise.  Else the candidate with the best
+    VL figure among ``recipe``'s (its seeds and their average); ties go to fewer networks."""
     pool = [n for n in rows if recipe_of[n] == recipe]
     if not pool:
         raise SystemExit(f"no candidate trains the chosen recipe {recipe!r}")
+    ensemble = sorted(slug(recipe, seed) for seed in seeds)
+    averages = [n for n in pool if len(ensemble) > 1 and sorted(rows[n]["members"]) == ensemble]
+    if averages:
+        return averages[0]
     return max(pool, key=lambda n: (rows[n]["spot_vl"][SELECTION_KEY], -len(rows[n]["members"])))
 
 
@@ -1297,6 +1363,18 @@ def main() -> int:
                 f"with alignments, {records[key]['single'][variant]['mean']:.3f} single (chooses nothing)")
         elif set(record.get(key, {}).get("aligned", {})) == {variant}:
             records[key] = record[key]  # measured before, on this variant: kept until measured again
+    # the ensemble stage: the recipes with runs of every ENSEMBLE_SEEDS seed (a stage's two and its
+    # seed check's, or the chosen recipe's and --noise-seeds')
+    checked = [next(iter(records[key]["aligned"])) for key in
+               [f"{option}_seed_check" for option in OPTION_STAGES] + ["seed_noise"] if key in records]
+    ensemble = ensemble_stage(args.store, coupling_runs, {"aligned": coupling["scored"], "single": chains},
+                              checked, record.get("ensemble_stage"))
+    records["ensemble_stage"] = ensemble | {"seeds": list(ENSEMBLE_SEEDS), "scored": coupling["scored"],
+                                            "chosen_seeds": list(choose_ensemble(ensemble))}
+    for recipe, row in ensemble["aligned"].items():
+        log(f"ensemble stage: {recipe} long top-L of {len(ENSEMBLE_SEEDS)} networks averaged {row['all']:.3f}, of two "
+            f"{row['pair_mean']:.3f} (the mean over pairs) with alignments; {ensemble['single'][recipe]['all']:.3f} "
+            f"and {ensemble['single'][recipe]['pair_mean']:.3f} single")
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
         counted = record_runs(kept, args.runs)
@@ -1315,7 +1393,7 @@ def main() -> int:
         log(f"stages written to {args.work / 'choice.json'}; the shipped model is unchanged")
         return 0
     stage["chosen_recipe"] = last_stage["chosen_recipe"]
-    for seed in STAGE_SEEDS:  # the stage's choice always has its seeds as candidates
+    for seed in records["ensemble_stage"]["chosen_seeds"]:  # the chosen recipe's candidates: these seeds
         if (stage["chosen_recipe"], seed) not in jobs:
             jobs.append((stage["chosen_recipe"], seed))
             train_candidate(stage["chosen_recipe"], seed)
@@ -1332,7 +1410,8 @@ def main() -> int:
             f"coconet test long top-L {row['test'][SELECTION_KEY]:.3f}")
     recipe_of = {slug(r, seed): r for r, seed in jobs} | {
         name: name.split(" average")[0] for name in rows if " average" in name}
-    winner = choose_winner(rows, recipe_of, stage["chosen_recipe"])
+    winner = choose_winner(rows, recipe_of, stage["chosen_recipe"],
+                           tuple(records["ensemble_stage"]["chosen_seeds"]))
     log(f"winner by validation: {winner} ({rows[winner]['spot_vl'][SELECTION_KEY]:.3f})")
     summed = (sorted(args.runs.glob("protein*")) + sorted(args.runs.glob("simulated_*"))
               + [args.runs / slug(r, s) for r, s in jobs]
@@ -1392,8 +1471,11 @@ def selection_text(n_chains: int, n_held_out: int, n_families: int) -> str:
             f"the query, then whether the network is the deeper {MODEL_OPTIONS['deep']}, then the shallower "
             f"{MODEL_OPTIONS['shallow']}, then whether each example on an alignment trains {ALIGNMENT_REPEATS} times "
             f"an epoch, then whether the runs train on windows of {WINDOW_CROP} residues, each by the same rule on "
-            "the same families, then "
-            f"{SELECTION_KEY} on spot_vl among that recipe's runs and their average (ties: fewer networks)")
+            f"the same families, then whether the shipped model averages {len(ENSEMBLE_SEEDS)} seeds' networks "
+            f"instead of {len(STAGE_SEEDS)} (on the same families, by the same rule, from the stage recipes trained "
+            f"with {len(ENSEMBLE_SEEDS)} seeds): the average of that recipe's runs of those seeds ships "
+            f"({SELECTION_KEY} on spot_vl reports it; with one seed, or a record from before, it chooses among the "
+            "recipe's runs and their average, ties to fewer networks)")
 
 
 def training_hours(runs: list[Path], counted: set[str] = frozenset()) -> float:

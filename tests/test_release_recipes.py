@@ -114,6 +114,14 @@ def test_winner_is_the_best_vl_run_of_the_chosen_recipe():
     assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile/depth") == "mffnet36_cov_ss_profile_depth_seed0"
     with pytest.raises(SystemExit, match="no candidate trains"):
         train_release.choose_winner(rows, recipe_of, "precision+ss")
+    # the ensemble stage's seeds: their average ships whatever VL says of it; one seed, or seeds
+    # no candidate averages exactly, leave the choice to VL
+    rows["cov+ss+profile average of seeds 0,1"]["members"] = [
+        train_release.slug("cov+ss+profile", seed) for seed in (1, 0)]
+    assert (train_release.choose_winner(rows, recipe_of, "cov+ss+profile", (0, 1))
+            == "cov+ss+profile average of seeds 0,1")
+    for seeds in ((0,), (0, 1, 2)):
+        assert train_release.choose_winner(rows, recipe_of, "cov+ss+profile", seeds) == "mffnet36_cov_ss_profile_seed0"
 
 
 def test_release_report_prints_the_feature_set_stage():
@@ -135,6 +143,10 @@ def test_release_report_prints_the_feature_set_stage():
     assert "| `cov+ss+profile/depth` | 0.458 | 0.458 |" in lines
     assert "| `cov+ss+profile/depth+homolog` **(chosen)** | 0.481 | 0.481 |" in lines
     assert "among the runs of the chosen recipe" in lines[-2]
+    ensemble = {"aligned": {}, "single": {}, "seeds": [0, 1, 2, 3], "chosen_seeds": [0, 1, 2, 3]}
+    lines = release_benchmarks.feature_set_table({"feature_set_stage": stage, "ensemble_stage": ensemble})
+    assert lines[-2].startswith("Then the chosen recipe trained on every training RNA with those seeds: their "
+                                "average ships, and VL reports it")
 
 
 def test_held_out_families_leave_no_close_rna_in_training(shared_data):
@@ -957,3 +969,78 @@ def test_kept_searches_read_back_until_what_they_depend_on_changes(tmp_path, mon
     assert train_release.kept_searches(counted(HomologSearch(database, e_value=1e-5)), {"q1": queries["q1"]},
                                        kept)["q1"].hits == 11
     assert len(calls) == 5 and json.loads(kept.read_text())["found"]["q1"][1] == 11
+
+
+def test_ensemble_figures_by_hand():
+    """One RNA of 60 nt with 60 long-range contacts; each of four runs ranks a different 30 of
+    them first (1.0) and the other pairs below 0.2.  An average of networks then puts every
+    contact any member found above every non-contact, so its top-L long precision is the share
+    of the 60 contacts its members found together: 45/60 for four of the six pairs (0,1; 0,3;
+    1,2; 2,3), 60/60 for the other two and for all four."""
+    import numpy as np
+
+    from tprna.evaluate import Labels
+
+    n = 60
+    long_pairs = [(i, j) for i in range(n) for j in range(i + 24, n)]
+    rng = np.random.default_rng(0)
+    contacts = [long_pairs[k] for k in rng.choice(len(long_pairs), 60, replace=False)]
+    truth = np.zeros((n, n), bool)
+    for i, j in contacts:
+        truth[i, j] = truth[j, i] = True
+    found = {0: range(0, 30), 1: range(15, 45), 2: range(30, 60), 3: [*range(0, 15), *range(45, 60)]}
+    maps = {}
+    for seed, members in found.items():
+        scores = rng.uniform(0, 0.2, (n, n))
+        scores[truth] = 0.0
+        for k in members:
+            i, j = contacts[k]
+            scores[i, j] = 1.0
+        maps[seed] = {"rna": np.maximum(scores, scores.T)}
+    labels = {"rna": Labels(truth, np.ones((n, n), bool), 5.0, "A" * n)}
+    figures = train_release.ensemble_figures(maps, labels)
+    assert figures["pairs"] == {"0,1": 0.75, "0,2": 1.0, "0,3": 0.75, "1,2": 0.75, "1,3": 1.0, "2,3": 0.75}
+    assert figures["pair_mean"] == round(5 / 6, 4)
+    assert figures["all"] == 1.0
+
+
+def test_the_ensemble_stage_chooses_four_networks_by_the_stages_rule(tmp_path):
+    def row(pair_mean: float, four: float) -> dict:
+        return {"pairs": {"0,1": pair_mean}, "pair_mean": pair_mean, "all": four}
+
+    four, two = train_release.ENSEMBLE_SEEDS, train_release.STAGE_SEEDS
+    assert len(four) == 4 and two == (0, 1)
+    stage = {"aligned": {"a": row(0.76, 0.776), "b": row(0.757, 0.766)},
+             "single": {"a": row(0.491, 0.498), "b": row(0.479, 0.483)}}
+    assert train_release.choose_ensemble(stage) == four
+    # better with alignments over the recipes (+0.010, -0.004), single within the tolerance (-0.009)
+    stage = {"aligned": {"a": row(0.76, 0.77), "b": row(0.76, 0.756)},
+             "single": {"a": row(0.49, 0.481), "b": row(0.48, 0.471)}}
+    assert train_release.choose_ensemble(stage) == four
+    assert train_release.choose_ensemble(stage | {"single": {"a": row(0.49, 0.47), "b": row(0.48, 0.47)}}) == two
+    assert train_release.choose_ensemble(stage | {"aligned": {"a": row(0.76, 0.76)}}) == two  # a tie: two
+    assert train_release.choose_ensemble({"aligned": {}, "single": {}}) == two  # no evidence
+    # runs gone: the record's rows stand in for them, and nothing without either
+    chains = {"aligned": ["RF1"], "single": ["c1"]}
+    recorded = {part: {"a": row(0.5, 0.6)} for part in chains}
+    assert train_release.ensemble_stage(tmp_path, tmp_path, chains, ["a"], recorded) == recorded
+    assert train_release.ensemble_stage(tmp_path, tmp_path, chains, ["a", "b"], {}) == {"aligned": {}, "single": {}}
+    assert ("then whether the shipped model averages 4 seeds' networks instead of 2"
+            in train_release.selection_text(54, 20, 14))
+
+
+def test_release_report_prints_the_ensemble_stage():
+    import release_benchmarks
+
+    recipe = "cov+ss+plm/depth+search+repeat"
+    stage = {"aligned": {recipe: {"pairs": {"0,1": 0.773, "0,2": 0.758, "2,3": 0.749}, "pair_mean": 0.7606,
+                                  "all": 0.7757}},
+             "single": {recipe: {"pairs": {"0,1": 0.498, "0,2": 0.491, "2,3": 0.484}, "pair_mean": 0.4912,
+                                 "all": 0.4979}},
+             "seeds": [0, 1, 2, 3], "chosen_seeds": [0, 1, 2, 3], "scored": ["RF1"]}
+    lines = release_benchmarks.ensemble_lines({"ensemble_stage": stage})
+    assert lines[0].startswith("Then how many networks the shipped model averages: the stage recipes trained "
+                               "with seeds 0,1,2,3")
+    assert f"| `{recipe}` | 0.761 (0.749–0.773) | 0.776 | 0.491 (0.484–0.498) | 0.498 |" in lines
+    assert lines[-2] == "Chosen: the chosen recipe's candidates train 4 seeds, and the average of their 4 networks ships."
+    assert release_benchmarks.ensemble_lines({}) == []
