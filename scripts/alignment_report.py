@@ -125,8 +125,9 @@ def stage_agreement(summary: dict[str, list[dict]], choice: dict) -> str:
     validation set, never a choice."""
     from scipy.stats import spearmanr
 
+    # a training stage's rows (the ensemble stage's average networks instead and trains nothing)
     validation = {recipe: row["mean"] for key, stage in choice.items() if key.endswith("_stage")
-                  for recipe, row in stage.get("aligned", {}).items()}
+                  for recipe, row in stage.get("aligned", {}).items() if "mean" in row}
     pairs = {r: (validation[r], np.mean([s["alignment"] for s in summary[f"stage: {r}"]]))
              for r in validation if f"stage: {r}" in summary}
     if len(pairs) < 3:

@@ -169,8 +169,10 @@ def figure(results: dict, method: str, key: str = "long|L") -> float:
 
 def candidate_table(choice: dict) -> list[str]:
     """Every candidate the release script trained, and each feature set's seed average:
-    validation (chooses) and coconet test (reported, never chooses)."""
-    lines = ["| candidate | SPOT-RNA-2D VL long top-L (chooses) | VL long top-L/5 | coconet test long top-L "
+    validation (chooses, or reports when the ensemble stage chose the seeds whose average
+    ships) and coconet test (reported, never chooses)."""
+    role = "reports" if len(choice.get("ensemble_stage", {}).get("chosen_seeds", [])) > 1 else "chooses"
+    lines = [f"| candidate | SPOT-RNA-2D VL long top-L ({role}) | VL long top-L/5 | coconet test long top-L "
              "| test long top-L/5 |", "|---|---:|---:|---:|---:|"]
     for name, row in choice["candidates"].items():
         mark = " **(shipped)**" if name == choice["winner"] else ""

@@ -938,8 +938,10 @@ def stage_record(recorded: dict, runs: Path, n_scored: int, parts: tuple[str, ..
             if not any((runs / slug(recipe, int(seed)) / "last.ckpt").is_file() for seed in row["seeds"])}
 
 
-def record_runs(record: dict, runs: Path) -> set[str]:
-    """The runs (paths under ``runs``) whose epochs the record's ``hours`` already counts."""
+def record_runs(record: dict, runs: Path, retrained: list[Path] = ()) -> set[str]:
+    """The runs (paths under ``runs``) whose epochs the record's ``hours`` already counts, less
+    those this invocation ``retrained``: a run gone from disk and trained again under its name
+    is a new run, whose epochs count."""
     if not record:
         return set()
     names = {m for row in record.get("candidates", {}).values() for m in row["members"]} | {"protein"}
@@ -957,7 +959,7 @@ def record_runs(record: dict, runs: Path) -> set[str]:
     names |= {pretraining_run(Path(), model).name for model in models - {MODEL}}
     # runs it counted that it no longer names (a superseded stage's): without this, counted again
     names |= set(record.get("counted_runs", []))
-    return {str(runs / name) for name in names}
+    return {str(runs / name) for name in names} - {str(path) for path in retrained}
 
 
 def counted_runs(counted: set[str], summed: list[Path], runs: Path) -> list[str]:
@@ -1377,7 +1379,7 @@ def main() -> int:
             f"and {ensemble['single'][recipe]['pair_mean']:.3f} single")
     if args.stages_only:
         kept = json.loads((args.work / "choice.json").read_text()) if (args.work / "choice.json").is_file() else {}
-        counted = record_runs(kept, args.runs)
+        counted = record_runs(kept, args.runs, [out for _, out, _ in running])
         kept |= records
         if last_stage["chosen_recipe"] == kept.get("feature_set_stage", {}).get("chosen_recipe"):
             # the shipped model's recipe stands: the record says how it was chosen, stage included
@@ -1416,7 +1418,7 @@ def main() -> int:
     summed = (sorted(args.runs.glob("protein*")) + sorted(args.runs.glob("simulated_*"))
               + [args.runs / slug(r, s) for r, s in jobs]
               + sorted(stage_runs.glob("mffnet*_*")) + sorted(coupling_runs.glob("mffnet*_*")))
-    counted = record_runs(record, args.runs)
+    counted = record_runs(record, args.runs, [out for _, out, _ in running])
     choice = {"selection": selection_text(len(chains), len(stage["scored"]), len(coupling["scored"])),
               "feature_set_stage": {k: stage[k] for k in ("clusters", "feature_sets", "chosen", "schedules",
                                                           "chosen_recipe")}

@@ -230,6 +230,11 @@ def test_training_hours_count_each_epoch_once_and_skip_what_the_record_counts(tm
     assert counted == {str(tmp_path / "a"), str(tmp_path / "protein"),
                        str(tmp_path / "held_out_families" / train_release.slug("cov+ss", 0)),
                        str(tmp_path / "held_out_families" / train_release.slug("cov+ss/search", 1))}
+    # "a" gone and trained again under its name: a new run, whose epochs count
+    (a / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "seconds": 1800.0}) + "\n")
+    counted = train_release.record_runs(record, tmp_path, [a])
+    assert str(a) not in counted and str(tmp_path / "protein") in counted
+    assert train_release.training_hours([a], counted=counted) == 0.5
 
 
 
@@ -858,7 +863,9 @@ def test_stage_agreement_ranks_validation_against_test_by_hand():
     import alignment_report
     # validation means 0.70 < 0.72 < 0.75 and test means 0.69 < 0.73 > 0.71: ranks (1,2,3) vs (1,3,2)
     choice = {"coupling_stage": {"aligned": {"a": {"mean": 0.70}, "b": {"mean": 0.72}}},
-              "search_stage": {"aligned": {"c": {"mean": 0.75}}}, "feature_set_stage": {"feature_sets": {}}}
+              "search_stage": {"aligned": {"c": {"mean": 0.75}}}, "feature_set_stage": {"feature_sets": {}},
+              # the ensemble stage's rows average networks of a recipe: not a recipe's mean
+              "ensemble_stage": {"aligned": {"c": {"pairs": {"0,1": 0.9}, "pair_mean": 0.9, "all": 0.95}}}}
     summary = {"stage: a": [{"alignment": 0.68}, {"alignment": 0.70}], "stage: b": [{"alignment": 0.73}],
                "stage: c": [{"alignment": 0.71}], "cov+ss": [{"alignment": 0.9}]}
     text = alignment_report.stage_agreement(summary, choice)
@@ -1043,4 +1050,9 @@ def test_release_report_prints_the_ensemble_stage():
                                "with seeds 0,1,2,3")
     assert f"| `{recipe}` | 0.761 (0.749–0.773) | 0.776 | 0.491 (0.484–0.498) | 0.498 |" in lines
     assert lines[-2] == "Chosen: the chosen recipe's candidates train 4 seeds, and the average of their 4 networks ships."
+    # VL no longer chooses among the candidates when the stage chose the seeds whose average ships
+    rows = {"c": {"spot_vl": {"long|L": 0.5, "long|L/5": 0.6}, "test": {"long|L": 0.7, "long|L/5": 0.8}}}
+    header = release_benchmarks.candidate_table({"ensemble_stage": stage, "candidates": rows, "winner": "c"})[0]
+    assert "| SPOT-RNA-2D VL long top-L (reports) |" in header
+    assert "(chooses)" in release_benchmarks.candidate_table({"candidates": rows, "winner": "c"})[0]
     assert release_benchmarks.ensemble_lines({}) == []
