@@ -125,7 +125,7 @@ def stage_agreement(summary: dict[str, list[dict]], choice: dict) -> str:
     validation set, never a choice."""
     from scipy.stats import spearmanr
 
-    # a training stage's rows (the ensemble stage's average networks instead and trains nothing)
+    # the training stages' rows only: the ensemble stage's score averages of networks, not a recipe's mean
     validation = {recipe: row["mean"] for key, stage in choice.items() if key.endswith("_stage")
                   for recipe, row in stage.get("aligned", {}).items() if "mean" in row}
     pairs = {r: (validation[r], np.mean([s["alignment"] for s in summary[f"stage: {r}"]]))

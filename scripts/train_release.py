@@ -104,7 +104,7 @@ the swa stage's ~40 min (and ~1 min scoring its runs before averaging); the neff
 the hquery stage's ~40 min; the deep stage's ~45 min, the shallow stage's ~35 min (and under a
 minute pretraining each network on the proteins); the repeat stage's ~50 min; the window stage's ~40 min;
 ``--noise-seeds 2,3`` ~35 min more, ``--check-seeds`` as long as the stage's own runs; the ensemble
-stage ~5 min scoring; the chosen recipe's four candidates ~1.7 h (two at a time).
+stage ~5 min scoring; the chosen recipe's four candidates ~1.5 h (two at a time).
 """
 from __future__ import annotations
 
