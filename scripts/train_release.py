@@ -762,6 +762,13 @@ def long_range(summary: dict) -> dict[str, float]:
     return {f"long|{k}": round(float(prec[("long", k)]), 4) for k in ("L", "L/2", "L/5", "L/10")}
 
 
+def average_maps(maps: list[dict]) -> dict:
+    """An ensemble's prediction: each entry's map averaged over the networks' maps ({id: map} each)."""
+    import numpy as np
+
+    return {i: np.mean([m[i] for m in maps], axis=0) for i in maps[0]}
+
+
 def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
                      cache: Path | None = None) -> dict[str, dict]:
     """Long-range precision of every candidate and of the average of each feature set's seeds,
@@ -769,8 +776,6 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
     With ``cache``, a checkpoint's maps are kept there by its sha256 and split, so a re-run
     predicts only with the checkpoints that changed."""
     import pickle
-
-    import numpy as np
 
     from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
     from tprna.store.schema import file_sha256
@@ -801,8 +806,8 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
         for recipe in dict.fromkeys(r for r, _ in jobs):
             members = [slug(r, s) for r, s in jobs if r == recipe]
             if len(members) > 1:
-                maps[f"{recipe} average of seeds {','.join(str(s) for r, s in jobs if r == recipe)}"] = {
-                    i: np.mean([maps[m][i] for m in members], axis=0) for i in labels}
+                maps[f"{recipe} average of seeds {','.join(str(s) for r, s in jobs if r == recipe)}"] = average_maps(
+                    [maps[m] for m in members])
         for name, predicted in maps.items():
             rows.setdefault(name, {})
             rows[name][split] = long_range(score_maps(predicted, labels)["summary"])
@@ -860,8 +865,7 @@ def ensemble_figures(maps: dict[int, dict], labels: dict) -> dict:
     from tprna.evaluate import score_maps
 
     def score(seeds: tuple[int, ...]) -> float:
-        averaged = {i: np.mean([maps[s][i] for s in seeds], axis=0) for i in labels}
-        return long_range(score_maps(averaged, labels)["summary"])[SELECTION_KEY]
+        return long_range(score_maps(average_maps([maps[s] for s in seeds]), labels)["summary"])[SELECTION_KEY]
 
     pairs = {f"{a},{b}": score((a, b)) for a, b in itertools.combinations(sorted(maps), 2)}
     return {"pairs": pairs, "pair_mean": round(float(np.mean(list(pairs.values()))), 4),

@@ -49,8 +49,9 @@ from tprna.evaluate import score_maps  # noqa: E402
 from tprna.msa import MSA  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
 from tprna.serve.items import serving_input  # noqa: E402
+from train_release import CROP, average_maps  # noqa: E402
 
-CROP, STRIDE = 128, 64  # the release's training crop, and half of it
+STRIDE = CROP // 2  # windows of the release's training crop, overlapping by half
 VIEW_FRACTION, VIEW_SEEDS = 0.5, (1, 2)
 BLEND_WEIGHTS = (0.1, 0.2, 0.3)
 
@@ -112,10 +113,6 @@ def blended(prob: np.ndarray, coupling: np.ndarray, weight: float) -> np.ndarray
     return (1 - weight) * prob + weight * coupling / max(float(coupling.max()), 1e-6)
 
 
-def averaged(maps: list[dict]) -> dict:
-    return {i: np.mean([m[i] for m in maps], axis=0) for i in maps[0]}
-
-
 def emptied(filtered: dict[str, MSA]) -> str:
     """How many alignments a filter cut to the query alone (a shallow alignment of fragments)."""
     alone = sorted(i for i, m in filtered.items() if m.depth == 1)
@@ -128,7 +125,7 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
 
     def lever(name: str, per_model: Callable[[Predictor], dict], cost: str, note: str = "") -> None:
         maps = [per_model(p) for p in models]
-        out[name] = {"seeds": [score(m) for m in maps], "average": score(averaged(maps)), "cost": cost,
+        out[name] = {"seeds": [score(m) for m in maps], "average": score(average_maps(maps)), "cost": cost,
                      "note": note}
         print(f"{name}: {out[name]}", file=sys.stderr, flush=True)
 
@@ -148,7 +145,7 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     lever("rows < 90 % identical to each other (greedy)", given(filtered), "none", emptied(filtered))
     views = [{i: depth_view(m, VIEW_FRACTION, s) for i, m in msas.items()} for s in VIEW_SEEDS]
     lever(f"the alignment and {len(views)} half-depth views, averaged",
-          lambda p: averaged([full[id(p)]] + [given(v)(p) for v in views]),
+          lambda p: average_maps([full[id(p)]] + [given(v)(p) for v in views]),
           f"{len(views)} more feature computations (plm fits) and network passes")
 
     def windows(p: Predictor) -> dict:
@@ -165,7 +162,8 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     if extra:  # ensemble size: the mean over every k-member subset of the pooled runs
         pooled = [full[id(p)] for p in models] + [given(msas)(p) for p in extra]
         for k in range(1, len(pooled) + 1):
-            figures = [score(averaged([pooled[j] for j in c])) for c in itertools.combinations(range(len(pooled)), k)]
+            figures = [score(average_maps([pooled[j] for j in c]))
+                       for c in itertools.combinations(range(len(pooled)), k)]
             out[f"{k} of {len(pooled)} networks averaged (mean over subsets)"] = {
                 "seeds": [], "average": round(float(np.mean(figures)), 4),
                 "cost": f"{k - len(models)} more network pass{'es' * (k - len(models) > 1)}" if k > len(models) else "",
