@@ -167,11 +167,17 @@ def figure(results: dict, method: str, key: str = "long|L") -> float:
     return float(results[method]["summary"]["all"]["precision"][tuple(key.split("|"))])
 
 
+def ships_ensemble(choice: dict) -> bool:
+    """Whether the ensemble stage chose the seeds whose average ships, so that VL only reports
+    the candidates (``train_release.choose_winner``)."""
+    return len(choice.get("ensemble_stage", {}).get("chosen_seeds", [])) > 1
+
+
 def candidate_table(choice: dict) -> list[str]:
     """Every candidate the release script trained, and each feature set's seed average:
     validation (chooses, or reports when the ensemble stage chose the seeds whose average
     ships) and coconet test (reported, never chooses)."""
-    role = "reports" if len(choice.get("ensemble_stage", {}).get("chosen_seeds", [])) > 1 else "chooses"
+    role = "reports" if ships_ensemble(choice) else "chooses"
     lines = [f"| candidate | SPOT-RNA-2D VL long top-L ({role}) | VL long top-L/5 | coconet test long top-L "
              "| test long top-L/5 |", "|---|---:|---:|---:|---:|"]
     for name, row in choice["candidates"].items():
@@ -201,11 +207,10 @@ def feature_set_table(choice: dict) -> list[str]:
     lines += ["", f"Then the schedule, on the same chains by runs trained the same way ({len(seeds)} seed"
               f"{'s' if len(seeds) > 1 else ''}), against the plain recipe's figure above:", ""]
     lines += _stage_rows(schedules, stage["chosen_recipe"], seeds, "recipe")
-    ensemble = choice.get("ensemble_stage", {}).get("chosen_seeds", [])
     last = ("Then the chosen recipe trained on every training RNA with those seeds: their average ships, and VL "
-            "reports it (choosing one run by its VL figure would choose the seeds' noise)." if len(ensemble) > 1 else
-            "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their average), "
-            "VL chooses.")
+            "reports it (choosing one run by its VL figure would choose the seeds' noise)." if ships_ensemble(choice)
+            else "Then, among the runs of the chosen recipe trained on every training RNA (its seeds and their "
+            "average), VL chooses.")
     return lines + [""] + stage_tables(choice) + seed_noise_lines(choice) + ensemble_lines(choice) + [
         f"{last} Every candidate:", ""]
 
