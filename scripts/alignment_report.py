@@ -331,8 +331,8 @@ def main() -> int:
         "`precision+ss`: the shrunk precision matrix instead of the covariance. Written by "
         "`scripts/alignment_report.py`; full tables in "
         "`results/ALIGNMENT.md`. Levers on the shipped recipe that need no new features (more networks, "
-        "alignment filters, test-time depth views, windows, a blend with the raw couplings) are measured on "
-        "validation families in `results/VALIDATION.md`; what the shipped model leaves of the evidence that "
+        "alignment filters, test-time depth views and homolog views, windows, a blend with the raw couplings) are "
+        "measured on validation families in `results/VALIDATION.md`; what the shipped model leaves of the evidence that "
         "any signal holds on the test families (a diagnosis, not a choice) in `results/HEADROOM.md`.",
         f"Rows of recipes not scored by the last command are kept from `{args.record.name}`; the full "
         "tables hold the recipes that command scored." + (

@@ -18,6 +18,15 @@ an average).  The test families are never read.
   half the crop), averaged where they overlap; pairs no window covers keep the whole-RNA map.
 - **The raw couplings.** The prediction blended with the input's own plm map (scaled to its
   maximum).
+- **Homolog views** (a second table, on four networks: the shipped model averages four).
+  Up to k of the alignment's rows that may stand in for its query (``tprna.data.homolog_rows``:
+  ≥ 90 % coverage, < 90 % identity), spread evenly over their identity to it, each put first
+  as the query of the same alignment on the columns where it has a residue (its own bpp,
+  profile and couplings); its map, on those columns, joins the query's own pair by pair: a
+  consensus over the family's sequences instead of one sequence's fold.  Scored on the runs
+  of the ensemble stage's recipes (``choice.json``, ``ensemble_stage``: held-out runs of seeds
+  0–3), each run alone and the four averaged; single sequences have no homologs, so their
+  figures cannot move.
 
 Writes ``results/VALIDATION.md`` and records its rows in ``results/levers_validation.json``;
 without the runs (a fresh clone) the recorded rows are shown again.
@@ -45,6 +54,7 @@ from release_benchmarks import benchmark_arguments  # noqa: E402
 from search_benchmark import KEY, family_labels, stage_models  # noqa: E402
 from tprna import features  # noqa: E402
 from tprna.contract import pad_batch  # noqa: E402
+from tprna.data import homolog_rows  # noqa: E402
 from tprna.evaluate import score_maps  # noqa: E402
 from tprna.msa import MSA  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -53,6 +63,7 @@ from train_release import CROP, average_maps  # noqa: E402
 
 STRIDE = CROP // 2  # windows of the release's training crop, overlapping by half
 VIEW_FRACTION, VIEW_SEEDS = 0.5, (1, 2)
+HOMOLOG_VIEWS = (2, 4, 8)  # at most this many homologs each stand in for the query once
 BLEND_WEIGHTS = (0.1, 0.2, 0.3)
 
 
@@ -84,6 +95,37 @@ def depth_view(msa: MSA, fraction: float, seed: int) -> MSA:
     if msa.depth <= 8:
         return msa
     return subsample(msa, max(2, int(round(msa.depth * fraction))), np.random.default_rng(seed))
+
+
+def view_rows(msa: MSA, k: int) -> list[int]:
+    """Up to ``k`` rows that may stand in for the query (:func:`tprna.data.homolog_rows`),
+    spread evenly over their identity to it (least identical first; every one when fewer)."""
+    eligible = homolog_rows(msa.codes, msa.alphabet.gap)
+    if len(eligible) <= k:
+        return [int(r) for r in eligible]
+    present = msa.codes != msa.alphabet.gap
+    identity = ((msa.codes == msa.codes[0]) & present).sum(axis=1)
+    ranked = eligible[np.argsort(identity[eligible], kind="stable")]
+    return [int(ranked[i]) for i in np.unique(np.round(np.linspace(0, len(ranked) - 1, k)).astype(int))]
+
+
+def homolog_view(msa: MSA, row: int) -> tuple[MSA, np.ndarray]:
+    """The alignment seen from ``row``: that row first, as the query, on the (query) columns
+    where it has a residue, the other rows after it in their order; and those columns."""
+    columns = np.flatnonzero(msa.codes[row] != msa.alphabet.gap)
+    order = [row] + [r for r in range(msa.depth) if r != row]
+    return dataclasses.replace(msa, ids=tuple(msa.ids[r] for r in order), query_text="",  # not the query's now
+                               codes=np.ascontiguousarray(msa.codes[np.ix_(order, columns)])), columns
+
+
+def with_views(whole: np.ndarray, views: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``whole`` (L, L) averaged, pair by pair, with each view's map on the pairs of its
+    columns ((map, columns) as :func:`homolog_view` gives them)."""
+    total, count = whole.astype(np.float64), np.ones(whole.shape)
+    for prob, columns in views:
+        total[np.ix_(columns, columns)] += prob
+        count[np.ix_(columns, columns)] += 1
+    return (total / count).astype(np.float32)
 
 
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
@@ -171,6 +213,48 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     return out
 
 
+def measure_homolog_views(models: list[Predictor], msas: dict, score: Callable) -> dict:
+    """{"plain": {"seeds", "average"}, "k": {"seeds", "average", "views"} for k in HOMOLOG_VIEWS}:
+    each run alone and all of them averaged, without and with k homolog views per alignment."""
+    def given(inputs: dict, p: Predictor) -> dict:
+        return {r.id: r.probabilities for r in p.predict(list(inputs.items()))}
+    plain = [given(msas, p) for p in models]
+    out = {"plain": {"seeds": [score(m) for m in plain], "average": score(average_maps(plain))}}
+    for k in HOMOLOG_VIEWS:
+        views = {f"{i}@{row}": (i, *homolog_view(m, row)) for i, m in msas.items() for row in view_rows(m, k)}
+        maps = []
+        for p, whole in zip(models, plain):
+            seen = given({name: v for name, (_, v, _) in views.items()}, p)
+            maps.append({i: with_views(whole[i], [(seen[n], c) for n, (j, _, c) in views.items() if j == i])
+                         for i in msas})
+        out[str(k)] = {"seeds": [score(m) for m in maps], "average": score(average_maps(maps)), "views": len(views)}
+        print(f"{k} homolog views: {out[str(k)]}", file=sys.stderr, flush=True)
+    return out
+
+
+def homolog_table(record: dict[str, dict]) -> list[str]:
+    """One row per recipe and setting, the plain four-network average its reference."""
+    lines = ["| recipe (held-out runs) | homolog views per alignment, at most | views in all | mean of the runs | "
+             "their average | against the plain average |", "|---|---:|---:|---:|---:|---:|"]
+    for recipe, rows in record.items():
+        base = rows["plain"]["average"]
+        for k, r in rows.items():
+            lines.append(f"| `{recipe}` | {0 if k == 'plain' else k} | {r.get('views', 0)} | {np.mean(r['seeds']):.3f} | "
+                         f"{r['average']:.3f} | {r['average'] - base:+.3f} |")
+    return lines
+
+
+def homolog_verdict(record: dict[str, dict]) -> str:
+    """Whether views beat the plain average, for every recipe at some k (the stages' rule:
+    the mean over recipes)."""
+    gains = {k: round(float(np.mean([rows[k]["average"] - rows["plain"]["average"] for rows in record.values()])), 4)
+             for k in next(iter(record.values())) if k != "plain"}
+    best = max(gains, key=gains.get)
+    return (f"Averaged over the recipes, the best setting ({best} views) moves the four-network average by "
+            f"{gains[best]:+.3f}: " + ("homolog views would help." if gains[best] > 0 else
+                                      "homolog views do not help, and the shipped model predicts without them."))
+
+
 def table(rows: dict[str, dict]) -> list[str]:
     base = rows["the Rfam alignment (baseline)"]["average"]
     lines = ["| lever | seed 0 | seed 1 | average of the seeds | against the baseline | added to a prediction | note |",
@@ -201,24 +285,34 @@ def main() -> int:
     choice = json.loads((args.work / "choice.json").read_text())
     ids = choice["coupling_stage"]["scored"]
     recipe = choice["search_stage"]["chosen_recipe"]
+    record = json.loads(args.record.read_text()) if args.record.is_file() else {}
     models = [p for _, p in stage_models(recipe, (0, 1), args.work / "work")]
-    extra_names = [spec.partition("=")[0] for spec in args.extra]
-    if len(models) == 2:
+    ensemble = choice.get("ensemble_stage", {})
+    four = {r: [p for _, p in stage_models(r, ensemble["seeds"], args.work / "work")]
+            for r in ensemble.get("aligned", {})}
+    four = {r: m for r, m in four.items() if len(m) == len(ensemble["seeds"])}
+    if len(models) == 2 or four:
         labels, msas = family_labels(args.data, args.store, ids)
 
         def score(maps: dict) -> float:
             return round(float(score_maps(maps, labels)["summary"]["all"]["precision"][KEY]), 4)
-        extra = [Predictor(Path(f), device="cpu") for spec in args.extra for f in spec.partition("=")[2].split(",")]
         with shared_features(args.work / "feature_cache"):
-            rows = measure(models, extra, msas, score)
-        record = {"recipe": recipe, "families": ids, "extra": extra_names, "rows": rows}
+            if len(models) == 2:
+                extra = [Predictor(Path(f), device="cpu") for spec in args.extra
+                         for f in spec.partition("=")[2].split(",")]
+                record.update(recipe=recipe, families=ids, extra=[spec.partition("=")[0] for spec in args.extra],
+                              rows=measure(models, extra, msas, score))
+            for r, runs in four.items():  # the ensemble stage's families are the coupling stage's
+                rows = record.setdefault("homolog_views", {})[r] = measure_homolog_views(runs, msas, score)
+                if rows["plain"]["average"] != ensemble["aligned"][r]["all"]:  # the same runs on the same families
+                    print(f"{r}: the plain average {rows['plain']['average']} is not the ensemble stage's "
+                          f"{ensemble['aligned'][r]['all']}", file=sys.stderr)
         args.record.write_text(json.dumps(record, indent=1) + "\n")
-    elif args.record.is_file():
-        record = json.loads(args.record.read_text())
-        print(f"the search stage's runs of {recipe} are not on disk: showing {args.record.name}", file=sys.stderr)
-    else:
+    if "rows" not in record:
         print(f"no runs of {recipe} under runs/release/held_out_families and no {args.record}", file=sys.stderr)
         return 2
+    if len(models) < 2:
+        print(f"the search stage's runs of {recipe} are not on disk: showing {args.record.name}", file=sys.stderr)
     text = [
         "# Levers on the shipped recipe, on validation", "",
         f"The search stage's two runs of `{record['recipe']}` (seeds 0 and 1), trained without the "
@@ -228,6 +322,15 @@ def main() -> int:
         "what each lever does is in the script's docstring." + (
             f" Members rows pool those runs with {', '.join(record['extra'])}." if record["extra"] else ""), "",
         *table(record["rows"]), "", verdict(record["rows"]), ""]
+    if record.get("homolog_views"):
+        text += [
+            "## Homolog views, on four networks", "",
+            f"The ensemble stage's held-out runs (seeds {', '.join(map(str, ensemble.get('seeds', (0, 1, 2, 3))))}"
+            f" of each recipe, trained without the same {len(record['families'])} families; the shipped model "
+            "averages four networks): each run alone and the four averaged, without homolog views and with "
+            "them (what a view is: the script's docstring). Single sequences have no homologs: their "
+            "figures cannot move.", "",
+            *homolog_table(record["homolog_views"]), "", homolog_verdict(record["homolog_views"]), ""]
     args.out.write_text("\n".join(text))
     print("\n".join(text))
     return 0

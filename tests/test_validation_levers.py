@@ -82,3 +82,56 @@ def test_table_and_verdict_measure_against_the_baseline():
     assert lines[5].startswith("| 3 of 3 networks averaged |  |  | 0.740 | +0.010 |")
     assert levers.verdict(rows) == ("The best lever, views, moves the average of the seeds by +0.020, "
                                     "at the cost of 2 more passes per prediction.")
+
+
+def test_view_rows_spread_over_identity_among_the_rows_that_may_stand_in():
+    msa = rna("AAAAAAAAAA",
+              "AAAAAAAAAC",   # 0.9 identical: too close to stand in
+              "AAAAAAAACC",   # 0.8
+              "CCCCCAAAA-",   # 0.4, 0.9 coverage
+              "CCCCCCCC--",   # 0.8 coverage: too short
+              "CCAAAAAA-C",   # 0.6, 0.9 coverage
+              "CCCCCCCCCC")   # 0.0
+    # eligible by identity, least first: s6, s3, s5, s2
+    assert levers.view_rows(msa, 2) == [6, 2]
+    assert levers.view_rows(msa, 3) == [6, 5, 2]
+    assert levers.view_rows(msa, 4) == levers.view_rows(msa, 8) == [2, 3, 5, 6]
+    assert levers.view_rows(rna("ACGU", "ACGU"), 2) == []
+
+
+def test_homolog_view_puts_the_row_first_on_its_own_columns():
+    msa = rna("ACGUACGU",
+              "AC-UAC-U",
+              "GGGGCCCC")
+    view, columns = levers.homolog_view(msa, 1)
+    assert columns.tolist() == [0, 1, 3, 4, 5, 7]
+    assert view.ids == ("s1", "s0", "s2") and view.query == "ACUACU"
+    assert msa.alphabet.decode(view.codes[1]) == "ACUACU" and msa.alphabet.decode(view.codes[2]) == "GGGCCC"
+    assert view.query_text == ""
+
+
+def test_views_average_pair_by_pair_where_they_cover():
+    whole = np.zeros((4, 4), dtype=np.float32)
+    one = (np.full((2, 2), 1.0), np.array([0, 2]))
+    two = (np.full((3, 3), 4.0), np.array([0, 1, 2]))
+    out = levers.with_views(whole, [one, two])
+    assert out[0, 2] == pytest.approx(5 / 3)   # the whole map and both views
+    assert out[0, 1] == pytest.approx(2.0)     # the whole map and the second view
+    assert out[3, 3] == 0 and out[0, 3] == 0   # no view: as it was
+    assert levers.with_views(whole, []).tolist() == whole.tolist()
+
+
+def test_homolog_table_and_verdict_against_the_plain_average():
+    record = {"r1": {"plain": {"seeds": [0.70, 0.72], "average": 0.75},
+                     "2": {"seeds": [0.71, 0.73], "average": 0.74, "views": 18}},
+              "r2": {"plain": {"seeds": [0.70, 0.70], "average": 0.76},
+                     "2": {"seeds": [0.70, 0.72], "average": 0.77, "views": 18}}}
+    lines = levers.homolog_table(record)
+    assert lines[2] == "| `r1` | 0 | 0 | 0.710 | 0.750 | +0.000 |"
+    assert lines[3] == "| `r1` | 2 | 18 | 0.720 | 0.740 | -0.010 |"
+    assert lines[5] == "| `r2` | 2 | 18 | 0.710 | 0.770 | +0.010 |"
+    assert levers.homolog_verdict(record) == (
+        "Averaged over the recipes, the best setting (2 views) moves the four-network average by +0.000: "
+        "homolog views do not help, and the shipped model predicts without them.")
+    record["r2"]["2"]["average"] = 0.78
+    assert "+0.005: homolog views would help." in levers.homolog_verdict(record)
