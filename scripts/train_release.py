@@ -87,7 +87,9 @@ From ``../shared/data`` (or ``--data``), on this machine's CPU, resumably:
 
 Runs are not kept in git; ``--from-record`` keeps the figures ``choice.json`` records for the
 runs no longer on disk instead of training them again, so a fresh clone trains only what the
-record lacks.  ``--stages-only`` stops after the stages and writes them into ``choice.json``.
+record lacks, and the chosen recipe's release candidates (their checkpoints are what ships; with
+``--candidates '<recipe>:0,1,2,3'`` they count as gone too, and the shipped model is benchmarked
+again).  ``--stages-only`` stops after the stages and writes them into ``choice.json``.
 
 Budget (2-core CPU): stores ~10 min once, protein pretraining ~1 min, each candidate
 ~35 min at 14 epochs when two train side by side (``--parallel 2``, the default): the
@@ -769,29 +771,33 @@ def average_maps(maps: list[dict]) -> dict:
     return {i: np.mean([m[i] for m in maps], axis=0) for i in maps[0]}
 
 
+def checkpoint_maps(checkpoint: Path, evaluation, cache: Path | None = None, tag: str = "") -> dict:
+    """The checkpoint's maps of ``evaluation``'s entries; with ``cache``, kept there by the
+    checkpoint's sha256, ``tag`` and what it predicts on (the entries and their feature spec),
+    so a re-run predicts only with the checkpoints that changed."""
+    import pickle
+
+    from tprna.evaluate import predict_with_checkpoint
+    from tprna.store.schema import file_sha256
+
+    inputs = hashlib.sha256(json.dumps([evaluation.spec_key, sorted(evaluation.labels)]).encode()).hexdigest()
+    kept = cache / f"{file_sha256(checkpoint)[:16]}_{tag}_{inputs[:12]}.pkl" if cache else None
+    if kept and kept.is_file():
+        return pickle.loads(kept.read_bytes())
+    maps = predict_with_checkpoint(checkpoint, evaluation, device="cpu")
+    if kept:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(pickle.dumps(maps))
+    return maps
+
+
 def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
                      cache: Path | None = None) -> dict[str, dict]:
     """Long-range precision of every candidate and of the average of each feature set's seeds,
     on the validation chains (which choose) and on the coconet test families (reported).
-    With ``cache``, a checkpoint's maps are kept there by its sha256 and split, so a re-run
-    predicts only with the checkpoints that changed."""
-    import pickle
-
-    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
-    from tprna.store.schema import file_sha256
+    With ``cache``, :func:`checkpoint_maps` keeps each checkpoint's maps there."""
+    from tprna.evaluate import load_evaluation_set, score_maps
     from tprna.train import load_checkpoint
-
-    def maps_of(checkpoint: Path, evaluation, split: str) -> dict:
-        # keyed by the model and by what it predicts on (the entries and their feature spec)
-        inputs = hashlib.sha256(json.dumps([evaluation.spec_key, sorted(evaluation.labels)]).encode()).hexdigest()
-        kept = cache / f"{file_sha256(checkpoint)[:16]}_{split}_{inputs[:12]}.pkl" if cache else None
-        if kept and kept.is_file():
-            return pickle.loads(kept.read_bytes())
-        maps = predict_with_checkpoint(checkpoint, evaluation, device="cpu")
-        if kept:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_bytes(pickle.dumps(maps))
-        return maps
 
     rows: dict[str, dict] = {}
     for split in ("spot_vl", "test"):
@@ -801,7 +807,7 @@ def score_candidates(store: Path, runs: Path, jobs: list[tuple[str, int]],
             # scored on the store it trained from (the same entries under its feature set)
             trained_on = load_checkpoint(checkpoint).get("train_store") or str(store)
             evaluation = load_evaluation_set(trained_on, split, recipe_options(recipe)[0])
-            maps[slug(recipe, seed)] = maps_of(checkpoint, evaluation, split)
+            maps[slug(recipe, seed)] = checkpoint_maps(checkpoint, evaluation, cache, split)
         labels = evaluation.labels
         for recipe in dict.fromkeys(r for r, _ in jobs):
             members = [slug(r, s) for r, s in jobs if r == recipe]
@@ -835,13 +841,14 @@ STAGE_SCHEDULE_SEEDS = (0, 1)
 
 
 def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, tuple[int, ...]],
-                recorded: dict | None = None) -> dict:
+                recorded: dict | None = None, cache: Path | None = None) -> dict:
     """Long top-L on ``chains`` (VL and the held-out clusters) of every stage run of ``recipes``
     ({recipe: seeds}), and the mean over each recipe's seeds: the highest mean chooses.  A
-    recipe in ``recorded`` (:func:`stage_record`) keeps its recorded row."""
+    recipe in ``recorded`` (:func:`stage_record`) keeps its recorded row.  With ``cache``,
+    :func:`checkpoint_maps` keeps each run's maps there (the ensemble stage reads them again)."""
     import numpy as np
 
-    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint, score_maps
+    from tprna.evaluate import load_evaluation_set, score_maps
 
     rows: dict[str, dict] = {}
     for recipe, seeds in recipes.items():
@@ -851,7 +858,7 @@ def score_stage(store: Path, runs: Path, chains: list[str], recipes: dict[str, t
         evaluation = load_evaluation_set(str(store), None, recipe_options(recipe)[0], ids=chains)
         figures = {}
         for seed in seeds:
-            maps = predict_with_checkpoint(runs / slug(recipe, seed) / "last.ckpt", evaluation, device="cpu")
+            maps = checkpoint_maps(runs / slug(recipe, seed) / "last.ckpt", evaluation, cache, "stage")
             figures[str(seed)] = long_range(score_maps(maps, evaluation.labels)["summary"])[SELECTION_KEY]
         rows[recipe] = {"seeds": figures, "mean": round(float(np.mean(list(figures.values()))), 4)}
     return rows
@@ -873,11 +880,12 @@ def ensemble_figures(maps: dict[int, dict], labels: dict) -> dict:
 
 
 def ensemble_stage(store: Path, runs: Path, chains: dict[str, list[str]], recipes: list[str],
-                   recorded: dict | None = None) -> dict:
+                   recorded: dict | None = None, cache: Path | None = None) -> dict:
     """:func:`ensemble_figures` of every recipe of ``recipes`` with runs of all ``ENSEMBLE_SEEDS``
     under ``runs``, on each part of ``chains`` ({"aligned": the held-out families, "single": the
-    single sequences}); a recipe whose runs are gone keeps its row in ``recorded``."""
-    from tprna.evaluate import load_evaluation_set, predict_with_checkpoint
+    single sequences}); a recipe whose runs are gone keeps its row in ``recorded``.  ``cache``:
+    :func:`score_stage`'s, whose maps of the same runs and chains it reads instead of predicting."""
+    from tprna.evaluate import load_evaluation_set
 
     rows: dict[str, dict] = {part: {} for part in chains}
     for recipe in recipes:
@@ -890,7 +898,7 @@ def ensemble_stage(store: Path, runs: Path, chains: dict[str, list[str]], recipe
         for part, ids in chains.items():
             evaluation = load_evaluation_set(str(store), None, recipe_options(recipe)[0], ids=ids)
             rows[part][recipe] = ensemble_figures(
-                {seed: predict_with_checkpoint(path, evaluation, device="cpu")
+                {seed: checkpoint_maps(path, evaluation, cache, "stage")
                  for seed, path in zip(ENSEMBLE_SEEDS, paths)}, evaluation.labels)
     return rows
 
@@ -1185,6 +1193,7 @@ def main() -> int:
     stage_screen = work / "held_out_chains_and_clusters.fasta"
     stage_screen.write_text(held_out.read_text() + "".join(f">{c}\n{sequence[c]}\n" for c in stage["held_out"]))
     stage_runs = args.runs / "held_out_clusters"
+    stage_maps = args.work / "stage_maps"  # the stage runs' maps, by checkpoint: scored again for free
     recorded_stage = stage_record(record.get("feature_set_stage", {}), stage_runs, len(stage["scored"]),
                                   ("feature_sets", "schedules"))
 
@@ -1231,11 +1240,11 @@ def main() -> int:
     chains = plan["spot_vl"] + stage["scored"]
     wait(first)
     stage["feature_sets"] = score_stage(args.store, stage_runs, chains, dict.fromkeys(STAGE_FEATURE_SETS, STAGE_SEEDS),
-                                        recorded_stage)
+                                        recorded_stage, stage_maps)
     stage["chosen"] = max(stage["feature_sets"], key=lambda f: stage["feature_sets"][f]["mean"])
     schedules = {f"{stage['chosen']}/{option}": STAGE_SCHEDULE_SEEDS for option in STAGE_SCHEDULES}
     wait([out for recipe, seeds in schedules.items() for out in train_stage(recipe, seeds)])
-    stage["schedules"] = score_stage(args.store, stage_runs, chains, schedules, recorded_stage)
+    stage["schedules"] = score_stage(args.store, stage_runs, chains, schedules, recorded_stage, stage_maps)
     stage["chosen_recipe"] = choose_schedule(stage["feature_sets"], stage["schedules"], stage["chosen"])
     for recipe, row in (stage["feature_sets"] | stage["schedules"]).items():
         log(f"stage: {recipe} long top-L {row['mean']:.3f} (seeds {row['seeds']})")
@@ -1263,8 +1272,9 @@ def main() -> int:
     wait([out for recipe, seeds in recipes.items() for out in
           train_stage(recipe, seeds, coupling_runs, recorded["aligned"], ("--exclude", coupling_exclude),
                       coupling_screen)])
-    coupling["aligned"] = score_stage(args.store, coupling_runs, coupling["scored"], recipes, recorded["aligned"])
-    coupling["single"] = score_stage(args.store, coupling_runs, chains, recipes, recorded["single"])
+    coupling["aligned"] = score_stage(args.store, coupling_runs, coupling["scored"], recipes, recorded["aligned"],
+                                      stage_maps)
+    coupling["single"] = score_stage(args.store, coupling_runs, chains, recipes, recorded["single"], stage_maps)
     for recipe in recipes:
         log(f"coupling stage: {recipe} long top-L {coupling['aligned'][recipe]['mean']:.3f} on the held-out "
             f"families (seeds {coupling['aligned'][recipe]['seeds']}), "
@@ -1283,7 +1293,7 @@ def main() -> int:
                     for part in ("aligned", "single")}
         wait(train_stage(recipe, seeds, coupling_runs, recorded["aligned"], ("--exclude", exclude), coupling_screen))
         return {part: score_stage(args.store, coupling_runs, coupling["scored"] if part == "aligned" else chains,
-                                  {recipe: seeds}, recorded[part]) for part in ("aligned", "single")}
+                                  {recipe: seeds}, recorded[part], stage_maps) for part in ("aligned", "single")}
 
     def option_stage(key: str, previous: dict, option: str, manifest: Path | None, exclude: Path) -> dict:
         """``previous``'s chosen recipe trained again with ``option`` (its extra entries in
@@ -1374,7 +1384,7 @@ def main() -> int:
     checked = [next(iter(records[key]["aligned"])) for key in
                [f"{option}_seed_check" for option in OPTION_STAGES] + ["seed_noise"] if key in records]
     ensemble = ensemble_stage(args.store, coupling_runs, {"aligned": coupling["scored"], "single": chains},
-                              checked, record.get("ensemble_stage"))
+                              checked, record.get("ensemble_stage"), stage_maps)
     records["ensemble_stage"] = ensemble | {"seeds": list(ENSEMBLE_SEEDS), "scored": coupling["scored"],
                                             "chosen_seeds": list(choose_ensemble(ensemble))}
     for recipe, row in ensemble["aligned"].items():

@@ -978,6 +978,38 @@ def test_kept_searches_read_back_until_what_they_depend_on_changes(tmp_path, mon
     assert len(calls) == 5 and json.loads(kept.read_text())["found"]["q1"][1] == 11
 
 
+def test_checkpoint_maps_predict_once_per_checkpoint_and_inputs(tmp_path, monkeypatch):
+    """The stages' and candidates' map cache: a checkpoint's maps of the same entries under the
+    same spec are read back, not predicted again; another checkpoint (retrained under the same
+    name), other entries or another tag predict; without a cache every call predicts."""
+    import types
+
+    import numpy as np
+
+    import tprna.evaluate
+
+    calls = []
+
+    def predict(checkpoint, evaluation, device):
+        calls.append((Path(checkpoint).read_bytes(), tuple(sorted(evaluation.labels))))
+        return {i: np.full((2, 2), len(calls), np.float32) for i in evaluation.labels}
+    monkeypatch.setattr(tprna.evaluate, "predict_with_checkpoint", predict)
+    checkpoint, cache = tmp_path / "last.ckpt", tmp_path / "maps"
+    checkpoint.write_bytes(b"weights 1")
+    families = types.SimpleNamespace(spec_key="cov+ss@1", labels={"RF1": None, "RF2": None})
+    first = train_release.checkpoint_maps(checkpoint, families, cache, "stage")
+    again = train_release.checkpoint_maps(checkpoint, families, cache, "stage")
+    assert len(calls) == 1 and again["RF2"].tolist() == first["RF2"].tolist() == [[1, 1], [1, 1]]
+    train_release.checkpoint_maps(checkpoint, families, cache, "test")  # another tag
+    other = types.SimpleNamespace(spec_key="cov+ss@1", labels={"RF1": None})
+    train_release.checkpoint_maps(checkpoint, other, cache, "stage")  # other entries
+    checkpoint.write_bytes(b"weights 2")  # the run trained again
+    assert train_release.checkpoint_maps(checkpoint, families, cache, "stage")["RF1"][0, 0] == 4
+    train_release.checkpoint_maps(checkpoint, families)
+    train_release.checkpoint_maps(checkpoint, families)
+    assert len(calls) == 6 and len(list(cache.glob("*.pkl"))) == 4
+
+
 def test_ensemble_figures_by_hand():
     """One RNA of 60 nt with 60 long-range contacts; each of four runs ranks a different 30 of
     them first (1.0) and the other pairs below 0.2.  An average of networks then puts every
