@@ -27,6 +27,8 @@ an average).  The test families are never read.
   of the ensemble stage's recipes (``choice.json``, ``ensemble_stage``: held-out runs of seeds
   0–3), each run alone and the four averaged; single sequences have no homologs, so their
   figures cannot move.
+- **How many networks.** Those runs pooled (two recipes, four seeds each): the average of every
+  k of them, for each k, with alignments.
 
 Writes ``results/VALIDATION.md`` and records its rows in ``results/levers_validation.json``;
 without the runs (a fresh clone) the recorded rows are shown again.
@@ -204,8 +206,7 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     if extra:  # ensemble size: the mean over every k-member subset of the pooled runs
         pooled = [full[id(p)] for p in models] + [given(msas)(p) for p in extra]
         for k in range(1, len(pooled) + 1):
-            figures = [score(average_maps([pooled[j] for j in c]))
-                       for c in itertools.combinations(range(len(pooled)), k)]
+            figures = subset_figures(pooled, k, score)
             out[f"{k} of {len(pooled)} networks averaged (mean over subsets)"] = {
                 "seeds": [], "average": round(float(np.mean(figures)), 4),
                 "cost": f"{k - len(models)} more network pass{'es' * (k - len(models) > 1)}" if k > len(models) else "",
@@ -213,9 +214,26 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     return out
 
 
-def measure_homolog_views(models: list[Predictor], msas: dict, score: Callable) -> dict:
+def subset_figures(pooled: list[dict], k: int, score: Callable) -> list[float]:
+    """The score of the average of every ``k``-member subset of the pooled runs' maps."""
+    return [score(average_maps([pooled[j] for j in c])) for c in itertools.combinations(range(len(pooled)), k)]
+
+
+def ensemble_sizes(pooled: list[dict], score: Callable) -> dict[str, dict]:
+    """{k: {"mean", "low", "high", "subsets"}} over every k-member subset of the pooled runs:
+    how far averaging more networks goes."""
+    out = {}
+    for k in range(1, len(pooled) + 1):
+        figures = subset_figures(pooled, k, score)
+        out[str(k)] = {"mean": round(float(np.mean(figures)), 4), "low": min(figures), "high": max(figures),
+                       "subsets": len(figures)}
+    return out
+
+
+def measure_homolog_views(models: list[Predictor], msas: dict, score: Callable) -> tuple[dict, list[dict]]:
     """{"plain": {"seeds", "average"}, "k": {"seeds", "average", "views"} for k in HOMOLOG_VIEWS}:
-    each run alone and all of them averaged, without and with k homolog views per alignment."""
+    each run alone and all of them averaged, without and with k homolog views per alignment;
+    and the runs' plain maps."""
     def given(inputs: dict, p: Predictor) -> dict:
         return {r.id: r.probabilities for r in p.predict(list(inputs.items()))}
     plain = [given(msas, p) for p in models]
@@ -229,7 +247,7 @@ def measure_homolog_views(models: list[Predictor], msas: dict, score: Callable) 
                          for i in msas})
         out[str(k)] = {"seeds": [score(m) for m in maps], "average": score(average_maps(maps)), "views": len(views)}
         print(f"{k} homolog views: {out[str(k)]}", file=sys.stderr, flush=True)
-    return out
+    return out, plain
 
 
 def homolog_table(record: dict[str, dict]) -> list[str]:
@@ -245,14 +263,28 @@ def homolog_table(record: dict[str, dict]) -> list[str]:
 
 
 def homolog_verdict(record: dict[str, dict]) -> str:
-    """Whether views beat the plain average, for every recipe at some k (the stages' rule:
-    the mean over recipes)."""
+    """Whether some number of views beats the plain average, averaged over the recipes (the
+    stages' rule), in one sentence."""
     gains = {k: round(float(np.mean([rows[k]["average"] - rows["plain"]["average"] for rows in record.values()])), 4)
              for k in next(iter(record.values())) if k != "plain"}
     best = max(gains, key=gains.get)
     return (f"Averaged over the recipes, the best setting ({best} views) moves the four-network average by "
             f"{gains[best]:+.3f}: " + ("homolog views would help." if gains[best] > 0 else
                                       "homolog views do not help, and the shipped model predicts without them."))
+
+
+def sizes_table(sizes: dict[str, dict]) -> list[str]:
+    lines = ["| networks averaged | subsets | mean | lowest | highest |", "|---:|---:|---:|---:|---:|"]
+    return lines + [f"| {k} | {r['subsets']} | {r['mean']:.3f} | {r['low']:.3f} | {r['high']:.3f} |"
+                    for k, r in sizes.items()]
+
+
+def sizes_verdict(sizes: dict[str, dict], shipped: int) -> str:
+    """What ``shipped`` networks give of the gain that all the pooled ones make over one."""
+    one, top = sizes["1"]["mean"], sizes[str(max(map(int, sizes)))]["mean"]
+    share = (sizes[str(shipped)]["mean"] - one) / (top - one) if top > one else 1.0
+    return (f"Averaging {shipped} networks (as the shipped model does) gives {share:.0%} of the "
+            f"{top - one:+.3f} that all {max(map(int, sizes))} add over one network.")
 
 
 def table(rows: dict[str, dict]) -> list[str]:
@@ -302,11 +334,16 @@ def main() -> int:
                          for f in spec.partition("=")[2].split(",")]
                 record.update(recipe=recipe, families=ids, extra=[spec.partition("=")[0] for spec in args.extra],
                               rows=measure(models, extra, msas, score))
+            pooled = []
             for r, runs in four.items():  # the ensemble stage's families are the coupling stage's
-                rows = record.setdefault("homolog_views", {})[r] = measure_homolog_views(runs, msas, score)
+                rows, plain = measure_homolog_views(runs, msas, score)
+                record.setdefault("homolog_views", {})[r] = rows
+                pooled += plain
                 if rows["plain"]["average"] != ensemble["aligned"][r]["all"]:  # the same runs on the same families
                     print(f"{r}: the plain average {rows['plain']['average']} is not the ensemble stage's "
                           f"{ensemble['aligned'][r]['all']}", file=sys.stderr)
+            if len(four) > 1:
+                record["ensemble_sizes"] = {"recipes": list(four), "sizes": ensemble_sizes(pooled, score)}
         args.record.write_text(json.dumps(record, indent=1) + "\n")
     if "rows" not in record:
         print(f"no runs of {recipe} under runs/release/held_out_families and no {args.record}", file=sys.stderr)
@@ -331,6 +368,15 @@ def main() -> int:
             "them (what a view is: the script's docstring). Single sequences have no homologs: their "
             "figures cannot move.", "",
             *homolog_table(record["homolog_views"]), "", homolog_verdict(record["homolog_views"]), ""]
+    if record.get("ensemble_sizes"):
+        pooled = record["ensemble_sizes"]
+        text += [
+            "## How many networks", "",
+            f"The same runs pooled ({len(pooled['recipes'])} recipes, {max(map(int, pooled['sizes']))} networks, "
+            "no homolog views): the average of every k of them, its mean, lowest and highest over the "
+            f"subsets. The {len(pooled['recipes'])} recipes' runs stand in for more seeds of one.", "",
+            *sizes_table(pooled["sizes"]), "",
+            sizes_verdict(pooled["sizes"], len(ensemble.get("chosen_seeds", ensemble.get("seeds", (0, 1, 2, 3))))), ""]
     args.out.write_text("\n".join(text))
     print("\n".join(text))
     return 0
