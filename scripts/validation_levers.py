@@ -18,22 +18,22 @@ an average).  The test families are never read.
   half the crop), averaged where they overlap; pairs no window covers keep the whole-RNA map.
 - **The raw couplings.** The prediction blended with the input's own plm map (scaled to its
   maximum).
-- **Homolog views** (a second table, on four networks: the shipped model averages four).
-  Up to k of the alignment's rows that may stand in for its query (``tprna.data.homolog_rows``:
-  ≥ 90 % coverage, < 90 % identity), spread evenly over their identity to it, each put first
-  as the query of the same alignment on the columns where it has a residue (its own bpp,
-  profile and couplings); its map, on those columns, joins the query's own pair by pair: a
-  consensus over the family's sequences instead of one sequence's fold.  Scored on the runs
-  of the ensemble stage's recipes (``choice.json``, ``ensemble_stage``: held-out runs of seeds
-  0–3), each run alone and the four averaged; single sequences have no homologs, so their
-  figures cannot move.
+- **Homolog views.** Up to k of the alignment's rows that may stand in for its query
+  (``tprna.data.homolog_rows``: ≥ 90 % coverage, < 90 % identity), spread evenly over their
+  identity to it, each put first as the query of the same alignment on the columns where it
+  has a residue (its own bpp, profile and couplings); its map, on those columns, joins the
+  query's own pair by pair: a consensus over the family's sequences instead of one sequence's
+  fold.
+- **On four networks.** The shipped model averages four, so every lever is measured again on
+  the runs of the ensemble stage's recipes (``choice.json``, ``ensemble_stage``: held-out runs
+  of seeds 0–3), each run alone and the four averaged.
 - **How many networks.** Those runs pooled (two recipes, four seeds each): the average of every
   k of them, for each k, with alignments.
 
 Writes ``results/VALIDATION.md`` and records its rows in ``results/levers_validation.json``;
-without the runs (a fresh clone) the recorded rows are shown again.
+without the runs (a fresh clone), or with ``--from-record``, the recorded rows are shown again.
 
-    python scripts/validation_levers.py [--extra 'crop 192=a.onnx,b.onnx'] [--data ../shared/data]
+    python scripts/validation_levers.py [--extra 'crop 192=a.onnx,b.onnx'] [--data ../shared/data] [--from-record]
 """
 from __future__ import annotations
 
@@ -163,8 +163,10 @@ def emptied(filtered: dict[str, MSA]) -> str:
     return f"{len(alone)} alignments cut to the query alone ({', '.join(alone)})" if alone else ""
 
 
-def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: Callable) -> dict[str, dict]:
-    """{lever: {"seeds": [...], "average": x, "cost": what it adds to a prediction, "note": …}}."""
+def measure(models: list[Predictor], extra: list[Predictor], msas: dict,
+            score: Callable) -> tuple[dict[str, dict], list[dict]]:
+    """{lever: {"seeds": [...], "average": x, "cost": what it adds to a prediction, "note": …}},
+    and the models' baseline maps."""
     out: dict[str, dict] = {}
 
     def lever(name: str, per_model: Callable[[Predictor], dict], cost: str, note: str = "") -> None:
@@ -191,6 +193,16 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
     lever(f"the alignment and {len(views)} half-depth views, averaged",
           lambda p: average_maps([full[id(p)]] + [given(v)(p) for v in views]),
           f"{len(views)} more feature computations (plm fits) and network passes")
+    for k in HOMOLOG_VIEWS:
+        seen = {f"{i}@{row}": (i, *homolog_view(m, row)) for i, m in msas.items() for row in view_rows(m, k)}
+
+        def joined(p: Predictor, seen: dict = seen) -> dict:
+            maps = given({name: view for name, (_, view, _) in seen.items()})(p)
+            return {i: with_views(full[id(p)][i], [(maps[n], c) for n, (j, _, c) in seen.items() if j == i])
+                    for i in msas}
+        lever(f"up to {k} homolog views, joined pair by pair", joined,
+              f"up to {k} more feature computations and network passes",
+              f"{len(seen)} views, {len({j for j, _, _ in seen.values()})} of {len(msas)} alignments")
 
     def windows(p: Predictor) -> dict:
         def predict(x: np.ndarray) -> np.ndarray:
@@ -211,7 +223,7 @@ def measure(models: list[Predictor], extra: list[Predictor], msas: dict, score: 
                 "seeds": [], "average": round(float(np.mean(figures)), 4),
                 "cost": f"{k - len(models)} more network pass{'es' * (k - len(models) > 1)}" if k > len(models) else "",
                 "note": f"{len(figures)} subset{'s' * (len(figures) > 1)}"}
-    return out
+    return out, [full[id(p)] for p in models]
 
 
 def subset_figures(pooled: list[dict], k: int, score: Callable) -> list[float]:
@@ -230,47 +242,15 @@ def ensemble_sizes(pooled: list[dict], score: Callable) -> dict[str, dict]:
     return out
 
 
-def measure_homolog_views(models: list[Predictor], msas: dict, score: Callable) -> tuple[dict, list[dict]]:
-    """{"plain": {"seeds", "average"}, "k": {"seeds", "average", "views"} for k in HOMOLOG_VIEWS}:
-    each run alone and all of them averaged, without and with k homolog views per alignment;
-    and the runs' plain maps."""
-    def given(inputs: dict, p: Predictor) -> dict:
-        return {r.id: r.probabilities for r in p.predict(list(inputs.items()))}
-    plain = [given(msas, p) for p in models]
-    out = {"plain": {"seeds": [score(m) for m in plain], "average": score(average_maps(plain))}}
-    for k in HOMOLOG_VIEWS:
-        views = {f"{i}@{row}": (i, *homolog_view(m, row)) for i, m in msas.items() for row in view_rows(m, k)}
-        maps = []
-        for p, whole in zip(models, plain):
-            seen = given({name: v for name, (_, v, _) in views.items()}, p)
-            maps.append({i: with_views(whole[i], [(seen[n], c) for n, (j, _, c) in views.items() if j == i])
-                         for i in msas})
-        out[str(k)] = {"seeds": [score(m) for m in maps], "average": score(average_maps(maps)), "views": len(views)}
-        print(f"{k} homolog views: {out[str(k)]}", file=sys.stderr, flush=True)
-    return out, plain
-
-
-def homolog_table(record: dict[str, dict]) -> list[str]:
-    """One row per recipe and setting, the plain four-network average its reference."""
-    lines = ["| recipe (held-out runs) | homolog views per alignment, at most | views in all | mean of the runs | "
-             "their average | against the plain average |", "|---|---:|---:|---:|---:|---:|"]
-    for recipe, rows in record.items():
-        base = rows["plain"]["average"]
-        for k, r in rows.items():
-            lines.append(f"| `{recipe}` | {0 if k == 'plain' else k} | {r.get('views', 0)} | {np.mean(r['seeds']):.3f} | "
-                         f"{r['average']:.3f} | {r['average'] - base:+.3f} |")
-    return lines
-
-
-def homolog_verdict(record: dict[str, dict]) -> str:
-    """Whether some number of views beats the plain average, averaged over the recipes (the
-    stages' rule), in one sentence."""
-    gains = {k: round(float(np.mean([rows[k]["average"] - rows["plain"]["average"] for rows in record.values()])), 4)
-             for k in next(iter(record.values())) if k != "plain"}
+def four_verdict(record: dict[str, dict]) -> str:
+    """The best lever on four networks, averaged over the recipes (the stages' rule), in one
+    sentence."""
+    base = "the Rfam alignment (baseline)"
+    gains = {name: round(float(np.mean([rows[name]["average"] - rows[base]["average"] for rows in record.values()])), 4)
+             for name in next(iter(record.values())) if name != base}
     best = max(gains, key=gains.get)
-    return (f"Averaged over the recipes, the best setting ({best} views) moves the four-network average by "
-            f"{gains[best]:+.3f}: " + ("homolog views would help." if gains[best] > 0 else
-                                      "homolog views do not help, and the shipped model predicts without them."))
+    return (f"Averaged over the recipes, the best lever on four networks, {best}, moves their average by "
+            f"{gains[best]:+.3f}" + (": none moves it at all." if gains[best] <= 0 else "."))
 
 
 def sizes_table(sizes: dict[str, dict]) -> list[str]:
@@ -289,10 +269,11 @@ def sizes_verdict(sizes: dict[str, dict], shipped: int) -> str:
 
 def table(rows: dict[str, dict]) -> list[str]:
     base = rows["the Rfam alignment (baseline)"]["average"]
-    lines = ["| lever | seed 0 | seed 1 | average of the seeds | against the baseline | added to a prediction | note |",
-             "|---|---:|---:|---:|---:|---|---|"]
+    n = len(rows["the Rfam alignment (baseline)"]["seeds"])
+    lines = ["| lever | " + "".join(f"seed {s} | " for s in range(n)) + "average of the seeds | against the baseline | "
+             "added to a prediction | note |", "|---|" + "---:|" * (n + 2) + "---|---|"]
     for name, r in rows.items():
-        seeds = [f"{s:.3f}" for s in r["seeds"]] or ["", ""]
+        seeds = [f"{s:.3f}" for s in r["seeds"]] or [""] * n
         lines.append(f"| {name} | {' | '.join(seeds)} | {r['average']:.3f} | {r['average'] - base:+.3f} | "
                      f"{r['cost']} | {r['note']} |")
     return lines
@@ -313,15 +294,16 @@ def main() -> int:
     parser.add_argument("--extra", action="append", default=[],
                         help="NAME=a.onnx[,b.onnx]: more runs of the recipe for the members rows")
     parser.add_argument("--record", type=Path, default=REPO / "results" / "levers_validation.json")
+    parser.add_argument("--from-record", action="store_true", help="show the recorded rows; measure nothing")
     args = benchmark_arguments(parser, REPO / "results" / "VALIDATION.md").parse_args()
     choice = json.loads((args.work / "choice.json").read_text())
     ids = choice["coupling_stage"]["scored"]
     recipe = choice["search_stage"]["chosen_recipe"]
     record = json.loads(args.record.read_text()) if args.record.is_file() else {}
-    models = [p for _, p in stage_models(recipe, (0, 1), args.work / "work")]
+    models = [] if args.from_record else [p for _, p in stage_models(recipe, (0, 1), args.work / "work")]
     ensemble = choice.get("ensemble_stage", {})
-    four = {r: [p for _, p in stage_models(r, ensemble["seeds"], args.work / "work")]
-            for r in ensemble.get("aligned", {})}
+    four = {} if args.from_record else {r: [p for _, p in stage_models(r, ensemble["seeds"], args.work / "work")]
+                                        for r in ensemble.get("aligned", {})}
     four = {r: m for r, m in four.items() if len(m) == len(ensemble["seeds"])}
     if len(models) == 2 or four:
         labels, msas = family_labels(args.data, args.store, ids)
@@ -333,22 +315,23 @@ def main() -> int:
                 extra = [Predictor(Path(f), device="cpu") for spec in args.extra
                          for f in spec.partition("=")[2].split(",")]
                 record.update(recipe=recipe, families=ids, extra=[spec.partition("=")[0] for spec in args.extra],
-                              rows=measure(models, extra, msas, score))
+                              rows=measure(models, extra, msas, score)[0])
             pooled = []
             for r, runs in four.items():  # the ensemble stage's families are the coupling stage's
-                rows, plain = measure_homolog_views(runs, msas, score)
-                record.setdefault("homolog_views", {})[r] = rows
+                rows, plain = measure(runs, [], msas, score)
+                record.setdefault("four_networks", {})[r] = rows
                 pooled += plain
-                if rows["plain"]["average"] != ensemble["aligned"][r]["all"]:  # the same runs on the same families
-                    print(f"{r}: the plain average {rows['plain']['average']} is not the ensemble stage's "
-                          f"{ensemble['aligned'][r]['all']}", file=sys.stderr)
+                base = rows["the Rfam alignment (baseline)"]["average"]
+                if base != ensemble["aligned"][r]["all"]:  # the same runs on the same families
+                    print(f"{r}: the baseline {base} is not the ensemble stage's {ensemble['aligned'][r]['all']}",
+                          file=sys.stderr)
             if len(four) > 1:
                 record["ensemble_sizes"] = {"recipes": list(four), "sizes": ensemble_sizes(pooled, score)}
         args.record.write_text(json.dumps(record, indent=1) + "\n")
     if "rows" not in record:
         print(f"no runs of {recipe} under runs/release/held_out_families and no {args.record}", file=sys.stderr)
         return 2
-    if len(models) < 2:
+    if len(models) < 2 and not args.from_record:
         print(f"the search stage's runs of {recipe} are not on disk: showing {args.record.name}", file=sys.stderr)
     text = [
         "# Levers on the shipped recipe, on validation", "",
@@ -359,21 +342,22 @@ def main() -> int:
         "what each lever does is in the script's docstring." + (
             f" Members rows pool those runs with {', '.join(record['extra'])}." if record["extra"] else ""), "",
         *table(record["rows"]), "", verdict(record["rows"]), ""]
-    if record.get("homolog_views"):
+    if record.get("four_networks"):
         text += [
-            "## Homolog views, on four networks", "",
-            f"The ensemble stage's held-out runs (seeds {', '.join(map(str, ensemble.get('seeds', (0, 1, 2, 3))))}"
-            f" of each recipe, trained without the same {len(record['families'])} families; the shipped model "
-            "averages four networks): each run alone and the four averaged, without homolog views and with "
-            "them (what a view is: the script's docstring). Single sequences have no homologs: their "
-            "figures cannot move.", "",
-            *homolog_table(record["homolog_views"]), "", homolog_verdict(record["homolog_views"]), ""]
+            "## The same levers on four networks", "",
+            f"The shipped model averages four networks, so every lever is measured again on the ensemble stage's "
+            f"held-out runs: seeds {', '.join(map(str, ensemble.get('seeds', (0, 1, 2, 3))))} of each recipe, "
+            f"trained without the same {len(record['families'])} families, each run alone and the four averaged. "
+            "Every lever acts on the alignment: the single sequences are not scored here."]
+        for r, rows in record["four_networks"].items():
+            text += ["", f"`{r}`:", "", *table(rows), "", verdict(rows)]
+        text += ["", four_verdict(record["four_networks"]), ""]
     if record.get("ensemble_sizes"):
         pooled = record["ensemble_sizes"]
         text += [
             "## How many networks", "",
             f"The same runs pooled ({len(pooled['recipes'])} recipes, {max(map(int, pooled['sizes']))} networks, "
-            "no homolog views): the average of every k of them, its mean, lowest and highest over the "
+            "the Rfam alignments): the average of every k of them, its mean, lowest and highest over the "
             f"subsets. The {len(pooled['recipes'])} recipes' runs stand in for more seeds of one.", "",
             *sizes_table(pooled["sizes"]), "",
             sizes_verdict(pooled["sizes"], len(ensemble.get("chosen_seeds", ensemble.get("seeds", (0, 1, 2, 3))))), ""]

@@ -121,20 +121,21 @@ def test_views_average_pair_by_pair_where_they_cover():
     assert levers.with_views(whole, []).tolist() == whole.tolist()
 
 
-def test_homolog_table_and_verdict_against_the_plain_average():
-    record = {"r1": {"plain": {"seeds": [0.70, 0.72], "average": 0.75},
-                     "2": {"seeds": [0.71, 0.73], "average": 0.74, "views": 18}},
-              "r2": {"plain": {"seeds": [0.70, 0.70], "average": 0.76},
-                     "2": {"seeds": [0.70, 0.72], "average": 0.77, "views": 18}}}
-    lines = levers.homolog_table(record)
-    assert lines[2] == "| `r1` | 0 | 0 | 0.710 | 0.750 | +0.000 |"
-    assert lines[3] == "| `r1` | 2 | 18 | 0.720 | 0.740 | -0.010 |"
-    assert lines[5] == "| `r2` | 2 | 18 | 0.710 | 0.770 | +0.010 |"
-    assert levers.homolog_verdict(record) == (
-        "Averaged over the recipes, the best setting (2 views) moves the four-network average by +0.000: "
-        "homolog views do not help, and the shipped model predicts without them.")
-    record["r2"]["2"]["average"] = 0.78
-    assert "+0.005: homolog views would help." in levers.homolog_verdict(record)
+def test_four_network_tables_and_the_verdict_over_recipes():
+    base = "the Rfam alignment (baseline)"
+    record = {"r1": {base: {"seeds": [0.70, 0.72, 0.74, 0.76], "average": 0.75, "cost": "", "note": ""},
+                     "views": {"seeds": [0.71, 0.73, 0.75, 0.77], "average": 0.74, "cost": "2 more", "note": "9 of 14"}},
+              "r2": {base: {"seeds": [0.70, 0.70, 0.70, 0.70], "average": 0.76, "cost": "", "note": ""},
+                     "views": {"seeds": [0.70, 0.72, 0.70, 0.72], "average": 0.77, "cost": "2 more", "note": ""}}}
+    lines = levers.table(record["r1"])
+    assert lines[0] == ("| lever | seed 0 | seed 1 | seed 2 | seed 3 | average of the seeds | against the baseline | "
+                        "added to a prediction | note |")
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|---|---|"
+    assert lines[3] == "| views | 0.710 | 0.730 | 0.750 | 0.770 | 0.740 | -0.010 | 2 more | 9 of 14 |"
+    assert levers.four_verdict(record) == ("Averaged over the recipes, the best lever on four networks, views, "
+                                           "moves their average by +0.000: none moves it at all.")
+    record["r2"]["views"]["average"] = 0.78
+    assert levers.four_verdict(record).endswith("views, moves their average by +0.005.")
 
 
 def test_ensemble_sizes_average_every_subset():
