@@ -56,7 +56,7 @@ from release_benchmarks import benchmark_arguments  # noqa: E402
 from search_benchmark import KEY, family_labels, stage_models  # noqa: E402
 from tprna import features  # noqa: E402
 from tprna.contract import pad_batch  # noqa: E402
-from tprna.data import homolog_rows  # noqa: E402
+from tprna.data import homolog_rows, query_shares  # noqa: E402
 from tprna.evaluate import score_maps  # noqa: E402
 from tprna.msa import MSA  # noqa: E402
 from tprna.serve import Predictor  # noqa: E402
@@ -76,8 +76,7 @@ def rows(msa: MSA, keep: np.ndarray) -> MSA:
 def covered(msa: MSA, fraction: float) -> MSA:
     """The rows holding a residue in at least ``fraction`` of the query's residue columns (the
     query always)."""
-    present = msa.codes != msa.alphabet.gap
-    share = (present & present[0]).sum(axis=1) / max(int(present[0].sum()), 1)
+    share = query_shares(msa.codes, msa.alphabet.gap)[0]
     share[0] = 1.0
     return rows(msa, np.flatnonzero(share >= fraction))
 
@@ -105,8 +104,7 @@ def view_rows(msa: MSA, k: int) -> list[int]:
     eligible = homolog_rows(msa.codes, msa.alphabet.gap)
     if len(eligible) <= k:
         return [int(r) for r in eligible]
-    present = msa.codes != msa.alphabet.gap
-    identity = ((msa.codes == msa.codes[0]) & present).sum(axis=1)
+    identity = query_shares(msa.codes, msa.alphabet.gap)[1]
     ranked = eligible[np.argsort(identity[eligible], kind="stable")]
     return [int(ranked[i]) for i in np.unique(np.round(np.linspace(0, len(ranked) - 1, k)).astype(int))]
 

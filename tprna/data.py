@@ -60,7 +60,8 @@ from tprna.store import open_store
 
 __all__ = ["StoreDataset", "LengthBatchSampler", "collate", "PAPER_PIXEL_BUDGET", "length_batches",
            "subsampled_features", "query_and_random_rows", "draw_depth", "DEPTH_SAMPLING_MAX",
-           "homolog_rows", "homolog_example", "homolog_columns", "homolog_bpp", "HOMOLOG_ALONE", "HOMOLOG_QUERY"]
+           "query_shares", "homolog_rows", "homolog_example", "homolog_columns", "homolog_bpp",
+           "HOMOLOG_ALONE", "HOMOLOG_QUERY"]
 
 DEPTH_SAMPLING_MAX = 1000  # deepest subsample drawn: weights cost O(depth² · L)
 # components recomputed from a row subset (neff: the subset's); "bpp" is the query's alone and stays as stored
@@ -241,14 +242,20 @@ def subsampled_features(codes: np.ndarray, stored: dict, spec: FeatureSpec, dept
     return out
 
 
+def query_shares(codes: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's coverage of the query's (row 0's) residue columns and its identity to the
+    query, both as shares of those columns."""
+    present = codes != gap
+    query_columns = max(int(present[0].sum()), 1)
+    return ((present & present[0]).sum(1) / query_columns,
+            ((codes == codes[0]) & present).sum(1) / query_columns)
+
+
 def homolog_rows(codes: np.ndarray, gap: int) -> np.ndarray:
     """Rows of an alignment that may stand in for its query (row 0): they cover at least
     ``HOMOLOG_MIN_COVERAGE`` of the query's columns and share less than
     ``HOMOLOG_MAX_IDENTITY`` of them."""
-    present = codes != gap
-    query_columns = max(int(present[0].sum()), 1)
-    coverage = (present & present[0]).sum(1) / query_columns
-    identity = ((codes == codes[0]) & present).sum(1) / query_columns
+    coverage, identity = query_shares(codes, gap)
     eligible = (coverage >= HOMOLOG_MIN_COVERAGE) & (identity < HOMOLOG_MAX_IDENTITY)
     eligible[0] = False
     return np.flatnonzero(eligible)
